@@ -1,0 +1,402 @@
+//! The WebRTC engine: every call into str0m lives in this file, so a str0m bump touches only it.
+//!
+//! A [`Peer`] wraps one `str0m::Rtc` in ICE-lite mode. It is sans-IO: the owning actor feeds it
+//! datagrams ([`Peer::receive`]) and timeouts ([`Peer::timeout`]), writes forwarded frames
+//! ([`Peer::write_frame`]), then drains it with [`Peer::poll`] until it returns the next deadline.
+//! [`negotiate`] turns a browser's SDP offer into a `Peer` plus the SDP answer to send back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use crate::error::EngineError;
+
+/// Packets kept per outgoing video stream to answer NACKs. str0m's default (1000) costs ~1.2 MB
+/// per subscriber; 512 covers about a second at 4 Mbit/s, which is as far back as a NACK is useful.
+const SEND_BUFFER_VIDEO: usize = 512;
+/// Packets kept per outgoing audio stream (one Opus frame is one packet, 20 ms each).
+const SEND_BUFFER_AUDIO: usize = 50;
+
+/// The video codecs we forward. Audio is always Opus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    Vp8,
+}
+
+impl VideoCodec {
+    pub fn wcs_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H264",
+            VideoCodec::Vp8 => "VP8",
+        }
+    }
+}
+
+/// What the peer is for: receiving a published stream, or sending one to a viewer.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Publish,
+    /// Play a stream whose publisher sends this video codec (None: audio only).
+    Play {
+        video: Option<VideoCodec>,
+    },
+}
+
+/// Where the server's media socket is reachable, written into answers as ICE candidates.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    /// Advertised addresses (the public or configured media address) with the media port.
+    pub addrs: Vec<SocketAddr>,
+    /// Offer UDP host candidates.
+    pub udp: bool,
+    /// Offer ICE-TCP passive candidates (same port number).
+    pub tcp: bool,
+}
+
+/// A negotiated peer, ready to be moved into its actor.
+pub struct Negotiated {
+    pub peer: Peer,
+    pub answer_sdp: String,
+    /// Our ICE username fragment: STUN requests carry it, which is how datagrams are routed.
+    pub local_ufrag: String,
+    pub video: Option<VideoCodec>,
+    pub has_audio: bool,
+    pub has_video: bool,
+}
+
+/// Build the process-wide crypto once and one throw-away `Rtc`: the first build in a process
+/// costs 30-40 ms of one-time setup that would otherwise land on the first publisher.
+pub fn warm_up() {
+    let rtc = base_config().build(Instant::now());
+    drop(rtc);
+}
+
+fn base_config() -> RtcConfig {
+    RtcConfig::new()
+        .set_ice_lite(true)
+        .set_send_buffer_video(SEND_BUFFER_VIDEO)
+        .set_send_buffer_audio(SEND_BUFFER_AUDIO)
+        .set_stats_interval(None)
+        .clear_codecs()
+}
+
+/// Accept a browser's offer. The answer carries our candidates and `a=ice-lite`; the browser's
+/// checks arrive from addresses we learn as peer-reflexive candidates (the SDK sends no trickle).
+pub fn negotiate(
+    offer_sdp: &str,
+    role: Role,
+    cands: &Candidates,
+) -> Result<Negotiated, EngineError> {
+    let offer = str0m::change::SdpOffer::from_sdp_string(offer_sdp)
+        .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+    // str0m answers in its own codec order and Chromium sends the answer's first codec, so the
+    // order enabled here decides what a publisher sends: H.264 first, VP8 second. A player gets
+    // exactly its publisher's codec, so nothing is ever transcoded.
+    let mut cfg = base_config().enable_opus(true, false);
+    cfg = match role {
+        Role::Publish => cfg.enable_h264(true).enable_vp8(true),
+        Role::Play {
+            video: Some(VideoCodec::H264),
+        } => cfg.enable_h264(true),
+        Role::Play {
+            video: Some(VideoCodec::Vp8),
+        } => cfg.enable_vp8(true),
+        Role::Play { video: None } => cfg,
+    };
+    let mut rtc = cfg.build(Instant::now());
+    for addr in &cands.addrs {
+        if cands.udp {
+            let c =
+                Candidate::host(*addr, "udp").map_err(|e| EngineError::Candidate(e.to_string()))?;
+            rtc.add_local_candidate(c);
+        }
+        if cands.tcp {
+            let c = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| EngineError::Candidate(e.to_string()))?;
+            rtc.add_local_candidate(c);
+        }
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+    let answer_sdp = answer.to_sdp_string();
+    let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+
+    let media = crate::sdp::summarize(&answer_sdp);
+    let wanted_direction_ok = match role {
+        Role::Publish => media.receives,
+        Role::Play { .. } => media.sends,
+    };
+    if !wanted_direction_ok || (!media.has_audio && media.video.is_none()) {
+        return Err(EngineError::NoCommonCodecs);
+    }
+    if let Role::Play { video: Some(_) } = role {
+        // The offer wanted video but none of its codecs matches the publisher's.
+        if media.video.is_none() && crate::sdp::summarize(offer_sdp).video_offered {
+            return Err(EngineError::NoCommonCodecs);
+        }
+    }
+    Ok(Negotiated {
+        peer: Peer {
+            rtc,
+            video_mid: None,
+            audio_mid: None,
+            pt_cache: Vec::new(),
+            connected: false,
+        },
+        answer_sdp,
+        local_ufrag,
+        video: media.video,
+        has_audio: media.has_audio,
+        has_video: media.video.is_some(),
+    })
+}
+
+/// Transport protocol of a datagram: the shared UDP socket or an ICE-TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+/// A datagram to send, as the engine produced it.
+pub struct Transmit {
+    pub proto: Proto,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// One depacketized media frame, shared by reference among all subscribers of a stream.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: FrameKind,
+    pub keyframe: bool,
+    /// Codec parameters as the publisher negotiated them (payload type differs per subscriber).
+    params: PayloadParams,
+    time: MediaTime,
+    network_time: Instant,
+    pub data: Arc<[u8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Audio,
+    Video,
+}
+
+/// What a peer reports while it is drained.
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media flows from here on.
+    Connected,
+    /// ICE consent lost or the remote closed: the peer is gone.
+    Disconnected,
+    /// A frame received from a publishing browser.
+    Frame(Frame),
+    /// The remote (a viewer) asks for a keyframe.
+    KeyframeRequest,
+}
+
+pub struct Peer {
+    rtc: Rtc,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    /// Subscriber side: publisher params -> our payload type, found once per codec.
+    pt_cache: Vec<(PayloadParams, Option<Pt>)>,
+    connected: bool,
+}
+
+impl Peer {
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Feed one received datagram. Errors mean the datagram was not for this peer or was
+    /// malformed; the peer stays usable.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        proto: Proto,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> Result<(), EngineError> {
+        let proto = match proto {
+            Proto::Udp => Protocol::Udp,
+            Proto::Tcp => Protocol::Tcp,
+        };
+        let recv = Receive::new(proto, source, destination, buf)
+            .map_err(|e| EngineError::Datagram(e.to_string()))?;
+        self.rtc
+            .handle_input(Input::Receive(now, recv))
+            .map_err(|e| EngineError::Rtc(e.to_string()))
+    }
+
+    pub fn timeout(&mut self, now: Instant) -> Result<(), EngineError> {
+        self.rtc
+            .handle_input(Input::Timeout(now))
+            .map_err(|e| EngineError::Rtc(e.to_string()))
+    }
+
+    /// Drain every pending output: transmits and events go to the callbacks, and the return
+    /// value is the next deadline at which [`Peer::timeout`] must be called.
+    pub fn poll(
+        &mut self,
+        mut transmit: impl FnMut(Transmit),
+        mut event: impl FnMut(PeerEvent),
+    ) -> Result<Instant, EngineError> {
+        loop {
+            if !self.rtc.is_alive() {
+                return Err(EngineError::Closed);
+            }
+            let out = self
+                .rtc
+                .poll_output()
+                .map_err(|e| EngineError::Rtc(e.to_string()))?;
+            match out {
+                Output::Timeout(at) => return Ok(at),
+                Output::Transmit(t) => transmit(Transmit {
+                    proto: if t.proto == Protocol::Tcp {
+                        Proto::Tcp
+                    } else {
+                        Proto::Udp
+                    },
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Output::Event(e) => match e {
+                    Event::Connected => {
+                        self.connected = true;
+                        event(PeerEvent::Connected)
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        event(PeerEvent::Disconnected)
+                    }
+                    Event::MediaAdded(m) => match m.kind {
+                        MediaKind::Video if self.video_mid.is_none() => {
+                            self.video_mid = Some(m.mid)
+                        }
+                        MediaKind::Audio if self.audio_mid.is_none() => {
+                            self.audio_mid = Some(m.mid)
+                        }
+                        _ => {}
+                    },
+                    Event::MediaData(d) => {
+                        let kind = if Some(d.mid) == self.video_mid {
+                            FrameKind::Video
+                        } else {
+                            FrameKind::Audio
+                        };
+                        let keyframe = match &d.codec_extra {
+                            str0m::format::CodecExtra::H264(x) => x.is_keyframe,
+                            str0m::format::CodecExtra::Vp8(x) => x.is_keyframe,
+                            _ => {
+                                kind == FrameKind::Video
+                                    && crate::media::is_keyframe(
+                                        &d.data,
+                                        d.params.spec().codec == str0m::format::Codec::H264,
+                                    )
+                            }
+                        };
+                        event(PeerEvent::Frame(Frame {
+                            kind,
+                            keyframe,
+                            params: d.params,
+                            time: d.time,
+                            network_time: d.network_time,
+                            data: d.data,
+                        }))
+                    }
+                    Event::KeyframeRequest(_) => event(PeerEvent::KeyframeRequest),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Write a frame received from the publisher. Returns false when this peer cannot carry it
+    /// (no such media, or no matching codec): the caller skips it silently.
+    pub fn write_frame(&mut self, frame: &Frame) -> Result<bool, EngineError> {
+        if !self.connected {
+            return Ok(false);
+        }
+        let mid = match frame.kind {
+            FrameKind::Video => self.video_mid,
+            FrameKind::Audio => self.audio_mid,
+        };
+        let Some(mid) = mid else { return Ok(false) };
+        let cached = self
+            .pt_cache
+            .iter()
+            .find(|(p, _)| *p == frame.params)
+            .map(|(_, pt)| *pt);
+        let pt = match cached {
+            Some(pt) => pt,
+            None => {
+                let pt = self
+                    .rtc
+                    .writer(mid)
+                    .and_then(|w| w.match_params(frame.params));
+                self.pt_cache.push((frame.params, pt));
+                pt
+            }
+        };
+        let (Some(pt), Some(writer)) = (pt, self.rtc.writer(mid)) else {
+            return Ok(false);
+        };
+        writer
+            .write(pt, frame.network_time, frame.time, frame.data.clone())
+            .map_err(|e| EngineError::Rtc(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// Ask the publishing browser for a keyframe (PLI).
+    pub fn request_keyframe(&mut self) -> bool {
+        let Some(mid) = self.video_mid else {
+            return false;
+        };
+        match self.rtc.writer(mid) {
+            Some(mut w) => w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Close the peer (sends nothing further).
+    pub fn close(&mut self) {
+        self.rtc.disconnect();
+    }
+}
+
+/// STUN binding requests carry `<server ufrag>:<client ufrag>` as USERNAME: the server ufrag
+/// names the peer the datagram belongs to. Returns None for anything that is not STUN.
+pub fn stun_server_ufrag(buf: &[u8]) -> Option<String> {
+    // First two bits of a STUN message are zero, and it carries the magic cookie.
+    if buf.len() < 20 || buf[0] >= 2 || buf[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    let msg = str0m::ice::StunMessage::parse(buf).ok()?;
+    msg.split_username().map(|(server, _)| server.to_string())
+}
+
+/// How far ahead a timer is armed at most, even if the engine asks for later.
+pub const MAX_TIMER: Duration = Duration::from_secs(1);
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("connected", &self.connected)
+            .finish()
+    }
+}

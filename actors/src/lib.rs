@@ -1,0 +1,64 @@
+//! # sluice-actors: the actors of the sluice media server
+//!
+//! sluice is an SFU: browsers publish WebRTC streams by name and any number of browsers play
+//! them, over the Flashphoner WCS signalling protocol. This crate holds everything below the
+//! HTTP front (which lives in the `sluice` binary).
+//!
+//! ## The actors
+//! - [`session::Session`], one per WebSocket client, on the actix-web worker that accepted it:
+//!   parses WCS frames, negotiates WebRTC, starts the stream actors, relays their status events.
+//! - [`publisher::Publisher`], one per published stream, and [`subscriber::Subscriber`], one per
+//!   viewer. Each owns one WebRTC engine peer ([`engine::Peer`], a `str0m::Rtc` in ICE-lite mode).
+//!   They all run on one dedicated *media arbiter* (a thread of its own), apart from the web
+//!   workers, so a restarted web worker never takes media with it.
+//! - The stream registry ([`registry::Registry`]) is deliberately *not* an actor: it is a pair of
+//!   `DashMap`s (published names; every media session by id) that sessions and REST read and
+//!   write synchronously. "Claim this name unless taken" must be atomic, and `DashMap::entry`
+//!   gives that without a mailbox round trip on every publish.
+//!
+//! ## The media path
+//! One UDP socket on one port carries every peer; ICE-TCP listens on the same port number
+//! ([`media_socket::MediaSocket`]). Datagrams are routed to their peer actor by the ICE ufrag in
+//! STUN requests, then by source address. A publisher's engine depacketizes each frame; the frame
+//! is shared (`Arc`) with every subscriber, whose engine packetizes and encrypts it for its viewer
+//! and answers its NACKs. Nothing is decoded. Keyframes are requested from the publishing browser
+//! when a viewer joins or asks (rate-limited), because browsers send none on their own.
+//!
+//! ## Where to start
+//! [`protocol`] is the wire format, [`engine`] is the only file that calls str0m, [`session`]
+//! shows the whole flow of a publish and a play.
+
+pub mod engine;
+pub mod error;
+pub mod media;
+pub mod media_socket;
+pub mod messages;
+pub mod peer_link;
+pub mod protocol;
+pub mod publisher;
+pub mod registry;
+pub mod sdp;
+pub mod session;
+pub mod subscriber;
+
+use std::sync::Arc;
+
+use actix::ArbiterHandle;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the server tells browsers to send media: the advertised addresses and transports.
+#[derive(Debug, Clone)]
+pub struct CandidateConfig {
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Also offer ICE-TCP candidates on the media port.
+    pub tcp: bool,
+}
+
+/// What every session shares: the registry, the media socket and the arbiter media actors run on.
+pub struct Core {
+    pub registry: Arc<registry::Registry>,
+    pub socket: Arc<media_socket::MediaSocket>,
+    pub media_arbiter: ArbiterHandle,
+    pub candidates: CandidateConfig,
+}

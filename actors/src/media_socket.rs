@@ -1,0 +1,247 @@
+//! The media socket: ONE UDP port shared by every peer, plus ICE-TCP (RFC 6544 passive,
+//! RFC 4571 framing) on the same port number.
+//!
+//! Owns the sockets and the routing table. Incoming datagrams are routed to the peer actor that
+//! owns them: a STUN binding request names its peer by the server ufrag in USERNAME (that is how a
+//! new client address becomes known, as a peer-reflexive candidate); everything else (DTLS, SRTP,
+//! SRTCP) goes by the source address STUN taught us. The receive loops run on the media arbiter,
+//! where the sockets are bound and polled; sends are non-blocking and drop on a full buffer (it is
+//! UDP: the engine's NACK/RTX recovers video).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::engine::{stun_server_ufrag, Proto, Transmit};
+
+/// Largest UDP datagram we read (ICE/DTLS/SRTP from browsers stay under 1500).
+const MAX_DATAGRAM: usize = 2048;
+/// Frames queued towards one ICE-TCP connection before new ones are dropped.
+const TCP_SEND_QUEUE: usize = 1024;
+
+/// One datagram for a peer actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Datagram {
+    pub at: Instant,
+    pub proto: Proto,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+struct Route {
+    ufrag: Arc<str>,
+    peer: Recipient<Datagram>,
+}
+
+/// Counters, read by `/health` and the benchmarks.
+#[derive(Default, Debug)]
+pub struct SocketStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub unrouted: AtomicU64,
+    pub send_dropped: AtomicU64,
+}
+
+pub struct MediaSocket {
+    udp: UdpSocket,
+    local: SocketAddr,
+    by_ufrag: DashMap<Arc<str>, Arc<Route>>,
+    by_source: DashMap<(Proto, SocketAddr), Arc<Route>>,
+    tcp_out: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    pub stats: SocketStats,
+}
+
+impl MediaSocket {
+    /// Bind UDP `bind:port` and TCP on the same port (port 0: the OS picks, TCP follows it), and
+    /// start the receive loops on `arbiter`.
+    pub fn start(
+        bind: std::net::IpAddr,
+        port: u16,
+        arbiter: &ArbiterHandle,
+    ) -> io::Result<Arc<Self>> {
+        let udp = UdpSocket::bind((bind, port))?;
+        let local = udp.local_addr()?;
+        let tcp = TcpListener::bind(local)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        let recv = udp.try_clone()?;
+        let this = Arc::new(MediaSocket {
+            udp,
+            local,
+            by_ufrag: DashMap::new(),
+            by_source: DashMap::new(),
+            tcp_out: DashMap::new(),
+            stats: SocketStats::default(),
+        });
+        let me = this.clone();
+        arbiter.spawn(async move {
+            match tokio::net::UdpSocket::from_std(recv) {
+                Ok(sock) => me.udp_loop(sock).await,
+                Err(e) => warn!(error = %e, "media UDP socket cannot be polled"),
+            }
+        });
+        let me = this.clone();
+        arbiter.spawn(async move {
+            match tokio::net::TcpListener::from_std(tcp) {
+                Ok(l) => me.tcp_accept_loop(l).await,
+                Err(e) => warn!(error = %e, "media TCP listener cannot be polled"),
+            }
+        });
+        info!(%local, "media socket bound (UDP and ICE-TCP)");
+        Ok(this)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Make a peer reachable by its ICE ufrag. Done before its SDP answer leaves the server.
+    pub fn register(&self, ufrag: &str, peer: Recipient<Datagram>) {
+        let ufrag: Arc<str> = ufrag.into();
+        self.by_ufrag
+            .insert(ufrag.clone(), Arc::new(Route { ufrag, peer }));
+    }
+
+    /// Forget a peer and every address learned for it.
+    pub fn unregister(&self, ufrag: &str) {
+        if self.by_ufrag.remove(ufrag).is_some() {
+            self.by_source.retain(|_, r| &*r.ufrag != ufrag);
+        }
+    }
+
+    pub fn peers(&self) -> usize {
+        self.by_ufrag.len()
+    }
+
+    /// Send one engine transmit. Never blocks: a full socket buffer drops the datagram.
+    pub fn send(&self, t: Transmit) {
+        let ok = match t.proto {
+            Proto::Udp => match self.udp.send_to(&t.contents, t.destination) {
+                Ok(_) => true,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        debug!(error = %e, dest = %t.destination, "UDP send failed");
+                    }
+                    false
+                }
+            },
+            Proto::Tcp => match self.tcp_out.get(&t.destination) {
+                Some(tx) => tx.try_send(t.contents).is_ok(),
+                None => false,
+            },
+        };
+        let counter = if ok {
+            &self.stats.sent
+        } else {
+            &self.stats.send_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn route(&self, proto: Proto, source: SocketAddr, data: Vec<u8>) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let route = match stun_server_ufrag(&data) {
+            Some(ufrag) => match self.by_ufrag.get(ufrag.as_str()) {
+                Some(r) => {
+                    let r = r.clone();
+                    // A new source (or a port reused by another peer) is (re)learned here.
+                    let known = self
+                        .by_source
+                        .get(&(proto, source))
+                        .is_some_and(|x| Arc::ptr_eq(&x, &r));
+                    if !known {
+                        self.by_source.insert((proto, source), r.clone());
+                    }
+                    Some(r)
+                }
+                None => None,
+            },
+            None => self.by_source.get(&(proto, source)).map(|r| r.clone()),
+        };
+        let Some(route) = route else {
+            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        route.peer.do_send(Datagram {
+            at: Instant::now(),
+            proto,
+            source,
+            destination: self.local,
+            data,
+        });
+    }
+
+    async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, source)) => self.route(Proto::Udp, source, buf[..n].to_vec()),
+                // ICMP port unreachable from a vanished client surfaces as an error: keep going.
+                Err(e) => debug!(error = %e, "media UDP receive error"),
+            }
+        }
+    }
+
+    async fn tcp_accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let me = self.clone();
+                    actix::spawn(async move { me.tcp_conn(stream, remote).await });
+                }
+                Err(e) => {
+                    warn!(error = %e, "media TCP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// One ICE-TCP connection: RFC 4571 frames (16-bit length, then the datagram) both ways.
+    async fn tcp_conn(self: Arc<Self>, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_SEND_QUEUE);
+        self.tcp_out.insert(remote, tx);
+        debug!(%remote, "ICE-TCP connection");
+        let writer = actix::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                let Ok(len) = u16::try_from(frame.len()) else {
+                    continue;
+                };
+                let mut out = Vec::with_capacity(frame.len() + 2);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&frame);
+                if wr.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut len = [0u8; 2];
+        loop {
+            if rd.read_exact(&mut len).await.is_err() {
+                break;
+            }
+            let n = u16::from_be_bytes(len) as usize;
+            let mut data = vec![0u8; n];
+            if rd.read_exact(&mut data).await.is_err() {
+                break;
+            }
+            self.route(Proto::Tcp, remote, data);
+        }
+        writer.abort();
+        self.tcp_out.remove(&remote);
+        self.by_source.remove(&(Proto::Tcp, remote));
+        debug!(%remote, "ICE-TCP connection closed");
+    }
+}

@@ -1,0 +1,165 @@
+//! The stream registry: published streams by name, and every media session (publish or play)
+//! by `mediaSessionId`.
+//!
+//! A shared `DashMap` pair rather than an actor, on purpose: the WebSocket sessions and the REST
+//! front ask it synchronously on every publish, play and find, and the duplicate-name rule needs
+//! an atomic "insert if absent", which `DashMap::entry` gives without a mailbox round trip. Actors
+//! update their own entry (status, info) as their stream changes, so `/stream/find` is always
+//! current without asking any actor.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use crate::engine::VideoCodec;
+use crate::messages::Stop;
+use crate::protocol::{StreamInfo, StreamStatus};
+use crate::publisher::Publisher;
+
+/// A published stream, as players find it.
+#[derive(Clone)]
+pub struct Published {
+    pub media_session_id: String,
+    pub publisher: Addr<Publisher>,
+    pub video: Option<VideoCodec>,
+    pub has_audio: bool,
+}
+
+struct Record {
+    info: StreamInfo,
+    control: Recipient<Stop>,
+}
+
+/// A filter as `/stream/find` and `/stream/terminate` take it; empty fields match anything.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub name: Option<String>,
+    pub media_session_ids: Option<Vec<String>>,
+    pub published: Option<bool>,
+    pub status: Option<StreamStatus>,
+}
+
+impl Filter {
+    fn matches(&self, i: &StreamInfo) -> bool {
+        self.name.as_ref().is_none_or(|n| *n == i.name)
+            && self
+                .media_session_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&i.media_session_id))
+            && self.published.is_none_or(|p| p == i.published)
+            && self.status.is_none_or(|s| s == i.status)
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    published: DashMap<String, Published>,
+    streams: DashMap<String, Record>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClaimError {
+    NameInUse,
+    MediaSessionIdInUse,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn media_session_exists(&self, id: &str) -> bool {
+        self.streams.contains_key(id)
+    }
+
+    pub fn name_published(&self, name: &str) -> bool {
+        self.published.contains_key(name)
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<Published> {
+        self.published.get(name).map(|p| p.clone())
+    }
+
+    /// Record a media session. Fails if the id is taken.
+    pub fn add_session(
+        &self,
+        info: StreamInfo,
+        control: Recipient<Stop>,
+    ) -> Result<(), ClaimError> {
+        match self.streams.entry(info.media_session_id.clone()) {
+            Entry::Occupied(_) => Err(ClaimError::MediaSessionIdInUse),
+            Entry::Vacant(v) => {
+                v.insert(Record { info, control });
+                Ok(())
+            }
+        }
+    }
+
+    /// Claim a stream name for a publisher, atomically.
+    pub fn claim_name(&self, name: &str, p: Published) -> Result<(), ClaimError> {
+        match self.published.entry(name.to_string()) {
+            Entry::Occupied(_) => Err(ClaimError::NameInUse),
+            Entry::Vacant(v) => {
+                v.insert(p);
+                Ok(())
+            }
+        }
+    }
+
+    /// Release a name, only if this media session still owns it.
+    pub fn release_name(&self, name: &str, media_session_id: &str) {
+        self.published
+            .remove_if(name, |_, p| p.media_session_id == media_session_id);
+    }
+
+    /// Change a session's stream object in place; returns the updated copy.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut StreamInfo)) -> Option<StreamInfo> {
+        self.streams.get_mut(id).map(|mut r| {
+            f(&mut r.info);
+            r.info.clone()
+        })
+    }
+
+    pub fn remove_session(&self, id: &str) {
+        self.streams.remove(id);
+    }
+
+    pub fn find(&self, f: &Filter) -> Vec<StreamInfo> {
+        let mut v: Vec<StreamInfo> = self
+            .streams
+            .iter()
+            .filter(|r| f.matches(&r.info))
+            .map(|r| r.info.clone())
+            .collect();
+        v.sort_by(|a, b| {
+            a.create_date
+                .cmp(&b.create_date)
+                .then(a.media_session_id.cmp(&b.media_session_id))
+        });
+        v
+    }
+
+    /// Stop every matching session; returns how many were asked to stop.
+    pub fn terminate(&self, f: &Filter, reason: &'static str) -> usize {
+        let controls: Vec<Recipient<Stop>> = self
+            .streams
+            .iter()
+            .filter(|r| f.matches(&r.info))
+            .map(|r| r.control.clone())
+            .collect();
+        for c in &controls {
+            c.do_send(Stop { reason });
+        }
+        controls.len()
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let published = self.published.len();
+        (
+            published,
+            self.streams.len() - published.min(self.streams.len()),
+        )
+    }
+}

@@ -1,0 +1,439 @@
+//! The session actor: one per WebSocket client.
+//!
+//! Owns the WebSocket and the client's streams (by `mediaSessionId`). Parses each frame
+//! ([`crate::protocol::parse_client`]), negotiates WebRTC for `publishStream`/`playStream`, starts
+//! the [`Publisher`]/[`Subscriber`] actors on the media arbiter and relays their
+//! [`StatusChanged`] and [`StreamEventNotice`] back as WCS frames. Keeps the client alive with
+//! `ping` every [`PING_INTERVAL`] and drops it after [`CLIENT_TIMEOUT`] of silence. When the socket
+//! closes, every stream of the session ends with "Stopped by session disconnect".
+//!
+//! Bad input never ends the server: a frame that is not JSON, an unknown message or missing
+//! fields get a `fail` answer (stream requests get FAILED); an oversized frame closes the socket
+//! with 1009.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use serde_json::{Map, Value};
+use tracing::{debug, info, info_span, warn};
+
+use crate::engine::{negotiate, Candidates, Role};
+use crate::messages::{StatusChanged, Stop, StreamEventNotice};
+use crate::peer_link::PeerLink;
+use crate::protocol::{
+    self as p, info, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
+};
+use crate::publisher::{Publisher, RelayEvent};
+use crate::registry::{ClaimError, Published};
+use crate::subscriber::Subscriber;
+use crate::Core;
+
+/// How often the server pings the client (WCS `keep_alive.server_interval`).
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// A client silent this long (10 missed pings, WCS `keep_alive.probes`) is disconnected.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(50);
+/// Largest WebSocket frame accepted. SDP offers are a few KB; anything this big is an attack.
+pub const MAX_FRAME: usize = 1 << 20;
+
+static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
+
+enum Handle {
+    Publish(Addr<Publisher>),
+    Play(Addr<Subscriber>),
+}
+
+impl Handle {
+    fn stop(&self, reason: &'static str) {
+        match self {
+            Handle::Publish(a) => a.do_send(Stop { reason }),
+            Handle::Play(a) => a.do_send(Stop { reason }),
+        }
+    }
+}
+
+pub struct Session {
+    core: Arc<Core>,
+    id: String,
+    app_key: String,
+    established: bool,
+    last_heard: Instant,
+    streams: HashMap<String, Handle>,
+    span: tracing::Span,
+}
+
+impl Session {
+    /// `id` is the WCS session id, "/clientIP:port/serverIP:port".
+    pub fn new(core: Arc<Core>, id: String) -> Self {
+        let span = info_span!("session", id = %id);
+        Session {
+            core,
+            id,
+            app_key: "defaultApp".into(),
+            established: false,
+            last_heard: Instant::now(),
+            streams: HashMap::new(),
+            span,
+        }
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    /// Answer a stream request with FAILED and the reason, without creating anything.
+    fn fail_stream(
+        &self,
+        req: &StreamRequest,
+        published: bool,
+        reason: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let mut i = req.to_info(published, &self.id, &self.app_key, Self::now_ms());
+        i.status = StreamStatus::Failed;
+        i.info = reason.to_string();
+        debug!(parent: &self.span, stream = %req.name, reason, "stream request failed");
+        ctx.text(p::status_event(&i));
+    }
+
+    fn candidates(&self, transport: Transport) -> Candidates {
+        let c = &self.core.candidates;
+        Candidates {
+            addrs: c.addrs.clone(),
+            udp: transport == Transport::Udp,
+            tcp: c.tcp,
+        }
+    }
+
+    fn on_publish(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        let core = self.core.clone();
+        if core.registry.media_session_exists(&req.media_session_id) {
+            return self.fail_stream(&req, true, info::MEDIA_SESSION_ID_IN_USE, ctx);
+        }
+        if core.registry.name_published(&req.name) {
+            return self.fail_stream(&req, true, info::NAME_IN_USE, ctx);
+        }
+        let neg = match negotiate(&req.sdp, Role::Publish, &self.candidates(req.transport)) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(parent: &self.span, stream = %req.name, error = %e, "publish offer refused");
+                return self.fail_stream(&req, true, &e.client_info(), ctx);
+            }
+        };
+        let mut info = req.to_info(true, &self.id, &self.app_key, Self::now_ms());
+        info.has_audio = neg.has_audio;
+        info.has_video = neg.has_video;
+        info.audio_codec = if neg.has_audio {
+            "opus".into()
+        } else {
+            String::new()
+        };
+        info.video_codec = neg
+            .video
+            .map(|v| v.wcs_name().to_string())
+            .unwrap_or_default();
+
+        let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
+        let session = ctx.address().recipient();
+        let (info2, registry) = (info.clone(), core.registry.clone());
+        let addr = Publisher::start_in_arbiter(&core.media_arbiter, move |_| {
+            Publisher::new(link, info2, session, registry)
+        });
+        let published = Published {
+            media_session_id: req.media_session_id.clone(),
+            publisher: addr.clone(),
+            video: neg.video,
+            has_audio: neg.has_audio,
+        };
+        if let Err(e) = core
+            .registry
+            .add_session(info.clone(), addr.clone().recipient())
+        {
+            addr.do_send(Stop {
+                reason: info::MEDIA_SESSION_ID_IN_USE,
+            });
+            return self.fail_stream(&req, true, claim_info(e), ctx);
+        }
+        if core.registry.claim_name(&req.name, published).is_err() {
+            // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
+            addr.do_send(Stop {
+                reason: info::NAME_IN_USE,
+            });
+            return;
+        }
+        core.socket
+            .register(&neg.local_ufrag, addr.clone().recipient());
+        info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %info.video_codec, "publish");
+        self.streams
+            .insert(req.media_session_id.clone(), Handle::Publish(addr));
+        ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
+    }
+
+    fn on_play(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        let core = self.core.clone();
+        if core.registry.media_session_exists(&req.media_session_id) {
+            return self.fail_stream(&req, false, info::MEDIA_SESSION_ID_IN_USE, ctx);
+        }
+        let Some(source) = core.registry.lookup(&req.name) else {
+            return self.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx);
+        };
+        let neg = match negotiate(
+            &req.sdp,
+            Role::Play {
+                video: source.video,
+            },
+            &self.candidates(req.transport),
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(parent: &self.span, stream = %req.name, error = %e, "play offer refused");
+                return self.fail_stream(&req, false, &e.client_info(), ctx);
+            }
+        };
+        let mut info = req.to_info(false, &self.id, &self.app_key, Self::now_ms());
+        info.has_audio = neg.has_audio && source.has_audio;
+        info.has_video = neg.has_video;
+        info.audio_codec = if info.has_audio {
+            "opus".into()
+        } else {
+            String::new()
+        };
+        info.video_codec = neg
+            .video
+            .map(|v| v.wcs_name().to_string())
+            .unwrap_or_default();
+
+        let id = NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed);
+        let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
+        let (session, events) = (ctx.address().recipient(), ctx.address().recipient());
+        let (info2, registry, publisher) = (
+            info.clone(),
+            core.registry.clone(),
+            source.publisher.clone(),
+        );
+        let addr = Subscriber::start_in_arbiter(&core.media_arbiter, move |_| {
+            Subscriber::new(id, link, info2, session, events, registry, publisher)
+        });
+        if let Err(e) = core.registry.add_session(info, addr.clone().recipient()) {
+            addr.do_send(Stop {
+                reason: info::MEDIA_SESSION_ID_IN_USE,
+            });
+            return self.fail_stream(&req, false, claim_info(e), ctx);
+        }
+        core.socket
+            .register(&neg.local_ufrag, addr.clone().recipient());
+        info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, "play");
+        self.streams
+            .insert(req.media_session_id.clone(), Handle::Play(addr));
+        ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
+    }
+
+    fn on_stop(
+        &mut self,
+        id: &str,
+        name: &str,
+        published: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        match self.streams.get(id) {
+            Some(h) => h.stop(info::STOPPED_BY_USER),
+            None => {
+                // Unknown or already ended: confirm the end so the client's stream resolves.
+                let status = if published {
+                    StreamStatus::Unpublished
+                } else {
+                    StreamStatus::Stopped
+                };
+                let obj = serde_json::json!([{ "mediaSessionId": id, "name": name, "published": published,
+                    "status": status, "info": info::STREAM_NOT_FOUND }]);
+                ctx.text(p::frame("notifyStreamStatusEvent", obj));
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: ClientMessage, ctx: &mut ws::WebsocketContext<Self>) {
+        let needs_session = matches!(
+            m,
+            ClientMessage::PublishStream(_)
+                | ClientMessage::PlayStream(_)
+                | ClientMessage::Snapshot { .. }
+        );
+        if needs_session && !self.established {
+            if let ClientMessage::PublishStream(r) | ClientMessage::PlayStream(r) = &m {
+                let published = matches!(m, ClientMessage::PublishStream(_));
+                return self.fail_stream(r, published, info::SESSION_NOT_READY, ctx);
+            }
+        }
+        match m {
+            ClientMessage::Connection(conn) => self.on_connection(conn, ctx),
+            ClientMessage::PublishStream(r) => self.on_publish(r, ctx),
+            ClientMessage::PlayStream(r) => self.on_play(r, ctx),
+            ClientMessage::UnPublishStream(r) => {
+                self.on_stop(&r.media_session_id, &r.name, true, ctx)
+            }
+            ClientMessage::StopStream(r) => self.on_stop(&r.media_session_id, &r.name, false, ctx),
+            ClientMessage::SendStreamEvent(e) => match self.streams.get(&e.media_session_id) {
+                Some(Handle::Publish(a)) if p::relayable_event(&e.kind) => a.do_send(RelayEvent {
+                    kind: e.kind,
+                    payload: e.payload,
+                }),
+                _ => ctx.text(p::fail(&ProtocolError {
+                    api_method: "sendStreamEvent".into(),
+                    media_session_id: None,
+                    reason: format!(
+                        "No published stream {} for event {}",
+                        e.media_session_id, e.kind
+                    ),
+                })),
+            },
+            ClientMessage::AvailableStream {
+                media_session_id,
+                name,
+            } => {
+                let available = self.core.registry.lookup(&name).is_some();
+                let reason = if available {
+                    ""
+                } else {
+                    info::STREAM_NOT_FOUND
+                };
+                ctx.text(p::available_stream(&media_session_id, available, reason));
+            }
+            ClientMessage::Snapshot {
+                media_session_id, ..
+            } => {
+                // Snapshots are not implemented yet: answer so the client is never left waiting.
+                ctx.text(p::stream_event(
+                    &media_session_id,
+                    "snapshotFailed",
+                    &serde_json::json!({ "info": "Snapshots are not supported by this server yet" }),
+                ));
+            }
+            ClientMessage::SendData { operation_id, .. } => {
+                // No application server (WCS REST hooks) is configured to receive it.
+                ctx.text(p::data_status(
+                    &operation_id,
+                    false,
+                    "No application server configured",
+                ));
+            }
+            ClientMessage::Ping => ctx.text(p::pong()),
+            ClientMessage::Pong | ClientMessage::Ignored(_) => {}
+        }
+    }
+
+    fn on_connection(&mut self, conn: Map<String, Value>, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(Value::String(k)) = conn.get("appKey") {
+            if !k.is_empty() {
+                self.app_key = k.clone();
+            }
+        }
+        self.established = true;
+        info!(parent: &self.span, app = %self.app_key, "session established");
+        ctx.text(p::user_data(&conn, &self.id));
+        ctx.text(p::version(crate::VERSION));
+    }
+}
+
+fn claim_info(e: ClaimError) -> &'static str {
+    match e {
+        ClaimError::NameInUse => info::NAME_IN_USE,
+        ClaimError::MediaSessionIdInUse => info::MEDIA_SESSION_ID_IN_USE,
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        debug!(parent: &self.span, "websocket open");
+        ctx.run_interval(PING_INTERVAL, |act, ctx| {
+            if act.last_heard.elapsed() > CLIENT_TIMEOUT {
+                info!(parent: &act.span, "client silent too long, closing");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Away,
+                    description: Some("keep-alive timeout".into()),
+                }));
+                ctx.stop();
+                return;
+            }
+            ctx.text(p::ping());
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for (_, h) in self.streams.drain() {
+            h.stop(info::STOPPED_BY_SESSION_DISCONNECT);
+        }
+        info!(parent: &self.span, "session closed");
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => match p::parse_client(&text) {
+                Ok(m) => self.on_message(m, ctx),
+                Err(e) => {
+                    debug!(parent: &self.span, error = %e, "bad client frame");
+                    ctx.text(p::fail(&e));
+                }
+            },
+            Ok(ws::Message::Binary(_)) => ctx.text(p::fail(&ProtocolError {
+                api_method: "unknown".into(),
+                media_session_id: None,
+                reason: "Binary frames are not part of the protocol".into(),
+            })),
+            Ok(ws::Message::Ping(b)) => ctx.pong(&b),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Continuation(_)) => {
+                // actix reassembles continuations below MAX_FRAME; stray ones are ignored.
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(e) => {
+                warn!(parent: &self.span, error = %e, "websocket protocol error, closing");
+                let code = match e {
+                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
+                    _ => ws::CloseCode::Protocol,
+                };
+                ctx.close(Some(ws::CloseReason {
+                    code,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StatusChanged> for Session {
+    type Result = ();
+    fn handle(&mut self, StatusChanged(info): StatusChanged, ctx: &mut Self::Context) {
+        if info.status.is_terminal() {
+            self.streams.remove(&info.media_session_id);
+        }
+        // A publisher that lost a name race reports FAILED itself; it still must reach the client.
+        ctx.text(p::status_event(&info));
+    }
+}
+
+impl Handler<StreamEventNotice> for Session {
+    type Result = ();
+    fn handle(&mut self, m: StreamEventNotice, ctx: &mut Self::Context) {
+        ctx.text(p::stream_event(&m.media_session_id, &m.kind, &m.payload));
+    }
+}

@@ -1,0 +1,224 @@
+//! The subscriber actor: one per viewer of a stream.
+//!
+//! Owns the viewer's engine peer. Writes the frames its publisher shares ([`Forward`]) into the
+//! peer, which packetizes, encrypts and answers the viewer's NACKs. Forwards the viewer's
+//! keyframe requests (PLI/FIR) to the publisher, which rate-limits them. Answers [`Forward`],
+//! [`PublisherGone`], [`Stop`] and [`Datagram`]; reports PLAYING and STOPPED/FAILED to its session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tracing::{debug, info, info_span};
+
+use crate::engine::{Frame, FrameKind, PeerEvent};
+use crate::error::EngineError;
+use crate::media_socket::Datagram;
+use crate::messages::{StatusChanged, Stop, StreamEventNotice};
+use crate::peer_link::{PeerActor, PeerLink};
+use crate::protocol::{info, StreamInfo, StreamStatus};
+use crate::publisher::{AddSubscriber, Publisher, RemoveSubscriber, RequestKeyframe};
+use crate::registry::Registry;
+
+/// Frames queued for one subscriber before the publisher starts dropping for it (about 3 s of
+/// 30 fps video plus audio). See the backpressure policy in [`crate::publisher`].
+pub const FORWARD_QUEUE: usize = 256;
+/// A viewer that has not connected (ICE + DTLS) by then is failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Playing,
+    Ended,
+}
+
+pub struct Subscriber {
+    id: u64,
+    link: PeerLink,
+    info: StreamInfo,
+    session: Recipient<StatusChanged>,
+    events: Recipient<StreamEventNotice>,
+    registry: Arc<Registry>,
+    publisher: Addr<Publisher>,
+    state: State,
+    /// Video is written only from a keyframe on, so the viewer's decoder starts clean.
+    video_started: bool,
+    frames_out: u64,
+    span: tracing::Span,
+}
+
+impl Subscriber {
+    pub fn new(
+        id: u64,
+        link: PeerLink,
+        info: StreamInfo,
+        session: Recipient<StatusChanged>,
+        events: Recipient<StreamEventNotice>,
+        registry: Arc<Registry>,
+        publisher: Addr<Publisher>,
+    ) -> Self {
+        let span = info_span!("subscriber", stream = %info.name, id = %info.media_session_id);
+        Subscriber {
+            id,
+            link,
+            info,
+            session,
+            events,
+            registry,
+            publisher,
+            state: State::Connecting,
+            video_started: false,
+            frames_out: 0,
+            span,
+        }
+    }
+
+    fn set_status(&mut self, status: StreamStatus, text: &str) {
+        let updated = self.registry.update(&self.info.media_session_id, |i| {
+            i.status = status;
+            i.info = text.to_string();
+        });
+        self.info.status = status;
+        self.info.info = text.to_string();
+        self.session
+            .do_send(StatusChanged(updated.unwrap_or_else(|| self.info.clone())));
+    }
+
+    fn end(&mut self, status: StreamStatus, reason: &str, ctx: &mut Context<Self>) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.state = State::Ended;
+        info!(parent: &self.span, %status, reason, frames = self.frames_out, "subscriber ended");
+        self.publisher.do_send(RemoveSubscriber { id: self.id });
+        self.set_status(status, reason);
+        self.registry.remove_session(&self.info.media_session_id);
+        ctx.stop();
+    }
+}
+
+impl Actor for Subscriber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(FORWARD_QUEUE);
+        // Join the publisher. If it is already gone, the send fails and the viewer is stopped
+        // exactly as if the publisher had stopped after the join.
+        let join = AddSubscriber {
+            id: self.id,
+            addr: ctx.address(),
+            media_session_id: self.info.media_session_id.clone(),
+            session: self.events.clone(),
+        };
+        self.publisher
+            .send(join)
+            .into_actor(self)
+            .then(|res, act, ctx| {
+                if res.is_err() {
+                    act.end(StreamStatus::Stopped, info::STOPPED_BY_PUBLISHER, ctx);
+                }
+                fut::ready(())
+            })
+            .spawn(ctx);
+        ctx.run_later(CONNECT_TIMEOUT, |act, ctx| {
+            if act.state == State::Connecting {
+                act.end(StreamStatus::Failed, info::ICE_TIMEOUT, ctx);
+            }
+        });
+        self.drive(ctx);
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.close_link();
+        Running::Stop
+    }
+}
+
+impl PeerActor for Subscriber {
+    fn link(&mut self) -> &mut PeerLink {
+        &mut self.link
+    }
+
+    fn on_peer_event(&mut self, ev: PeerEvent, ctx: &mut Context<Self>) {
+        match ev {
+            PeerEvent::Connected => {
+                if self.state == State::Connecting {
+                    self.state = State::Playing;
+                    info!(parent: &self.span, "playing");
+                    self.set_status(StreamStatus::Playing, "");
+                    self.publisher.do_send(RequestKeyframe);
+                }
+            }
+            PeerEvent::KeyframeRequest => self.publisher.do_send(RequestKeyframe),
+            PeerEvent::Disconnected => self.end(StreamStatus::Failed, info::ICE_KEEP_ALIVE, ctx),
+            PeerEvent::Frame(_) => {} // a viewer sends no media we use
+        }
+    }
+
+    fn on_peer_closed(&mut self, err: EngineError, ctx: &mut Context<Self>) {
+        debug!(parent: &self.span, error = %err, "subscriber peer closed");
+        let reason = if self.state == State::Playing {
+            info::ICE_KEEP_ALIVE
+        } else {
+            info::FAILED_BY_ERROR
+        };
+        self.end(StreamStatus::Failed, reason, ctx);
+    }
+}
+
+impl Handler<Datagram> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, d: Datagram, ctx: &mut Context<Self>) {
+        self.on_datagram(d, ctx);
+    }
+}
+
+/// A frame from the publisher, shared by all its subscribers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forward(pub Arc<Frame>);
+
+impl Handler<Forward> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, Forward(frame): Forward, ctx: &mut Context<Self>) {
+        if self.state != State::Playing {
+            return;
+        }
+        if frame.kind == FrameKind::Video && !self.video_started {
+            if !frame.keyframe {
+                return;
+            }
+            self.video_started = true;
+        }
+        match self.link.peer.write_frame(&frame) {
+            Ok(true) => {
+                self.frames_out += 1;
+                self.drive(ctx);
+            }
+            Ok(false) => {}
+            Err(e) => self.on_peer_closed(e, ctx),
+        }
+    }
+}
+
+/// The publisher ended: the viewer gets STOPPED with the reason.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublisherGone {
+    pub reason: &'static str,
+}
+
+impl Handler<PublisherGone> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, m: PublisherGone, ctx: &mut Context<Self>) {
+        self.end(StreamStatus::Stopped, m.reason, ctx);
+    }
+}
+
+impl Handler<Stop> for Subscriber {
+    type Result = ();
+    fn handle(&mut self, m: Stop, ctx: &mut Context<Self>) {
+        self.end(StreamStatus::Stopped, m.reason, ctx);
+    }
+}

@@ -1,0 +1,188 @@
+//! Configuration: command-line flags, `SLUICE_*` environment variables and an optional TOML
+//! file. Precedence: flag > environment > file > built-in default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "sluice",
+    version,
+    about = "sluice: a WebRTC media server that speaks the Flashphoner WCS protocol",
+    long_about = "sluice: a WebRTC media server that speaks the Flashphoner WCS protocol.\n\n\
+Browsers publish live streams by name over WebSocket signalling (port 8080, any path) and any \
+number of browsers play them. REST API on 8081 under /rest-api, demo pages on 9091. All media \
+goes through ONE UDP port (ICE-TCP on the same number).\n\n\
+Every flag can also be set with its SLUICE_* environment variable or in the TOML file given by \
+--config (keys as the flag names with '_' for '-', e.g. ws_port = 8080)."
+)]
+pub struct Cli {
+    /// TOML configuration file
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for every port [default: 0.0.0.0, all interfaces]
+    #[arg(long, env = "SLUICE_BIND")]
+    pub bind: Option<IpAddr>,
+    /// WebSocket signalling port (WCS protocol, any path) [default: 8080]
+    #[arg(long, env = "SLUICE_WS_PORT")]
+    pub ws_port: Option<u16>,
+    /// REST API port (/rest-api/...) [default: 8081]
+    #[arg(long, env = "SLUICE_REST_PORT")]
+    pub rest_port: Option<u16>,
+    /// Web port: demo pages, SDK, records [default: 9091]
+    #[arg(long, env = "SLUICE_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// The single media port, UDP and ICE-TCP [default: 31000]
+    #[arg(long, env = "SLUICE_MEDIA_PORT")]
+    pub media_port: Option<u16>,
+    /// Address written into ICE candidates; browsers send media there. Behind NAT or in a
+    /// container, set the host's public address [default: the host's primary address]
+    #[arg(long, env = "SLUICE_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Folder of media files for VOD [default: media]
+    #[arg(long, env = "SLUICE_MEDIA_DIR")]
+    pub media_dir: Option<PathBuf>,
+    /// Folder where recordings are written [default: media/records]
+    #[arg(long, env = "SLUICE_RECORDS_DIR")]
+    pub records_dir: Option<PathBuf>,
+    /// Folder served on the web port [default: static]
+    #[arg(long, env = "SLUICE_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// Do not offer ICE-TCP candidates (UDP only)
+    #[arg(long, env = "SLUICE_NO_ICE_TCP")]
+    pub no_ice_tcp: bool,
+}
+
+/// The same settings as a TOML file holds them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<IpAddr>,
+    pub ws_port: Option<u16>,
+    pub rest_port: Option<u16>,
+    pub http_port: Option<u16>,
+    pub media_port: Option<u16>,
+    pub public_ip: Option<IpAddr>,
+    pub media_dir: Option<PathBuf>,
+    pub records_dir: Option<PathBuf>,
+    pub static_dir: Option<PathBuf>,
+    pub no_ice_tcp: Option<bool>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub ws_port: u16,
+    pub rest_port: u16,
+    pub http_port: u16,
+    pub media_port: u16,
+    pub public_ip: IpAddr,
+    pub media_dir: PathBuf,
+    pub records_dir: PathBuf,
+    pub static_dir: PathBuf,
+    pub ice_tcp: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+}
+
+impl Config {
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => FileConfig::default(),
+        };
+        let media_dir = cli
+            .media_dir
+            .or(file.media_dir)
+            .unwrap_or_else(|| "media".into());
+        Ok(Config {
+            bind: cli
+                .bind
+                .or(file.bind)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ws_port: cli.ws_port.or(file.ws_port).unwrap_or(8080),
+            rest_port: cli.rest_port.or(file.rest_port).unwrap_or(8081),
+            http_port: cli.http_port.or(file.http_port).unwrap_or(9091),
+            media_port: cli.media_port.or(file.media_port).unwrap_or(31000),
+            public_ip: cli
+                .public_ip
+                .or(file.public_ip)
+                .unwrap_or_else(primary_address),
+            records_dir: cli
+                .records_dir
+                .or(file.records_dir)
+                .unwrap_or_else(|| media_dir.join("records")),
+            media_dir,
+            static_dir: cli
+                .static_dir
+                .or(file.static_dir)
+                .unwrap_or_else(|| "static".into()),
+            ice_tcp: !(cli.no_ice_tcp || file.no_ice_tcp.unwrap_or(false)),
+        })
+    }
+
+    pub fn media_candidate(&self, media_port: u16) -> SocketAddr {
+        SocketAddr::new(self.public_ip, media_port)
+    }
+}
+
+/// The address the host would use to reach the internet, found by asking the routing table
+/// (`connect` on a UDP socket sends nothing). Falls back to 127.0.0.1 on a host with no route.
+pub fn primary_address() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?; // TEST-NET-1: only the route lookup matters
+        Ok(s.local_addr()?.ip())
+    };
+    match probe() {
+        Ok(ip) if !ip.is_unspecified() => ip,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "ws_port = 1000\nrest_port = 1001\npublic_ip = \"10.0.0.1\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(f.clone()),
+            ws_port: Some(2000),
+            ..Default::default()
+        };
+        let c = Config::load(cli).unwrap();
+        assert_eq!((c.ws_port, c.rest_port, c.http_port), (2000, 1001, 9091));
+        assert_eq!(c.public_ip.to_string(), "10.0.0.1");
+        assert_eq!(c.records_dir, PathBuf::from("media/records"));
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(Config::load(Cli {
+            config: Some(f),
+            ..Default::default()
+        })
+        .is_err());
+    }
+}

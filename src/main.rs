@@ -1,0 +1,152 @@
+//! sluice: a WebRTC SFU that speaks the Flashphoner WCS protocol.
+//!
+//! The binary is the front: configuration, the WebSocket signalling port (any path upgrades to a
+//! [`Session`] actor), the REST port and the web port with the SDK and demo pages. Everything
+//! media lives in the `sluice-actors` crate.
+
+mod config;
+mod rest;
+
+use std::sync::Arc;
+
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+use clap::Parser;
+use tracing::{error, info};
+
+use sluice_actors::media_socket::MediaSocket;
+use sluice_actors::registry::Registry;
+use sluice_actors::session::{Session, MAX_FRAME};
+use sluice_actors::{CandidateConfig, Core};
+
+use crate::config::{Cli, Config};
+
+/// WebSocket upgrade on any path: WCS pages put the stream name in the URL path.
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    core: web::Data<Arc<Core>>,
+) -> actix_web::Result<HttpResponse> {
+    let client = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let server = req.app_config().local_addr();
+    let id = format!("/{client}/{server}");
+    ws::WsResponseBuilder::new(Session::new(core.get_ref().clone(), id), &req, body)
+        .frame_size(MAX_FRAME)
+        .start()
+}
+
+fn cors() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Access-Control-Allow-Origin", "*"))
+        .add(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
+        .add((
+            "Access-Control-Allow-Headers",
+            "content-type, x-requested-with",
+        ))
+}
+
+fn main() -> std::io::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn,actix_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    actix_web::rt::System::new().block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> std::io::Result<()> {
+    sluice_actors::engine::warm_up();
+    for dir in [&cfg.media_dir, &cfg.records_dir] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            error!(dir = %dir.display(), error = %e, "cannot create folder");
+        }
+    }
+    // Media actors live on an arbiter (thread) of their own, apart from the web workers.
+    let media_arbiter = actix::Arbiter::new();
+    let socket =
+        MediaSocket::start(cfg.bind, cfg.media_port, &media_arbiter.handle()).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port))
+        })?;
+    let media_port = socket.local_addr().port();
+    let core = Arc::new(Core {
+        registry: Registry::new(),
+        socket,
+        media_arbiter: media_arbiter.handle(),
+        candidates: CandidateConfig {
+            addrs: vec![cfg.media_candidate(media_port)],
+            tcp: cfg.ice_tcp,
+        },
+    });
+    let data = web::Data::new(core.clone());
+
+    let d = data.clone();
+    let ws_server = HttpServer::new(move || {
+        App::new()
+            .app_data(d.clone())
+            .default_service(web::to(websocket))
+    })
+    .workers(2)
+    .bind((cfg.bind, cfg.ws_port))?;
+    let d = data.clone();
+    let rest_server = HttpServer::new(move || {
+        App::new()
+            .app_data(d.clone())
+            .wrap(cors())
+            .configure(rest::routes)
+    })
+    .workers(1)
+    .bind((cfg.bind, cfg.rest_port))?;
+    let d = data.clone();
+    let (static_dir, records_dir) = (cfg.static_dir.clone(), cfg.records_dir.clone());
+    let web_server = HttpServer::new(move || {
+        App::new()
+            .app_data(d.clone())
+            .route("/health", web::get().to(rest::health))
+            .service(actix_files::Files::new("/client/records", &records_dir))
+            .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))
+    })
+    .workers(1)
+    .bind((cfg.bind, cfg.http_port))?;
+
+    let port = |s: &[std::net::SocketAddr]| s.first().map(|a| a.port()).unwrap_or(0);
+    let (ws_port, rest_port, http_port) = (
+        port(&ws_server.addrs()),
+        port(&rest_server.addrs()),
+        port(&web_server.addrs()),
+    );
+    info!(
+        ws = ws_port, rest = rest_port, http = http_port, media = media_port, public_ip = %cfg.public_ip,
+        "sluice {} started", sluice_actors::VERSION
+    );
+    // One machine-readable line on stdout: tests and scripts read the actual ports from it.
+    println!("sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port}");
+    println!(
+        "Open the demo: http://{}:{http_port}/",
+        if cfg.public_ip.is_loopback() {
+            "127.0.0.1".to_string()
+        } else {
+            cfg.public_ip.to_string()
+        }
+    );
+
+    let servers =
+        futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());
+    let res = servers.await.map(|_| ());
+    media_arbiter.stop();
+    res
+}
