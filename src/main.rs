@@ -134,15 +134,22 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         "sluice {} started", sluice_actors::VERSION
     );
     // One machine-readable line on stdout: tests and scripts read the actual ports from it.
-    println!("sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port}");
-    println!(
-        "Open the demo: http://{}:{http_port}/",
-        if cfg.public_ip.is_loopback() {
+    // Errors are ignored: a closed stdout (a daemon, a reader that went away) must not kill us.
+    {
+        use std::io::Write;
+        let host = if cfg.public_ip.is_loopback() {
             "127.0.0.1".to_string()
         } else {
             cfg.public_ip.to_string()
-        }
-    );
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port}"
+        );
+        let _ = writeln!(out, "Open the demo: http://{host}:{http_port}/");
+        let _ = out.flush();
+    }
 
     let servers =
         futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());

@@ -206,6 +206,8 @@ pub enum PeerEvent {
     Frame(Frame),
     /// The remote (a viewer) asks for a keyframe.
     KeyframeRequest,
+    /// A received frame could not be depacketized and was dropped.
+    BadFrame(String),
 }
 
 pub struct Peer {

@@ -208,6 +208,16 @@ impl PeerActor for Publisher {
             }
             PeerEvent::Disconnected => self.end(StreamStatus::Failed, info::ICE_KEEP_ALIVE, ctx),
             PeerEvent::KeyframeRequest => {}
+            PeerEvent::BadFrame(why) => {
+                // Viewers missed a frame: hold their video until a fresh keyframe.
+                debug!(parent: &self.span, %why, "malformed frame from publisher dropped");
+                for s in self.subscribers.values_mut() {
+                    s.wait_keyframe = true;
+                }
+                if self.state == State::Live {
+                    self.request_keyframe(ctx);
+                }
+            }
         }
     }
 

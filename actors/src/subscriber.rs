@@ -152,7 +152,7 @@ impl PeerActor for Subscriber {
             }
             PeerEvent::KeyframeRequest => self.publisher.do_send(RequestKeyframe),
             PeerEvent::Disconnected => self.end(StreamStatus::Failed, info::ICE_KEEP_ALIVE, ctx),
-            PeerEvent::Frame(_) => {} // a viewer sends no media we use
+            PeerEvent::Frame(_) | PeerEvent::BadFrame(_) => {} // a viewer sends no media we use
         }
     }
 

@@ -1,0 +1,728 @@
+//! Shared harness for the integration tests: the real `sluice` binary on random ports, a
+//! blocking WCS WebSocket client, and a real WebRTC peer (str0m, full ICE agent, not lite) that
+//! publishes synthetic H.264/VP8 + Opus or plays and checks what it receives.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// The server binary, started on random ports with media advertised on 127.0.0.1.
+pub struct Server {
+    child: Child,
+    pub ws: u16,
+    pub rest: u16,
+    pub http: u16,
+    pub media: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join("server.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1"])
+            .args([
+                "--ws-port",
+                "0",
+                "--rest-port",
+                "0",
+                "--http-port",
+                "0",
+                "--media-port",
+                "0",
+            ])
+            .arg("--media-dir")
+            .arg(dir.join("media"))
+            .arg("--static-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/static"))
+            .args(extra)
+            .env("RUST_LOG", "info,sluice_actors=debug,str0m=warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        let port = |k: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} port in {line:?}; log {}", log.display()))
+        };
+        Server {
+            ws: port("ws"),
+            rest: port("rest"),
+            http: port("http"),
+            media: port("media"),
+            child,
+            log,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.ws)
+    }
+
+    /// POST a JSON body (or GET with None) to the REST port; returns status and parsed body.
+    pub fn rest(&self, path: &str, body: Option<&str>) -> (u16, Value) {
+        let url = format!("http://127.0.0.1:{}{}", self.rest, path);
+        let res = match body {
+            Some(b) => ureq::post(&url)
+                .set("Content-Type", "application/json")
+                .send_string(b),
+            None => ureq::get(&url).call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("REST {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- server log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), unique())
+}
+
+/// A blocking WCS WebSocket client. Answers the server's pings by itself.
+pub struct Wcs {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    queue: VecDeque<Value>,
+    pub closed: Option<Option<u16>>,
+}
+
+impl Wcs {
+    /// Connect without the `connection` handshake.
+    pub fn open(url: &str) -> Wcs {
+        let (ws, _) = tungstenite::connect(url).expect("websocket connect");
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("read timeout");
+        }
+        Wcs {
+            ws,
+            queue: VecDeque::new(),
+            closed: None,
+        }
+    }
+
+    /// Connect and complete `connection` -> `getUserData`.
+    pub fn connect(server: &Server) -> Wcs {
+        let mut c = Wcs::open(&server.ws_url());
+        c.send(
+            "connection",
+            json!({"appKey": "defaultApp", "mediaProviders": ["WebRTC"], "clientVersion": "2.0"}),
+        );
+        let ud = c.expect("getUserData", |_| true);
+        assert_eq!(ud["status"], "ESTABLISHED", "{ud}");
+        c
+    }
+
+    pub fn send(&mut self, message: &str, data: Value) {
+        self.send_text(&json!({"message": message, "data": [data]}).to_string());
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("ws send");
+    }
+
+    pub fn send_message(&mut self, m: Message) -> Result<(), tungstenite::Error> {
+        self.ws.send(m)
+    }
+
+    /// Read one frame if any arrives within 100 ms.
+    fn read_one(&mut self) -> Option<Value> {
+        if self.closed.is_some() {
+            std::thread::sleep(Duration::from_millis(20));
+            return None;
+        }
+        match self.ws.read() {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).expect("server sent JSON");
+                assert!(v["data"].is_array(), "server frame without data array: {t}");
+                if v["message"] == "ping" {
+                    self.send("pong", Value::Null);
+                }
+                Some(v)
+            }
+            Ok(Message::Close(f)) => {
+                self.closed = Some(f.map(|f| u16::from(f.code)));
+                None
+            }
+            Ok(_) => None,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                None
+            }
+            Err(_) => {
+                self.closed.get_or_insert(None);
+                None
+            }
+        }
+    }
+
+    /// Wait for the first frame named `message` whose `data[0]` satisfies `pred`; frames that do
+    /// not match stay queued for later waits.
+    pub fn expect(&mut self, message: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.try_expect(message, STEP, pred).unwrap_or_else(|| {
+            panic!(
+                "no {message} within {STEP:?}; queued: {:?}; closed: {:?}",
+                self.queue, self.closed
+            )
+        })
+    }
+
+    pub fn try_expect(
+        &mut self,
+        message: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let hit = |v: &Value| v["message"] == message && pred(&v["data"][0]);
+        if let Some(i) = self.queue.iter().position(hit) {
+            return self.queue.remove(i).map(|v| v["data"][0].clone());
+        }
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(v) = self.read_one() {
+                if hit(&v) {
+                    return Some(v["data"][0].clone());
+                }
+                self.queue.push_back(v);
+            }
+        }
+        None
+    }
+
+    /// The next status event of one stream.
+    pub fn status(&mut self, media_session_id: &str) -> Value {
+        self.expect("notifyStreamStatusEvent", |d| {
+            d["mediaSessionId"] == media_session_id
+        })
+    }
+
+    /// Wait until the server closes the socket; returns the close code.
+    pub fn wait_closed(&mut self, within: Duration) -> Option<Option<u16>> {
+        let end = Instant::now() + within;
+        while Instant::now() < end && self.closed.is_none() {
+            self.read_one();
+        }
+        self.closed
+    }
+
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Video {
+    H264,
+    Vp8,
+    None,
+}
+
+/// What a peer saw, updated live by its thread.
+#[derive(Default, Debug)]
+pub struct PeerStats {
+    pub connected: AtomicBool,
+    pub video_frames: AtomicU64,
+    pub audio_frames: AtomicU64,
+    pub keyframes: AtomicU64,
+    /// Frames whose bytes were not exactly what the publisher wrote for that index.
+    pub corrupt_frames: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub video_codec: Mutex<Option<Codec>>,
+    pub first_keyframe: Mutex<Option<Instant>>,
+}
+
+/// A real WebRTC peer: str0m as a full ICE agent on its own UDP socket, driven by a thread.
+pub struct Peer {
+    pub stats: Arc<PeerStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A peer whose offer is made, waiting for the server's answer.
+pub struct Offering {
+    rtc: Rtc,
+    pending: SdpPendingOffer,
+    socket: UdpSocket,
+    publish: bool,
+    video: Video,
+    mids: Vec<(Mid, MediaKind)>,
+    pub sdp: String,
+}
+
+impl Offering {
+    /// Offer to publish `video` + Opus (sendonly), or to play (recvonly) when `publish` is false.
+    pub fn new(publish: bool, video: Video) -> Offering {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind peer socket");
+        let local = socket.local_addr().expect("local addr");
+        let mut cfg = RtcConfig::new().clear_codecs().enable_opus(true, false);
+        cfg = match video {
+            Video::H264 => cfg.enable_h264(true),
+            Video::Vp8 => cfg.enable_vp8(true),
+            Video::None => cfg,
+        };
+        if !publish {
+            cfg = cfg.enable_h264(video != Video::Vp8).enable_vp8(true);
+        }
+        let mut rtc = cfg.build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+        let dir = if publish {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let mut api = rtc.sdp_api();
+        let mut mids = vec![(
+            api.add_media(MediaKind::Audio, dir, None, None, None),
+            MediaKind::Audio,
+        )];
+        if video != Video::None || !publish {
+            mids.push((
+                api.add_media(MediaKind::Video, dir, None, None, None),
+                MediaKind::Video,
+            ));
+        }
+        let (offer, pending) = api.apply().expect("offer");
+        Offering {
+            sdp: offer.to_sdp_string(),
+            rtc,
+            pending,
+            socket,
+            publish,
+            video,
+            mids,
+        }
+    }
+
+    /// Apply the server's answer and start the peer's thread.
+    pub fn start(mut self, answer_sdp: &str) -> Peer {
+        let answer = SdpAnswer::from_sdp_string(answer_sdp).expect("answer parses");
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .expect("answer accepted");
+        let stats = Arc::new(PeerStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (stats.clone(), stop.clone());
+        let (rtc, socket, publish, video, mids) =
+            (self.rtc, self.socket, self.publish, self.video, self.mids);
+        let thread =
+            std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, s2, stop2));
+        Peer {
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Peer {
+    pub fn wait_until(&self, within: Duration, what: &str, cond: impl Fn(&PeerStats) -> bool) {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if cond(&self.stats) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "peer: {what} not reached within {within:?}: {:?}",
+            self.stats
+        );
+    }
+
+    pub fn video(&self) -> u64 {
+        self.stats.video_frames.load(Ordering::Relaxed)
+    }
+
+    pub fn audio(&self) -> u64 {
+        self.stats.audio_frames.load(Ordering::Relaxed)
+    }
+
+    pub fn corrupt(&self) -> u64 {
+        self.stats.corrupt_frames.load(Ordering::Relaxed)
+    }
+
+    /// Stop abruptly, as a vanished client: no more packets, nothing said.
+    pub fn kill(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const VIDEO_INTERVAL: Duration = Duration::from_millis(33);
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Synthetic H.264 access unit number `n`: SPS + PPS + IDR for a keyframe, else one non-IDR
+/// slice. After each NAL header, 4 bytes carry `n`, then a pattern derived from `n`; a receiver
+/// can check every byte. Keyframes are large enough to need FU-A fragmentation.
+pub fn h264_frame(n: u32, key: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut nal = |header: u8, len: usize| {
+        out.extend_from_slice(&[0, 0, 0, 1, header]);
+        out.extend_from_slice(&index_bytes(n));
+        out.extend((0..len).map(|i| pattern(n, i)));
+    };
+    if key {
+        nal(0x67, 8);
+        nal(0x68, 4);
+        nal(0x65, 4000);
+    } else {
+        nal(0x41, 700);
+    }
+    out
+}
+
+/// Synthetic VP8 frame `n`: the key-frame bit and start code, then `n` and the pattern.
+pub fn vp8_frame(n: u32, key: bool) -> Vec<u8> {
+    let mut out = if key {
+        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    out.extend_from_slice(&index_bytes(n));
+    out.extend((0..if key { 3000 } else { 600 }).map(|i| pattern(n, i)));
+    out
+}
+
+/// A frame index in 4 bytes with the high bit set, so it never forms a start code.
+fn index_bytes(n: u32) -> [u8; 4] {
+    [0, 1, 2, 3].map(|i| ((n >> (7 * i)) & 0x7f) as u8 | 0x80)
+}
+
+fn index_of(b: &[u8]) -> u32 {
+    b.iter()
+        .enumerate()
+        .map(|(i, x)| ((x & 0x7f) as u32) << (7 * i))
+        .sum()
+}
+
+fn pattern(n: u32, i: usize) -> u8 {
+    // Never 0: a run of zeros could form an Annex-B start code inside the payload.
+    ((n as usize)
+        .wrapping_mul(31)
+        .wrapping_add(i.wrapping_mul(7))
+        % 251
+        + 1) as u8
+}
+
+/// Check a received frame against what the publisher wrote for its index.
+fn frame_is_intact(data: &[u8], codec: Codec) -> bool {
+    match codec {
+        Codec::H264 => {
+            // The depacketizer gives Annex-B with 4-byte start codes; NAL header at 4, n after it.
+            let Some(n_bytes) = data.get(5..9) else {
+                return false;
+            };
+            let n = index_of(n_bytes);
+            let key = data[4] & 0x1f == 7;
+            h264_frame(n, key) == data
+        }
+        Codec::Vp8 => {
+            let key = data.first().is_some_and(|b| b & 1 == 0);
+            let off = if key { 10 } else { 3 };
+            let Some(n_bytes) = data.get(off..off + 4) else {
+                return false;
+            };
+            vp8_frame(index_of(n_bytes), key) == data
+        }
+        _ => false,
+    }
+}
+
+fn run_peer(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    publish: bool,
+    video: Video,
+    mids: Vec<(Mid, MediaKind)>,
+    stats: Arc<PeerStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let local = socket.local_addr().expect("local addr");
+    let mut buf = vec![0u8; 2000];
+    let start = Instant::now();
+    let (mut next_video, mut next_audio) = (start, start);
+    let (mut video_n, mut audio_n) = (0u32, 0u32);
+    let mut want_key = true;
+    while !stop.load(Ordering::Relaxed) {
+        // Drain the engine.
+        let deadline = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => stats.connected.store(true, Ordering::Relaxed),
+                    Event::KeyframeRequest(_) => {
+                        stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        want_key = true;
+                    }
+                    Event::MediaData(d) => {
+                        let kind = mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k);
+                        if kind == Some(MediaKind::Video) {
+                            let codec = d.params.spec().codec;
+                            *stats.video_codec.lock().expect("lock") = Some(codec);
+                            stats.video_frames.fetch_add(1, Ordering::Relaxed);
+                            let key = match &d.codec_extra {
+                                str0m::format::CodecExtra::H264(x) => x.is_keyframe,
+                                str0m::format::CodecExtra::Vp8(x) => x.is_keyframe,
+                                _ => false,
+                            };
+                            if key {
+                                stats.keyframes.fetch_add(1, Ordering::Relaxed);
+                                stats
+                                    .first_keyframe
+                                    .lock()
+                                    .expect("lock")
+                                    .get_or_insert_with(Instant::now);
+                            }
+                            if !frame_is_intact(&d.data, codec) {
+                                stats.corrupt_frames.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            stats.audio_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    eprintln!("peer poll error: {e}");
+                    return;
+                }
+            }
+        };
+        let now = Instant::now();
+        let mut wake = deadline;
+        if publish {
+            wake = wake.min(next_audio);
+            if video != Video::None {
+                wake = wake.min(next_video);
+            }
+        }
+        let wait = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1))
+            .min(Duration::from_millis(50));
+        socket.set_read_timeout(Some(wait)).expect("read timeout");
+        let input_ok = match socket.recv_from(&mut buf) {
+            Ok((n, source)) => match Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                Ok(r) => rtc.handle_input(Input::Receive(Instant::now(), r)).is_ok(),
+                Err(_) => true,
+            },
+            Err(_) => rtc.handle_input(Input::Timeout(Instant::now())).is_ok(),
+        };
+        if !input_ok {
+            return;
+        }
+        if !publish || !stats.connected.load(Ordering::Relaxed) {
+            continue;
+        }
+        let now = Instant::now();
+        let mid_of = |k: MediaKind| mids.iter().find(|(_, kk)| *kk == k).map(|(m, _)| *m);
+        if video != Video::None && now >= next_video {
+            next_video += VIDEO_INTERVAL;
+            if let Some(mid) = mid_of(MediaKind::Video) {
+                let key = std::mem::take(&mut want_key);
+                let data = match video {
+                    Video::Vp8 => vp8_frame(video_n, key),
+                    _ => h264_frame(video_n, key),
+                };
+                if let Some(w) = rtc.writer(mid) {
+                    let pt = w.payload_params().next().map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        let t = MediaTime::from_90khz(video_n as u64 * 3000);
+                        let _ = w.write(pt, now, t, data);
+                    }
+                }
+                video_n += 1;
+            }
+        }
+        if now >= next_audio {
+            next_audio += AUDIO_INTERVAL;
+            if let Some(mid) = mid_of(MediaKind::Audio) {
+                if let Some(w) = rtc.writer(mid) {
+                    let pt = w.payload_params().next().map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        let t = MediaTime::new(
+                            audio_n as u64 * 960,
+                            str0m::media::Frequency::FORTY_EIGHT_KHZ,
+                        );
+                        let _ = w.write(pt, now, t, vec![0xfc; 80]);
+                    }
+                }
+                audio_n += 1;
+            }
+        }
+    }
+}
+
+/// Send a publish request; returns the id, the offering peer and the answer SDP (or the
+/// FAILED status object).
+pub fn request_publish(
+    ws: &mut Wcs,
+    name: &str,
+    video: Video,
+) -> (String, Offering, Result<String, Value>) {
+    let id = new_id("pub");
+    let offer = Offering::new(true, video);
+    ws.send(
+        "publishStream",
+        json!({"mediaSessionId": id, "name": name, "published": true, "hasVideo": video != Video::None,
+               "hasAudio": true, "status": "PENDING", "record": false, "mediaProvider": "WebRTC", "sdp": offer.sdp}),
+    );
+    let r = remote_sdp_or_status(ws, &id);
+    (id, offer, r)
+}
+
+/// Publish `name` from `ws` with a real peer; waits for PUBLISHING.
+pub fn publish(ws: &mut Wcs, name: &str, video: Video) -> (String, Peer) {
+    let (id, offer, answer) = request_publish(ws, name, video);
+    let answer = answer.unwrap_or_else(|st| panic!("publish {name} refused: {st}"));
+    let peer = offer.start(&answer);
+    let st = ws.status(&id);
+    assert_eq!(st["status"], "PUBLISHING", "{st}");
+    (id, peer)
+}
+
+/// Send a play request; returns the id and the answer SDP (or the FAILED status object).
+pub fn request_play(ws: &mut Wcs, name: &str, offer_sdp: &str) -> (String, Result<String, Value>) {
+    let id = new_id("play");
+    ws.send(
+        "playStream",
+        json!({"mediaSessionId": id, "name": name, "published": false, "hasVideo": true, "hasAudio": true,
+               "status": "PENDING", "record": false, "mediaProvider": "WebRTC", "sdp": offer_sdp}),
+    );
+    let r = remote_sdp_or_status(ws, &id);
+    (id, r)
+}
+
+/// Wait for either `setRemoteSDP` for `id` (Ok(sdp)) or a status event for it (Err(status)).
+pub fn remote_sdp_or_status(ws: &mut Wcs, id: &str) -> Result<String, Value> {
+    let end = Instant::now() + STEP;
+    while Instant::now() < end {
+        if let Some(i) = ws
+            .queue
+            .iter()
+            .position(|v| is_answer_for(v, id) || is_status_for(v, id))
+        {
+            let v = ws.queue.remove(i).expect("queued");
+            return classify(v);
+        }
+        if let Some(v) = ws.read_one() {
+            if is_answer_for(&v, id) || is_status_for(&v, id) {
+                return classify(v);
+            }
+            ws.queue.push_back(v);
+        }
+    }
+    panic!("no answer or status for {id}: {:?}", ws.queue);
+}
+
+fn is_answer_for(v: &Value, id: &str) -> bool {
+    v["message"] == "setRemoteSDP" && v["data"][0] == id
+}
+
+fn is_status_for(v: &Value, id: &str) -> bool {
+    v["message"] == "notifyStreamStatusEvent" && v["data"][0]["mediaSessionId"] == id
+}
+
+fn classify(v: Value) -> Result<String, Value> {
+    if v["message"] == "setRemoteSDP" {
+        Ok(v["data"][1].as_str().expect("sdp string").to_string())
+    } else {
+        Err(v["data"][0].clone())
+    }
+}
+
+/// Play `name` with a real peer; waits for PLAYING.
+pub fn play(ws: &mut Wcs, name: &str) -> (String, Peer) {
+    let offer = Offering::new(false, Video::H264);
+    let (id, answer) = request_play(ws, name, &offer.sdp);
+    let answer = answer.unwrap_or_else(|st| panic!("play {name} refused: {st}"));
+    let peer = offer.start(&answer);
+    let st = ws.status(&id);
+    assert_eq!(st["status"], "PLAYING", "{st}");
+    (id, peer)
+}
+
+/// Local UDP address helper for tests that send raw datagrams.
+pub fn media_addr(server: &Server) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], server.media))
+}
