@@ -99,39 +99,22 @@ impl Config {
     pub fn load(cli: Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::Parse(path.clone(), e))?
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
             }
             None => FileConfig::default(),
         };
-        let media_dir = cli
-            .media_dir
-            .or(file.media_dir)
-            .unwrap_or_else(|| "media".into());
+        let media_dir = cli.media_dir.or(file.media_dir).unwrap_or_else(|| "media".into());
         Ok(Config {
-            bind: cli
-                .bind
-                .or(file.bind)
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            bind: cli.bind.or(file.bind).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             ws_port: cli.ws_port.or(file.ws_port).unwrap_or(8080),
             rest_port: cli.rest_port.or(file.rest_port).unwrap_or(8081),
             http_port: cli.http_port.or(file.http_port).unwrap_or(9091),
             media_port: cli.media_port.or(file.media_port).unwrap_or(31000),
-            public_ip: cli
-                .public_ip
-                .or(file.public_ip)
-                .unwrap_or_else(primary_address),
-            records_dir: cli
-                .records_dir
-                .or(file.records_dir)
-                .unwrap_or_else(|| media_dir.join("records")),
+            public_ip: cli.public_ip.or(file.public_ip).unwrap_or_else(primary_address),
+            records_dir: cli.records_dir.or(file.records_dir).unwrap_or_else(|| media_dir.join("records")),
             media_dir,
-            static_dir: cli
-                .static_dir
-                .or(file.static_dir)
-                .unwrap_or_else(|| "static".into()),
+            static_dir: cli.static_dir.or(file.static_dir).unwrap_or_else(|| "static".into()),
             ice_tcp: !(cli.no_ice_tcp || file.no_ice_tcp.unwrap_or(false)),
         })
     }
@@ -164,25 +147,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
-        std::fs::write(
-            &f,
-            "ws_port = 1000\nrest_port = 1001\npublic_ip = \"10.0.0.1\"\n",
-        )
-        .unwrap();
-        let cli = Cli {
-            config: Some(f.clone()),
-            ws_port: Some(2000),
-            ..Default::default()
-        };
+        std::fs::write(&f, "ws_port = 1000\nrest_port = 1001\npublic_ip = \"10.0.0.1\"\n").unwrap();
+        let cli = Cli { config: Some(f.clone()), ws_port: Some(2000), ..Default::default() };
         let c = Config::load(cli).unwrap();
         assert_eq!((c.ws_port, c.rest_port, c.http_port), (2000, 1001, 9091));
         assert_eq!(c.public_ip.to_string(), "10.0.0.1");
         assert_eq!(c.records_dir, PathBuf::from("media/records"));
         std::fs::write(&f, "bogus = 1\n").unwrap();
-        assert!(Config::load(Cli {
-            config: Some(f),
-            ..Default::default()
-        })
-        .is_err());
+        assert!(Config::load(Cli { config: Some(f), ..Default::default() }).is_err());
     }
 }

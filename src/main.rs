@@ -28,10 +28,7 @@ async fn websocket(
     body: web::Payload,
     core: web::Data<Arc<Core>>,
 ) -> actix_web::Result<HttpResponse> {
-    let client = req
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let client = req.peer_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
     let server = req.app_config().local_addr();
     let id = format!("/{client}/{server}");
     ws::WsResponseBuilder::new(Session::new(core.get_ref().clone(), id), &req, body)
@@ -43,10 +40,7 @@ fn cors() -> DefaultHeaders {
     DefaultHeaders::new()
         .add(("Access-Control-Allow-Origin", "*"))
         .add(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
-        .add((
-            "Access-Control-Allow-Headers",
-            "content-type, x-requested-with",
-        ))
+        .add(("Access-Control-Allow-Headers", "content-type, x-requested-with"))
 }
 
 fn main() -> std::io::Result<()> {
@@ -78,39 +72,27 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     }
     // Media actors live on an arbiter (thread) of their own, apart from the web workers.
     let media_arbiter = actix::Arbiter::new();
-    let socket =
-        MediaSocket::start(cfg.bind, cfg.media_port, &media_arbiter.handle()).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port))
-        })?;
+    let socket = MediaSocket::start(cfg.bind, cfg.media_port, &media_arbiter.handle())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
     let media_port = socket.local_addr().port();
     let core = Arc::new(Core {
         registry: Registry::new(),
         socket,
         media_arbiter: media_arbiter.handle(),
-        candidates: CandidateConfig {
-            addrs: vec![cfg.media_candidate(media_port)],
-            tcp: cfg.ice_tcp,
-        },
+        candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
     });
     let data = web::Data::new(core.clone());
 
     let d = data.clone();
-    let ws_server = HttpServer::new(move || {
-        App::new()
-            .app_data(d.clone())
-            .default_service(web::to(websocket))
-    })
-    .workers(2)
-    .bind((cfg.bind, cfg.ws_port))?;
+    let ws_server =
+        HttpServer::new(move || App::new().app_data(d.clone()).default_service(web::to(websocket)))
+            .workers(2)
+            .bind((cfg.bind, cfg.ws_port))?;
     let d = data.clone();
-    let rest_server = HttpServer::new(move || {
-        App::new()
-            .app_data(d.clone())
-            .wrap(cors())
-            .configure(rest::routes)
-    })
-    .workers(1)
-    .bind((cfg.bind, cfg.rest_port))?;
+    let rest_server =
+        HttpServer::new(move || App::new().app_data(d.clone()).wrap(cors()).configure(rest::routes))
+            .workers(1)
+            .bind((cfg.bind, cfg.rest_port))?;
     let d = data.clone();
     let (static_dir, records_dir) = (cfg.static_dir.clone(), cfg.records_dir.clone());
     let web_server = HttpServer::new(move || {
@@ -124,11 +106,8 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     .bind((cfg.bind, cfg.http_port))?;
 
     let port = |s: &[std::net::SocketAddr]| s.first().map(|a| a.port()).unwrap_or(0);
-    let (ws_port, rest_port, http_port) = (
-        port(&ws_server.addrs()),
-        port(&rest_server.addrs()),
-        port(&web_server.addrs()),
-    );
+    let (ws_port, rest_port, http_port) =
+        (port(&ws_server.addrs()), port(&rest_server.addrs()), port(&web_server.addrs()));
     info!(
         ws = ws_port, rest = rest_port, http = http_port, media = media_port, public_ip = %cfg.public_ip,
         "sluice {} started", sluice_actors::VERSION
@@ -137,22 +116,16 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     // Errors are ignored: a closed stdout (a daemon, a reader that went away) must not kill us.
     {
         use std::io::Write;
-        let host = if cfg.public_ip.is_loopback() {
-            "127.0.0.1".to_string()
-        } else {
-            cfg.public_ip.to_string()
-        };
+        let host =
+            if cfg.public_ip.is_loopback() { "127.0.0.1".to_string() } else { cfg.public_ip.to_string() };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port}"
-        );
+        let _ =
+            writeln!(out, "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port}");
         let _ = writeln!(out, "Open the demo: http://{host}:{http_port}/");
         let _ = out.flush();
     }
 
-    let servers =
-        futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());
+    let servers = futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());
     let res = servers.await.map(|_| ());
     media_arbiter.stop();
     res

@@ -62,20 +62,13 @@ fn parse_filter(body: &[u8]) -> Result<Filter, HttpResponse> {
     };
     let status = match b.status {
         None => None,
-        Some(s) => Some(
-            StreamStatus::parse(&s).ok_or_else(|| bad_request(format!("invalid status: {s}")))?,
-        ),
+        Some(s) => Some(StreamStatus::parse(&s).ok_or_else(|| bad_request(format!("invalid status: {s}")))?),
     };
     let mut ids = b.media_session_ids;
     if let Some(id) = b.media_session_id {
         ids.get_or_insert_with(Vec::new).push(id);
     }
-    Ok(Filter {
-        name: b.name,
-        media_session_ids: ids,
-        published,
-        status,
-    })
+    Ok(Filter { name: b.name, media_session_ids: ids, published, status })
 }
 
 async fn find(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse {
@@ -99,10 +92,7 @@ async fn terminate(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse
         Ok(f) => f,
         Err(r) => return r,
     };
-    match core
-        .registry
-        .terminate(&filter, info::STOPPED_BY_REST_TERMINATE)
-    {
+    match core.registry.terminate(&filter, info::STOPPED_BY_REST_TERMINATE) {
         0 => HttpResponse::NotFound().json(json!({ "error": info::STREAM_NOT_FOUND })),
         _ => HttpResponse::Ok().finish(),
     }

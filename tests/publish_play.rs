@@ -25,10 +25,7 @@ fn three_subscribers_receive_every_frame_intact() {
         peer.wait_until(Duration::from_secs(1), "first keyframe", |s| {
             s.keyframes.load(Ordering::Relaxed) > 0
         });
-        eprintln!(
-            "viewer {id}: PLAYING + first keyframe after {:?}",
-            t0.elapsed()
-        );
+        eprintln!("viewer {id}: PLAYING + first keyframe after {:?}", t0.elapsed());
         viewers.push((ws, id, peer));
     }
     assert!(
@@ -37,24 +34,14 @@ fn three_subscribers_receive_every_frame_intact() {
     );
 
     // Two seconds of media: ~60 video frames and ~100 audio frames per viewer.
-    let before: Vec<(u64, u64)> = viewers
-        .iter()
-        .map(|(_, _, p)| (p.video(), p.audio()))
-        .collect();
+    let before: Vec<(u64, u64)> = viewers.iter().map(|(_, _, p)| (p.video(), p.audio())).collect();
     std::thread::sleep(Duration::from_secs(2));
     for ((_, id, p), (v0, a0)) in viewers.iter().zip(before) {
         let (v, a) = (p.video() - v0, p.audio() - a0);
         assert!(v >= 45, "{id}: only {v} video frames in 2 s");
         assert!(a >= 75, "{id}: only {a} audio frames in 2 s");
-        assert_eq!(
-            p.corrupt(),
-            0,
-            "{id}: frames differ from what was published"
-        );
-        assert_eq!(
-            *p.stats.video_codec.lock().unwrap(),
-            Some(str0m::format::Codec::H264)
-        );
+        assert_eq!(p.corrupt(), 0, "{id}: frames differ from what was published");
+        assert_eq!(*p.stats.video_codec.lock().unwrap(), Some(str0m::format::Codec::H264));
     }
 
     // REST sees one publisher and three players.
@@ -62,10 +49,7 @@ fn three_subscribers_receive_every_frame_intact() {
     assert_eq!(code, 200);
     let all = all.as_array().expect("array").clone();
     assert_eq!(all.len(), 4, "{all:?}");
-    let p = all
-        .iter()
-        .find(|s| s["published"] == true)
-        .expect("publisher listed");
+    let p = all.iter().find(|s| s["published"] == true).expect("publisher listed");
     assert_eq!(p["name"], name.as_str());
     assert_eq!(p["status"], "PUBLISHING");
     assert_eq!(p["videoCodec"], "H264");
@@ -73,10 +57,7 @@ fn three_subscribers_receive_every_frame_intact() {
     assert_eq!(all.iter().filter(|s| s["status"] == "PLAYING").count(), 3);
 
     // The publisher stops: it gets UNPUBLISHED, every viewer STOPPED "Stopped by publisher stop".
-    pub_ws.send(
-        "unPublishStream",
-        json!({"mediaSessionId": pub_id, "name": name, "published": true}),
-    );
+    pub_ws.send("unPublishStream", json!({"mediaSessionId": pub_id, "name": name, "published": true}));
     let st = pub_ws.status(&pub_id);
     assert_eq!(st["status"], "UNPUBLISHED", "{st}");
     for (ws, id, _) in viewers.iter_mut() {
@@ -99,10 +80,7 @@ fn vp8_publisher_is_forwarded_as_vp8() {
     peer.wait_until(Duration::from_secs(3), "30 VP8 frames", |s| {
         s.video_frames.load(Ordering::Relaxed) >= 30
     });
-    assert_eq!(
-        *peer.stats.video_codec.lock().unwrap(),
-        Some(str0m::format::Codec::Vp8)
-    );
+    assert_eq!(*peer.stats.video_codec.lock().unwrap(), Some(str0m::format::Codec::Vp8));
     assert_eq!(peer.corrupt(), 0);
     assert!(peer.audio() > 0);
 }
@@ -117,14 +95,9 @@ fn a_viewer_that_stops_leaves_the_others_playing() {
     let (a_id, a_peer) = play(&mut a, &name);
     let mut b = Wcs::connect(&server);
     let (_b_id, b_peer) = play(&mut b, &name);
-    a_peer.wait_until(STEP, "frames", |s| {
-        s.video_frames.load(Ordering::Relaxed) > 5
-    });
+    a_peer.wait_until(STEP, "frames", |s| s.video_frames.load(Ordering::Relaxed) > 5);
 
-    a.send(
-        "stopStream",
-        json!({"mediaSessionId": a_id, "name": name, "published": false}),
-    );
+    a.send("stopStream", json!({"mediaSessionId": a_id, "name": name, "published": false}));
     let st = a.status(&a_id);
     assert_eq!(st["status"], "STOPPED", "{st}");
     let n = b_peer.video();

@@ -8,14 +8,8 @@ use serde_json::json;
 #[test]
 fn find_and_terminate() {
     let server = Server::start();
-    assert_eq!(
-        server.rest("/rest-api/stream/find_all", None),
-        (200, json!([]))
-    );
-    assert_eq!(
-        server.rest("/rest-api/stream/find_all", Some("")),
-        (200, json!([]))
-    );
+    assert_eq!(server.rest("/rest-api/stream/find_all", None), (200, json!([])));
+    assert_eq!(server.rest("/rest-api/stream/find_all", Some("")), (200, json!([])));
 
     let mut a = Wcs::connect(&server);
     let name = new_id("r");
@@ -23,10 +17,8 @@ fn find_and_terminate() {
     let mut v = Wcs::connect(&server);
     let (vid, _vpeer) = play(&mut v, &name);
 
-    let (code, found) = server.rest(
-        "/rest-api/stream/find",
-        Some(&json!({"name": name, "published": "true"}).to_string()),
-    );
+    let (code, found) =
+        server.rest("/rest-api/stream/find", Some(&json!({"name": name, "published": "true"}).to_string()));
     assert_eq!(code, 200);
     let s = &found[0];
     assert_eq!(found.as_array().unwrap().len(), 1);
@@ -40,49 +32,20 @@ fn find_and_terminate() {
     ] {
         assert_eq!(s[k], want, "{k} in {s}");
     }
-    assert!(
-        s["sessionId"].as_str().unwrap().starts_with("/127.0.0.1:"),
-        "{s}"
-    );
+    assert!(s["sessionId"].as_str().unwrap().starts_with("/127.0.0.1:"), "{s}");
     assert!(s["createDate"].as_u64().unwrap() > 1_600_000_000_000);
 
-    let (code, found) = server.rest(
-        "/rest-api/stream/find",
-        Some(&json!({"status": "PLAYING"}).to_string()),
-    );
-    assert_eq!(
-        (code, found[0]["mediaSessionId"].as_str()),
-        (200, Some(vid.as_str()))
-    );
-    assert_eq!(
-        server
-            .rest("/rest-api/stream/find", Some(r#"{"name":"nope"}"#))
-            .0,
-        404
-    );
-    assert_eq!(
-        server.rest("/rest-api/stream/find", Some("{not json")).0,
-        400
-    );
-    assert_eq!(
-        server
-            .rest("/rest-api/stream/find", Some(r#"{"status":"BOGUS"}"#))
-            .0,
-        400
-    );
-    assert_eq!(
-        server
-            .rest("/rest-api/stream/terminate", Some(r#"{"name":"nope"}"#))
-            .0,
-        404
-    );
+    let (code, found) = server.rest("/rest-api/stream/find", Some(&json!({"status": "PLAYING"}).to_string()));
+    assert_eq!((code, found[0]["mediaSessionId"].as_str()), (200, Some(vid.as_str())));
+    assert_eq!(server.rest("/rest-api/stream/find", Some(r#"{"name":"nope"}"#)).0, 404);
+    assert_eq!(server.rest("/rest-api/stream/find", Some("{not json")).0, 400);
+    assert_eq!(server.rest("/rest-api/stream/find", Some(r#"{"status":"BOGUS"}"#)).0, 400);
+    assert_eq!(server.rest("/rest-api/stream/terminate", Some(r#"{"name":"nope"}"#)).0, 404);
     assert_eq!(server.rest("/rest-api/no/such", Some("{}")).0, 404);
 
     // Terminating the publisher: UNPUBLISHED "Stopped by rest /terminate"; its viewer is stopped.
-    let (code, _) = server.rest(
-        "/rest-api/stream/terminate",
-        Some(&json!({"mediaSessionId": pid}).to_string()),
-    );
+    let (code, _) =
+        server.rest("/rest-api/stream/terminate", Some(&json!({"mediaSessionId": pid}).to_string()));
     assert_eq!(code, 200);
     let st = a.status(&pid);
     assert_eq!(
@@ -94,10 +57,7 @@ fn find_and_terminate() {
         (st["status"].as_str(), st["info"].as_str()),
         (Some("STOPPED"), Some("Stopped by publisher stop"))
     );
-    assert_eq!(
-        server.rest("/rest-api/stream/find_all", None),
-        (200, json!([]))
-    );
+    assert_eq!(server.rest("/rest-api/stream/find_all", None), (200, json!([])));
 }
 
 #[test]
@@ -110,15 +70,9 @@ fn terminate_all_and_cors() {
     for id in [p1, p2] {
         assert_eq!(a.status(&id)["status"], "UNPUBLISHED");
     }
-    let resp = ureq::get(&format!(
-        "http://127.0.0.1:{}/rest-api/stream/find_all",
-        server.rest
-    ))
-    .call()
-    .unwrap();
+    let resp =
+        ureq::get(&format!("http://127.0.0.1:{}/rest-api/stream/find_all", server.rest)).call().unwrap();
     assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
-    let health = ureq::get(&format!("http://127.0.0.1:{}/health", server.http))
-        .call()
-        .unwrap();
+    let health = ureq::get(&format!("http://127.0.0.1:{}/health", server.http)).call().unwrap();
     assert_eq!(health.status(), 200);
 }

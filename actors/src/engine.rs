@@ -6,15 +6,15 @@
 //! [`negotiate`] turns a browser's SDP offer into a `Peer` plus the SDP answer to send back.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::error::EngineError;
+use crate::media::{Codec, Frame, FrameKind};
 
 /// Packets kept per outgoing video stream to answer NACKs. str0m's default (1000) costs ~1.2 MB
 /// per subscriber; 512 covers about a second at 4 Mbit/s, which is as far back as a NACK is useful.
@@ -22,29 +22,13 @@ const SEND_BUFFER_VIDEO: usize = 512;
 /// Packets kept per outgoing audio stream (one Opus frame is one packet, 20 ms each).
 const SEND_BUFFER_AUDIO: usize = 50;
 
-/// The video codecs we forward. Audio is always Opus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VideoCodec {
-    H264,
-    Vp8,
-}
-
-impl VideoCodec {
-    pub fn wcs_name(self) -> &'static str {
-        match self {
-            VideoCodec::H264 => "H264",
-            VideoCodec::Vp8 => "VP8",
-        }
-    }
-}
-
 /// What the peer is for: receiving a published stream, or sending one to a viewer.
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
     Publish,
     /// Play a stream whose publisher sends this video codec (None: audio only).
     Play {
-        video: Option<VideoCodec>,
+        video: Option<Codec>,
     },
 }
 
@@ -65,7 +49,7 @@ pub struct Negotiated {
     pub answer_sdp: String,
     /// Our ICE username fragment: STUN requests carry it, which is how datagrams are routed.
     pub local_ufrag: String,
-    pub video: Option<VideoCodec>,
+    pub video: Option<Codec>,
     pub has_audio: bool,
     pub has_video: bool,
 }
@@ -88,11 +72,7 @@ fn base_config() -> RtcConfig {
 
 /// Accept a browser's offer. The answer carries our candidates and `a=ice-lite`; the browser's
 /// checks arrive from addresses we learn as peer-reflexive candidates (the SDK sends no trickle).
-pub fn negotiate(
-    offer_sdp: &str,
-    role: Role,
-    cands: &Candidates,
-) -> Result<Negotiated, EngineError> {
+pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Negotiated, EngineError> {
     let offer = str0m::change::SdpOffer::from_sdp_string(offer_sdp)
         .map_err(|e| EngineError::BadSdp(e.to_string()))?;
     // str0m answers in its own codec order and Chromium sends the answer's first codec, so the
@@ -101,19 +81,14 @@ pub fn negotiate(
     let mut cfg = base_config().enable_opus(true, false);
     cfg = match role {
         Role::Publish => cfg.enable_h264(true).enable_vp8(true),
-        Role::Play {
-            video: Some(VideoCodec::H264),
-        } => cfg.enable_h264(true),
-        Role::Play {
-            video: Some(VideoCodec::Vp8),
-        } => cfg.enable_vp8(true),
-        Role::Play { video: None } => cfg,
+        Role::Play { video: Some(Codec::H264) } => cfg.enable_h264(true),
+        Role::Play { video: Some(Codec::Vp8) } => cfg.enable_vp8(true),
+        Role::Play { video: Some(Codec::Opus) | None } => cfg,
     };
     let mut rtc = cfg.build(Instant::now());
     for addr in &cands.addrs {
         if cands.udp {
-            let c =
-                Candidate::host(*addr, "udp").map_err(|e| EngineError::Candidate(e.to_string()))?;
+            let c = Candidate::host(*addr, "udp").map_err(|e| EngineError::Candidate(e.to_string()))?;
             rtc.add_local_candidate(c);
         }
         if cands.tcp {
@@ -126,10 +101,7 @@ pub fn negotiate(
             rtc.add_local_candidate(c);
         }
     }
-    let answer = rtc
-        .sdp_api()
-        .accept_offer(offer)
-        .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+    let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
     let answer_sdp = answer.to_sdp_string();
     let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
 
@@ -148,13 +120,7 @@ pub fn negotiate(
         }
     }
     Ok(Negotiated {
-        peer: Peer {
-            rtc,
-            video_mid: None,
-            audio_mid: None,
-            pt_cache: Vec::new(),
-            connected: false,
-        },
+        peer: Peer { rtc, video_mid: None, audio_mid: None, pts: [None; 3], connected: false },
         answer_sdp,
         local_ufrag,
         video: media.video,
@@ -178,24 +144,6 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
-/// One depacketized media frame, shared by reference among all subscribers of a stream.
-#[derive(Debug)]
-pub struct Frame {
-    pub kind: FrameKind,
-    pub keyframe: bool,
-    /// Codec parameters as the publisher negotiated them (payload type differs per subscriber).
-    params: PayloadParams,
-    time: MediaTime,
-    network_time: Instant,
-    pub data: Arc<[u8]>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    Audio,
-    Video,
-}
-
 /// What a peer reports while it is drained.
 pub enum PeerEvent {
     /// ICE and DTLS are up: media flows from here on.
@@ -214,8 +162,8 @@ pub struct Peer {
     rtc: Rtc,
     video_mid: Option<Mid>,
     audio_mid: Option<Mid>,
-    /// Subscriber side: publisher params -> our payload type, found once per codec.
-    pt_cache: Vec<(PayloadParams, Option<Pt>)>,
+    /// Subscriber side: our payload type per codec (H264, VP8, Opus), found on first use.
+    pts: [Option<Option<Pt>>; 3],
     connected: bool,
 }
 
@@ -240,15 +188,11 @@ impl Peer {
         };
         let recv = Receive::new(proto, source, destination, buf)
             .map_err(|e| EngineError::Datagram(e.to_string()))?;
-        self.rtc
-            .handle_input(Input::Receive(now, recv))
-            .map_err(|e| EngineError::Rtc(e.to_string()))
+        self.rtc.handle_input(Input::Receive(now, recv)).map_err(|e| EngineError::Rtc(e.to_string()))
     }
 
     pub fn timeout(&mut self, now: Instant) -> Result<(), EngineError> {
-        self.rtc
-            .handle_input(Input::Timeout(now))
-            .map_err(|e| EngineError::Rtc(e.to_string()))
+        self.rtc.handle_input(Input::Timeout(now)).map_err(|e| EngineError::Rtc(e.to_string()))
     }
 
     /// Drain every pending output: transmits and events go to the callbacks, and the return
@@ -262,18 +206,11 @@ impl Peer {
             if !self.rtc.is_alive() {
                 return Err(EngineError::Closed);
             }
-            let out = self
-                .rtc
-                .poll_output()
-                .map_err(|e| EngineError::Rtc(e.to_string()))?;
+            let out = self.rtc.poll_output().map_err(|e| EngineError::Rtc(e.to_string()))?;
             match out {
                 Output::Timeout(at) => return Ok(at),
                 Output::Transmit(t) => transmit(Transmit {
-                    proto: if t.proto == Protocol::Tcp {
-                        Proto::Tcp
-                    } else {
-                        Proto::Udp
-                    },
+                    proto: if t.proto == Protocol::Tcp { Proto::Tcp } else { Proto::Udp },
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),
@@ -287,37 +224,35 @@ impl Peer {
                         event(PeerEvent::Disconnected)
                     }
                     Event::MediaAdded(m) => match m.kind {
-                        MediaKind::Video if self.video_mid.is_none() => {
-                            self.video_mid = Some(m.mid)
-                        }
-                        MediaKind::Audio if self.audio_mid.is_none() => {
-                            self.audio_mid = Some(m.mid)
-                        }
+                        MediaKind::Video if self.video_mid.is_none() => self.video_mid = Some(m.mid),
+                        MediaKind::Audio if self.audio_mid.is_none() => self.audio_mid = Some(m.mid),
                         _ => {}
                     },
                     Event::MediaData(d) => {
-                        let kind = if Some(d.mid) == self.video_mid {
-                            FrameKind::Video
-                        } else {
-                            FrameKind::Audio
+                        let codec = match d.params.spec().codec {
+                            str0m::format::Codec::H264 => Codec::H264,
+                            str0m::format::Codec::Vp8 => Codec::Vp8,
+                            str0m::format::Codec::Opus => Codec::Opus,
+                            _ => continue,
                         };
                         let keyframe = match &d.codec_extra {
                             str0m::format::CodecExtra::H264(x) => x.is_keyframe,
                             str0m::format::CodecExtra::Vp8(x) => x.is_keyframe,
                             _ => {
-                                kind == FrameKind::Video
-                                    && crate::media::is_keyframe(
-                                        &d.data,
-                                        d.params.spec().codec == str0m::format::Codec::H264,
-                                    )
+                                codec.kind() == FrameKind::Video
+                                    && crate::media::is_keyframe(&d.data, codec == Codec::H264)
                             }
                         };
                         event(PeerEvent::Frame(Frame {
-                            kind,
+                            codec,
                             keyframe,
-                            params: d.params,
-                            time: d.time,
-                            network_time: d.network_time,
+                            rtp_time: d
+                                .time
+                                .rebase(
+                                    str0m::media::Frequency::new(codec.clock_rate()).expect("non-zero clock"),
+                                )
+                                .numer(),
+                            captured: d.network_time,
                             data: d.data,
                         }))
                     }
@@ -328,38 +263,36 @@ impl Peer {
         }
     }
 
-    /// Write a frame received from the publisher. Returns false when this peer cannot carry it
-    /// (no such media, or no matching codec): the caller skips it silently.
+    /// Write a frame of the stream this peer plays. Returns false when this peer cannot carry
+    /// it (not connected yet, no such media, or no payload type for its codec): the caller skips it.
     pub fn write_frame(&mut self, frame: &Frame) -> Result<bool, EngineError> {
         if !self.connected {
             return Ok(false);
         }
-        let mid = match frame.kind {
+        let mid = match frame.kind() {
             FrameKind::Video => self.video_mid,
             FrameKind::Audio => self.audio_mid,
         };
         let Some(mid) = mid else { return Ok(false) };
-        let cached = self
-            .pt_cache
-            .iter()
-            .find(|(p, _)| *p == frame.params)
-            .map(|(_, pt)| *pt);
-        let pt = match cached {
+        let slot = match frame.codec {
+            Codec::H264 => 0,
+            Codec::Vp8 => 1,
+            Codec::Opus => 2,
+        };
+        let pt = match self.pts[slot] {
             Some(pt) => pt,
             None => {
-                let pt = self
-                    .rtc
-                    .writer(mid)
-                    .and_then(|w| w.match_params(frame.params));
-                self.pt_cache.push((frame.params, pt));
+                let pt = self.rtc.writer(mid).and_then(|w| pick_pt(w.payload_params(), frame.codec));
+                self.pts[slot] = Some(pt);
                 pt
             }
         };
         let (Some(pt), Some(writer)) = (pt, self.rtc.writer(mid)) else {
             return Ok(false);
         };
+        let freq = Frequency::new(frame.codec.clock_rate()).expect("non-zero clock rate");
         writer
-            .write(pt, frame.network_time, frame.time, frame.data.clone())
+            .write(pt, frame.captured, MediaTime::new(frame.rtp_time, freq), frame.data.clone())
             .map_err(|e| EngineError::Rtc(e.to_string()))?;
         Ok(true)
     }
@@ -381,6 +314,29 @@ impl Peer {
     }
 }
 
+/// Our payload type for a codec among those negotiated. H.264 prefers packetization-mode 1
+/// (what every source here produces); the profile-level-id is not matched, because browsers'
+/// decoders play any Baseline/Main stream whatever profile was negotiated.
+fn pick_pt<'a>(params: impl Iterator<Item = &'a PayloadParams>, codec: Codec) -> Option<Pt> {
+    let want = match codec {
+        Codec::H264 => str0m::format::Codec::H264,
+        Codec::Vp8 => str0m::format::Codec::Vp8,
+        Codec::Opus => str0m::format::Codec::Opus,
+    };
+    let mut best: Option<(u8, Pt)> = None;
+    for p in params.filter(|p| p.spec().codec == want) {
+        let score = match (codec, p.spec().format.packetization_mode) {
+            (Codec::H264, Some(1)) => 2,
+            (Codec::H264, _) => 1,
+            _ => 2,
+        };
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, p.pt()));
+        }
+    }
+    best.map(|(_, pt)| pt)
+}
+
 /// STUN binding requests carry `<server ufrag>:<client ufrag>` as USERNAME: the server ufrag
 /// names the peer the datagram belongs to. Returns None for anything that is not STUN.
 pub fn stun_server_ufrag(buf: &[u8]) -> Option<String> {
@@ -397,8 +353,6 @@ pub const MAX_TIMER: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer")
-            .field("connected", &self.connected)
-            .finish()
+        f.debug_struct("Peer").field("connected", &self.connected).finish()
     }
 }

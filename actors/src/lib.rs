@@ -30,6 +30,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod fanout;
 pub mod media;
 pub mod media_socket;
 pub mod messages;

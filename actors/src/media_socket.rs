@@ -64,11 +64,7 @@ pub struct MediaSocket {
 impl MediaSocket {
     /// Bind UDP `bind:port` and TCP on the same port (port 0: the OS picks, TCP follows it), and
     /// start the receive loops on `arbiter`.
-    pub fn start(
-        bind: std::net::IpAddr,
-        port: u16,
-        arbiter: &ArbiterHandle,
-    ) -> io::Result<Arc<Self>> {
+    pub fn start(bind: std::net::IpAddr, port: u16, arbiter: &ArbiterHandle) -> io::Result<Arc<Self>> {
         let udp = UdpSocket::bind((bind, port))?;
         let local = udp.local_addr()?;
         let tcp = TcpListener::bind(local)?;
@@ -108,8 +104,7 @@ impl MediaSocket {
     /// Make a peer reachable by its ICE ufrag. Done before its SDP answer leaves the server.
     pub fn register(&self, ufrag: &str, peer: Recipient<Datagram>) {
         let ufrag: Arc<str> = ufrag.into();
-        self.by_ufrag
-            .insert(ufrag.clone(), Arc::new(Route { ufrag, peer }));
+        self.by_ufrag.insert(ufrag.clone(), Arc::new(Route { ufrag, peer }));
     }
 
     /// Forget a peer and every address learned for it.
@@ -140,11 +135,7 @@ impl MediaSocket {
                 None => false,
             },
         };
-        let counter = if ok {
-            &self.stats.sent
-        } else {
-            &self.stats.send_dropped
-        };
+        let counter = if ok { &self.stats.sent } else { &self.stats.send_dropped };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -155,10 +146,7 @@ impl MediaSocket {
                 Some(r) => {
                     let r = r.clone();
                     // A new source (or a port reused by another peer) is (re)learned here.
-                    let known = self
-                        .by_source
-                        .get(&(proto, source))
-                        .is_some_and(|x| Arc::ptr_eq(&x, &r));
+                    let known = self.by_source.get(&(proto, source)).is_some_and(|x| Arc::ptr_eq(&x, &r));
                     if !known {
                         self.by_source.insert((proto, source), r.clone());
                     }
@@ -172,13 +160,7 @@ impl MediaSocket {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        route.peer.do_send(Datagram {
-            at: Instant::now(),
-            proto,
-            source,
-            destination: self.local,
-            data,
-        });
+        route.peer.do_send(Datagram { at: Instant::now(), proto, source, destination: self.local, data });
     }
 
     async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {

@@ -25,3 +25,62 @@ pub struct StreamEventNotice {
 pub struct Stop {
     pub reason: &'static str,
 }
+
+/// A frame of the stream a sink is attached to, shared by all its sinks.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Forward(pub std::sync::Arc<crate::media::Frame>);
+
+/// The stream's source ended: viewers get STOPPED with `reason`, recorders finish their file.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SourceEnded {
+    pub reason: &'static str,
+}
+
+/// A sink (viewer, recorder) attaches to a stream source.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddSubscriber {
+    pub id: u64,
+    pub frames: Recipient<Forward>,
+    pub ended: Recipient<SourceEnded>,
+    /// Where stream events (mute, data) for this viewer go, and its `mediaSessionId`.
+    pub events: Option<(String, Recipient<StreamEventNotice>)>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveSubscriber {
+    pub id: u64,
+}
+
+/// A viewer needs a keyframe (it just connected, or its decoder asked with PLI/FIR).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RequestKeyframe;
+
+/// How sinks reach a stream source, whatever actor it is (a browser publisher, a VOD file, an
+/// RTMP encoder...): every source answers these three messages.
+#[derive(Clone)]
+pub struct StreamSource {
+    pub join: Recipient<AddSubscriber>,
+    pub leave: Recipient<RemoveSubscriber>,
+    pub keyframe: Recipient<RequestKeyframe>,
+}
+
+impl StreamSource {
+    pub fn of<A>(addr: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<AddSubscriber>
+            + Handler<RemoveSubscriber>
+            + Handler<RequestKeyframe>,
+    {
+        StreamSource {
+            join: addr.clone().recipient(),
+            leave: addr.clone().recipient(),
+            keyframe: addr.clone().recipient(),
+        }
+    }
+}

@@ -22,13 +22,7 @@ pub struct PeerLink {
 
 impl PeerLink {
     pub fn new(peer: Peer, socket: Arc<MediaSocket>, ufrag: String) -> Self {
-        PeerLink {
-            peer,
-            socket,
-            ufrag,
-            timer: None,
-            events: Vec::new(),
-        }
+        PeerLink { peer, socket, ufrag, timer: None, events: Vec::new() }
     }
 }
 
@@ -78,12 +72,7 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
     fn on_datagram(&mut self, d: Datagram, ctx: &mut Context<Self>) {
         let local = d.destination;
         // A malformed datagram is dropped; it does not end the peer.
-        if self
-            .link()
-            .peer
-            .receive(d.at, d.proto, d.source, local, &d.data)
-            .is_ok()
-        {
+        if self.link().peer.receive(d.at, d.proto, d.source, local, &d.data).is_ok() {
             self.drive(ctx);
         }
     }

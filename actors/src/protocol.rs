@@ -138,13 +138,7 @@ pub struct StreamRequest {
 
 impl StreamRequest {
     /// The stream object for this request, as sent back in status events.
-    pub fn to_info(
-        &self,
-        published: bool,
-        session_id: &str,
-        app_key: &str,
-        now_ms: u64,
-    ) -> StreamInfo {
+    pub fn to_info(&self, published: bool, session_id: &str, app_key: &str, now_ms: u64) -> StreamInfo {
         StreamInfo {
             media_session_id: self.media_session_id.clone(),
             name: self.name.clone(),
@@ -255,26 +249,13 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
         media_session_id: id,
         reason,
     };
-    let v: Value = serde_json::from_str(text).map_err(|e| {
-        err(
-            "unknown",
-            None,
-            format!("Malformed message: not JSON ({e})"),
-        )
-    })?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| err("unknown", None, format!("Malformed message: not JSON ({e})")))?;
     let Value::Object(mut frame) = v else {
-        return Err(err(
-            "unknown",
-            None,
-            "Malformed message: not a JSON object".into(),
-        ));
+        return Err(err("unknown", None, "Malformed message: not a JSON object".into()));
     };
     let Some(Value::String(name)) = frame.remove("message") else {
-        return Err(err(
-            "unknown",
-            None,
-            "Malformed message: no \"message\" name".into(),
-        ));
+        return Err(err("unknown", None, "Malformed message: no \"message\" name".into()));
     };
     let first = match frame.remove("data") {
         Some(Value::Array(mut a)) if !a.is_empty() => a.swap_remove(0),
@@ -287,13 +268,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
     };
     let id = obj.and_then(|o| str_field(o, "mediaSessionId"));
     let need_obj = |what: &str| -> Result<&Map<String, Value>, ProtocolError> {
-        obj.ok_or_else(|| {
-            err(
-                &name,
-                None,
-                format!("Malformed {what}: data[0] must be an object"),
-            )
-        })
+        obj.ok_or_else(|| err(&name, None, format!("Malformed {what}: data[0] must be an object")))
     };
     let need_str = |o: &Map<String, Value>, field: &str| -> Result<String, ProtocolError> {
         match str_field(o, field) {
@@ -355,15 +330,9 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             let media_session_id = need_str(o, "mediaSessionId")?;
             let stream_name = need_str(o, "name")?;
             if name == "snapshot" {
-                ClientMessage::Snapshot {
-                    media_session_id,
-                    name: stream_name,
-                }
+                ClientMessage::Snapshot { media_session_id, name: stream_name }
             } else {
-                ClientMessage::AvailableStream {
-                    media_session_id,
-                    name: stream_name,
-                }
+                ClientMessage::AvailableStream { media_session_id, name: stream_name }
             }
         }
         "sendData" => {
@@ -398,10 +367,7 @@ fn bool_field(o: &Map<String, Value>, k: &str) -> Option<bool> {
 
 fn u32_field(o: &Map<String, Value>, k: &str) -> u32 {
     o.get(k)
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
+        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
         .map(|n| n.min(u32::MAX as u64) as u32)
         .unwrap_or(0)
 }
@@ -515,9 +481,7 @@ mod tests {
     #[test]
     fn parses_publish() {
         let m = parse_client(&publish(r#","transport":"TCP","width":"640""#)).unwrap();
-        let ClientMessage::PublishStream(r) = m else {
-            panic!("{m:?}")
-        };
+        let ClientMessage::PublishStream(r) = m else { panic!("{m:?}") };
         assert_eq!(r.name, "s1");
         assert!(r.record);
         assert_eq!(r.transport, Transport::Tcp);
@@ -526,9 +490,8 @@ mod tests {
 
     #[test]
     fn missing_fields_name_the_stream() {
-        let e =
-            parse_client(r#"{"message":"playStream","data":[{"mediaSessionId":"m2","name":"x"}]}"#)
-                .unwrap_err();
+        let e = parse_client(r#"{"message":"playStream","data":[{"mediaSessionId":"m2","name":"x"}]}"#)
+            .unwrap_err();
         assert_eq!(e.media_session_id.as_deref(), Some("m2"));
         assert!(e.reason.contains("sdp"), "{e}");
         let f: Value = serde_json::from_str(&fail(&e)).unwrap();
@@ -549,13 +512,7 @@ mod tests {
 
     #[test]
     fn frames_always_carry_data() {
-        for f in [
-            ping(),
-            pong(),
-            version("1"),
-            set_remote_sdp("a", "b"),
-            available_stream("a", true, ""),
-        ] {
+        for f in [ping(), pong(), version("1"), set_remote_sdp("a", "b"), available_stream("a", true, "")] {
             let v: Value = serde_json::from_str(&f).unwrap();
             assert!(v["data"].is_array(), "{f}");
         }
@@ -565,14 +522,8 @@ mod tests {
 
     #[test]
     fn status_round_trip() {
-        assert_eq!(
-            StreamStatus::parse("publishing"),
-            Some(StreamStatus::Publishing)
-        );
-        assert_eq!(
-            serde_json::to_string(&StreamStatus::Unpublished).unwrap(),
-            "\"UNPUBLISHED\""
-        );
+        assert_eq!(StreamStatus::parse("publishing"), Some(StreamStatus::Publishing));
+        assert_eq!(serde_json::to_string(&StreamStatus::Unpublished).unwrap(), "\"UNPUBLISHED\"");
         assert!(StreamStatus::Failed.is_terminal());
     }
 }

@@ -13,17 +13,16 @@ use actix::prelude::*;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::engine::VideoCodec;
-use crate::messages::Stop;
+use crate::media::Codec;
+use crate::messages::{Stop, StreamSource};
 use crate::protocol::{StreamInfo, StreamStatus};
-use crate::publisher::Publisher;
 
 /// A published stream, as players find it.
 #[derive(Clone)]
 pub struct Published {
     pub media_session_id: String,
-    pub publisher: Addr<Publisher>,
-    pub video: Option<VideoCodec>,
+    pub source: StreamSource,
+    pub video: Option<Codec>,
     pub has_audio: bool,
 }
 
@@ -44,10 +43,7 @@ pub struct Filter {
 impl Filter {
     fn matches(&self, i: &StreamInfo) -> bool {
         self.name.as_ref().is_none_or(|n| *n == i.name)
-            && self
-                .media_session_ids
-                .as_ref()
-                .is_none_or(|ids| ids.contains(&i.media_session_id))
+            && self.media_session_ids.as_ref().is_none_or(|ids| ids.contains(&i.media_session_id))
             && self.published.is_none_or(|p| p == i.published)
             && self.status.is_none_or(|s| s == i.status)
     }
@@ -83,11 +79,7 @@ impl Registry {
     }
 
     /// Record a media session. Fails if the id is taken.
-    pub fn add_session(
-        &self,
-        info: StreamInfo,
-        control: Recipient<Stop>,
-    ) -> Result<(), ClaimError> {
+    pub fn add_session(&self, info: StreamInfo, control: Recipient<Stop>) -> Result<(), ClaimError> {
         match self.streams.entry(info.media_session_id.clone()) {
             Entry::Occupied(_) => Err(ClaimError::MediaSessionIdInUse),
             Entry::Vacant(v) => {
@@ -110,8 +102,7 @@ impl Registry {
 
     /// Release a name, only if this media session still owns it.
     pub fn release_name(&self, name: &str, media_session_id: &str) {
-        self.published
-            .remove_if(name, |_, p| p.media_session_id == media_session_id);
+        self.published.remove_if(name, |_, p| p.media_session_id == media_session_id);
     }
 
     /// Change a session's stream object in place; returns the updated copy.
@@ -127,28 +118,16 @@ impl Registry {
     }
 
     pub fn find(&self, f: &Filter) -> Vec<StreamInfo> {
-        let mut v: Vec<StreamInfo> = self
-            .streams
-            .iter()
-            .filter(|r| f.matches(&r.info))
-            .map(|r| r.info.clone())
-            .collect();
-        v.sort_by(|a, b| {
-            a.create_date
-                .cmp(&b.create_date)
-                .then(a.media_session_id.cmp(&b.media_session_id))
-        });
+        let mut v: Vec<StreamInfo> =
+            self.streams.iter().filter(|r| f.matches(&r.info)).map(|r| r.info.clone()).collect();
+        v.sort_by(|a, b| a.create_date.cmp(&b.create_date).then(a.media_session_id.cmp(&b.media_session_id)));
         v
     }
 
     /// Stop every matching session; returns how many were asked to stop.
     pub fn terminate(&self, f: &Filter, reason: &'static str) -> usize {
-        let controls: Vec<Recipient<Stop>> = self
-            .streams
-            .iter()
-            .filter(|r| f.matches(&r.info))
-            .map(|r| r.control.clone())
-            .collect();
+        let controls: Vec<Recipient<Stop>> =
+            self.streams.iter().filter(|r| f.matches(&r.info)).map(|r| r.control.clone()).collect();
         for c in &controls {
             c.do_send(Stop { reason });
         }
@@ -157,9 +136,6 @@ impl Registry {
 
     pub fn counts(&self) -> (usize, usize) {
         let published = self.published.len();
-        (
-            published,
-            self.streams.len() - published.min(self.streams.len()),
-        )
+        (published, self.streams.len() - published.min(self.streams.len()))
     }
 }

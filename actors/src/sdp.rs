@@ -1,13 +1,13 @@
 //! Reading the few facts we need out of an SDP text: which codec each m-line settled on and in
 //! which direction media flows. Pure code; str0m does the real negotiation.
 
-use crate::engine::VideoCodec;
+use crate::media::Codec;
 
 /// What an SDP (usually our answer) says about its media sections.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MediaSummary {
     /// The first (= chosen) video codec of an active video section.
-    pub video: Option<VideoCodec>,
+    pub video: Option<Codec>,
     /// An active audio section with Opus.
     pub has_audio: bool,
     /// Some active section receives media (recvonly/sendrecv).
@@ -61,8 +61,8 @@ pub fn summarize(sdp: &str) -> MediaSummary {
         match kind {
             "video" => {
                 out.video = match first.as_deref() {
-                    Some("H264") => Some(VideoCodec::H264),
-                    Some("VP8") => Some(VideoCodec::Vp8),
+                    Some("H264") => Some(Codec::H264),
+                    Some("VP8") => Some(Codec::Vp8),
                     _ => None,
                 };
                 if out.video.is_none() {
@@ -94,7 +94,7 @@ m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\na=recvonly\r\na=rtpmap:102 H26
     #[test]
     fn reads_chosen_codecs_and_direction() {
         let s = summarize(ANSWER);
-        assert_eq!(s.video, Some(VideoCodec::H264));
+        assert_eq!(s.video, Some(Codec::H264));
         assert!(s.has_audio && s.receives && !s.sends);
     }
 
@@ -104,12 +104,6 @@ m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\na=recvonly\r\na=rtpmap:102 H26
         assert_eq!(s.video, None);
         assert!(s.video_offered);
         let s = summarize("garbage\nm=\nm=video");
-        assert_eq!(
-            s,
-            MediaSummary {
-                video_offered: true,
-                ..Default::default()
-            }
-        );
+        assert_eq!(s, MediaSummary { video_offered: true, ..Default::default() });
     }
 }

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use tracing::{debug, info, info_span, warn};
 
 use crate::engine::{negotiate, Candidates, Role};
-use crate::messages::{StatusChanged, Stop, StreamEventNotice};
+use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource};
 use crate::peer_link::PeerLink;
 use crate::protocol::{
     self as p, info, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
@@ -81,10 +81,7 @@ impl Session {
     }
 
     fn now_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
     }
 
     /// Answer a stream request with FAILED and the reason, without creating anything.
@@ -104,11 +101,7 @@ impl Session {
 
     fn candidates(&self, transport: Transport) -> Candidates {
         let c = &self.core.candidates;
-        Candidates {
-            addrs: c.addrs.clone(),
-            udp: transport == Transport::Udp,
-            tcp: c.tcp,
-        }
+        Candidates { addrs: c.addrs.clone(), udp: transport == Transport::Udp, tcp: c.tcp }
     }
 
     fn on_publish(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
@@ -129,15 +122,8 @@ impl Session {
         let mut info = req.to_info(true, &self.id, &self.app_key, Self::now_ms());
         info.has_audio = neg.has_audio;
         info.has_video = neg.has_video;
-        info.audio_codec = if neg.has_audio {
-            "opus".into()
-        } else {
-            String::new()
-        };
-        info.video_codec = neg
-            .video
-            .map(|v| v.wcs_name().to_string())
-            .unwrap_or_default();
+        info.audio_codec = if neg.has_audio { "opus".into() } else { String::new() };
+        info.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
 
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
         let session = ctx.address().recipient();
@@ -147,31 +133,22 @@ impl Session {
         });
         let published = Published {
             media_session_id: req.media_session_id.clone(),
-            publisher: addr.clone(),
+            source: StreamSource::of(&addr),
             video: neg.video,
             has_audio: neg.has_audio,
         };
-        if let Err(e) = core
-            .registry
-            .add_session(info.clone(), addr.clone().recipient())
-        {
-            addr.do_send(Stop {
-                reason: info::MEDIA_SESSION_ID_IN_USE,
-            });
+        if let Err(e) = core.registry.add_session(info.clone(), addr.clone().recipient()) {
+            addr.do_send(Stop { reason: info::MEDIA_SESSION_ID_IN_USE });
             return self.fail_stream(&req, true, claim_info(e), ctx);
         }
         if core.registry.claim_name(&req.name, published).is_err() {
             // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
-            addr.do_send(Stop {
-                reason: info::NAME_IN_USE,
-            });
+            addr.do_send(Stop { reason: info::NAME_IN_USE });
             return;
         }
-        core.socket
-            .register(&neg.local_ufrag, addr.clone().recipient());
+        core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %info.video_codec, "publish");
-        self.streams
-            .insert(req.media_session_id.clone(), Handle::Publish(addr));
+        self.streams.insert(req.media_session_id.clone(), Handle::Publish(addr));
         ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
     }
 
@@ -183,73 +160,43 @@ impl Session {
         let Some(source) = core.registry.lookup(&req.name) else {
             return self.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx);
         };
-        let neg = match negotiate(
-            &req.sdp,
-            Role::Play {
-                video: source.video,
-            },
-            &self.candidates(req.transport),
-        ) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(parent: &self.span, stream = %req.name, error = %e, "play offer refused");
-                return self.fail_stream(&req, false, &e.client_info(), ctx);
-            }
-        };
+        let neg =
+            match negotiate(&req.sdp, Role::Play { video: source.video }, &self.candidates(req.transport)) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(parent: &self.span, stream = %req.name, error = %e, "play offer refused");
+                    return self.fail_stream(&req, false, &e.client_info(), ctx);
+                }
+            };
         let mut info = req.to_info(false, &self.id, &self.app_key, Self::now_ms());
         info.has_audio = neg.has_audio && source.has_audio;
         info.has_video = neg.has_video;
-        info.audio_codec = if info.has_audio {
-            "opus".into()
-        } else {
-            String::new()
-        };
-        info.video_codec = neg
-            .video
-            .map(|v| v.wcs_name().to_string())
-            .unwrap_or_default();
+        info.audio_codec = if info.has_audio { "opus".into() } else { String::new() };
+        info.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
 
         let id = NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed);
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
         let (session, events) = (ctx.address().recipient(), ctx.address().recipient());
-        let (info2, registry, publisher) = (
-            info.clone(),
-            core.registry.clone(),
-            source.publisher.clone(),
-        );
+        let (info2, registry, publisher) = (info.clone(), core.registry.clone(), source.source.clone());
         let addr = Subscriber::start_in_arbiter(&core.media_arbiter, move |_| {
             Subscriber::new(id, link, info2, session, events, registry, publisher)
         });
         if let Err(e) = core.registry.add_session(info, addr.clone().recipient()) {
-            addr.do_send(Stop {
-                reason: info::MEDIA_SESSION_ID_IN_USE,
-            });
+            addr.do_send(Stop { reason: info::MEDIA_SESSION_ID_IN_USE });
             return self.fail_stream(&req, false, claim_info(e), ctx);
         }
-        core.socket
-            .register(&neg.local_ufrag, addr.clone().recipient());
+        core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, "play");
-        self.streams
-            .insert(req.media_session_id.clone(), Handle::Play(addr));
+        self.streams.insert(req.media_session_id.clone(), Handle::Play(addr));
         ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
     }
 
-    fn on_stop(
-        &mut self,
-        id: &str,
-        name: &str,
-        published: bool,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn on_stop(&mut self, id: &str, name: &str, published: bool, ctx: &mut ws::WebsocketContext<Self>) {
         match self.streams.get(id) {
             Some(h) => h.stop(info::STOPPED_BY_USER),
             None => {
                 // Unknown or already ended: confirm the end so the client's stream resolves.
-                let status = if published {
-                    StreamStatus::Unpublished
-                } else {
-                    StreamStatus::Stopped
-                };
+                let status = if published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
                 let obj = serde_json::json!([{ "mediaSessionId": id, "name": name, "published": published,
                     "status": status, "info": info::STREAM_NOT_FOUND }]);
                 ctx.text(p::frame("notifyStreamStatusEvent", obj));
@@ -260,9 +207,7 @@ impl Session {
     fn on_message(&mut self, m: ClientMessage, ctx: &mut ws::WebsocketContext<Self>) {
         let needs_session = matches!(
             m,
-            ClientMessage::PublishStream(_)
-                | ClientMessage::PlayStream(_)
-                | ClientMessage::Snapshot { .. }
+            ClientMessage::PublishStream(_) | ClientMessage::PlayStream(_) | ClientMessage::Snapshot { .. }
         );
         if needs_session && !self.established {
             if let ClientMessage::PublishStream(r) | ClientMessage::PlayStream(r) = &m {
@@ -274,39 +219,24 @@ impl Session {
             ClientMessage::Connection(conn) => self.on_connection(conn, ctx),
             ClientMessage::PublishStream(r) => self.on_publish(r, ctx),
             ClientMessage::PlayStream(r) => self.on_play(r, ctx),
-            ClientMessage::UnPublishStream(r) => {
-                self.on_stop(&r.media_session_id, &r.name, true, ctx)
-            }
+            ClientMessage::UnPublishStream(r) => self.on_stop(&r.media_session_id, &r.name, true, ctx),
             ClientMessage::StopStream(r) => self.on_stop(&r.media_session_id, &r.name, false, ctx),
             ClientMessage::SendStreamEvent(e) => match self.streams.get(&e.media_session_id) {
-                Some(Handle::Publish(a)) if p::relayable_event(&e.kind) => a.do_send(RelayEvent {
-                    kind: e.kind,
-                    payload: e.payload,
-                }),
+                Some(Handle::Publish(a)) if p::relayable_event(&e.kind) => {
+                    a.do_send(RelayEvent { kind: e.kind, payload: e.payload })
+                }
                 _ => ctx.text(p::fail(&ProtocolError {
                     api_method: "sendStreamEvent".into(),
                     media_session_id: None,
-                    reason: format!(
-                        "No published stream {} for event {}",
-                        e.media_session_id, e.kind
-                    ),
+                    reason: format!("No published stream {} for event {}", e.media_session_id, e.kind),
                 })),
             },
-            ClientMessage::AvailableStream {
-                media_session_id,
-                name,
-            } => {
+            ClientMessage::AvailableStream { media_session_id, name } => {
                 let available = self.core.registry.lookup(&name).is_some();
-                let reason = if available {
-                    ""
-                } else {
-                    info::STREAM_NOT_FOUND
-                };
+                let reason = if available { "" } else { info::STREAM_NOT_FOUND };
                 ctx.text(p::available_stream(&media_session_id, available, reason));
             }
-            ClientMessage::Snapshot {
-                media_session_id, ..
-            } => {
+            ClientMessage::Snapshot { media_session_id, .. } => {
                 // Snapshots are not implemented yet: answer so the client is never left waiting.
                 ctx.text(p::stream_event(
                     &media_session_id,
@@ -316,11 +246,7 @@ impl Session {
             }
             ClientMessage::SendData { operation_id, .. } => {
                 // No application server (WCS REST hooks) is configured to receive it.
-                ctx.text(p::data_status(
-                    &operation_id,
-                    false,
-                    "No application server configured",
-                ));
+                ctx.text(p::data_status(&operation_id, false, "No application server configured"));
             }
             ClientMessage::Ping => ctx.text(p::pong()),
             ClientMessage::Pong | ClientMessage::Ignored(_) => {}
@@ -406,10 +332,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     ws::ProtocolError::Overflow => ws::CloseCode::Size,
                     _ => ws::CloseCode::Protocol,
                 };
-                ctx.close(Some(ws::CloseReason {
-                    code,
-                    description: Some(e.to_string()),
-                }));
+                ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
                 ctx.stop();
             }
         }

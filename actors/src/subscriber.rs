@@ -1,9 +1,10 @@
 //! The subscriber actor: one per viewer of a stream.
 //!
-//! Owns the viewer's engine peer. Writes the frames its publisher shares ([`Forward`]) into the
-//! peer, which packetizes, encrypts and answers the viewer's NACKs. Forwards the viewer's
-//! keyframe requests (PLI/FIR) to the publisher, which rate-limits them. Answers [`Forward`],
-//! [`PublisherGone`], [`Stop`] and [`Datagram`]; reports PLAYING and STOPPED/FAILED to its session.
+//! Owns the viewer's engine peer. Writes the frames its stream source shares ([`Forward`]) into
+//! the peer, which packetizes, encrypts and answers the viewer's NACKs. Forwards the viewer's
+//! keyframe requests (PLI/FIR) to the source, which rate-limits them. The source is any actor
+//! behind a [`StreamSource`] (a browser publisher, a file, an encoder). Answers [`Forward`],
+//! [`SourceEnded`], [`Stop`] and [`Datagram`]; reports PLAYING and STOPPED/FAILED to its session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,17 +12,20 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::{debug, info, info_span};
 
-use crate::engine::{Frame, FrameKind, PeerEvent};
+use crate::engine::PeerEvent;
 use crate::error::EngineError;
+use crate::media::FrameKind;
 use crate::media_socket::Datagram;
-use crate::messages::{StatusChanged, Stop, StreamEventNotice};
+use crate::messages::{
+    AddSubscriber, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged, Stop,
+    StreamEventNotice, StreamSource,
+};
 use crate::peer_link::{PeerActor, PeerLink};
 use crate::protocol::{info, StreamInfo, StreamStatus};
-use crate::publisher::{AddSubscriber, Publisher, RemoveSubscriber, RequestKeyframe};
 use crate::registry::Registry;
 
 /// Frames queued for one subscriber before the publisher starts dropping for it (about 3 s of
-/// 30 fps video plus audio). See the backpressure policy in [`crate::publisher`].
+/// 30 fps video plus audio). See the backpressure policy in [`crate::fanout`].
 pub const FORWARD_QUEUE: usize = 256;
 /// A viewer that has not connected (ICE + DTLS) by then is failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,7 +44,7 @@ pub struct Subscriber {
     session: Recipient<StatusChanged>,
     events: Recipient<StreamEventNotice>,
     registry: Arc<Registry>,
-    publisher: Addr<Publisher>,
+    source: StreamSource,
     state: State,
     /// Video is written only from a keyframe on, so the viewer's decoder starts clean.
     video_started: bool,
@@ -56,7 +60,7 @@ impl Subscriber {
         session: Recipient<StatusChanged>,
         events: Recipient<StreamEventNotice>,
         registry: Arc<Registry>,
-        publisher: Addr<Publisher>,
+        source: StreamSource,
     ) -> Self {
         let span = info_span!("subscriber", stream = %info.name, id = %info.media_session_id);
         Subscriber {
@@ -66,7 +70,7 @@ impl Subscriber {
             session,
             events,
             registry,
-            publisher,
+            source,
             state: State::Connecting,
             video_started: false,
             frames_out: 0,
@@ -81,8 +85,7 @@ impl Subscriber {
         });
         self.info.status = status;
         self.info.info = text.to_string();
-        self.session
-            .do_send(StatusChanged(updated.unwrap_or_else(|| self.info.clone())));
+        self.session.do_send(StatusChanged(updated.unwrap_or_else(|| self.info.clone())));
     }
 
     fn end(&mut self, status: StreamStatus, reason: &str, ctx: &mut Context<Self>) {
@@ -91,7 +94,7 @@ impl Subscriber {
         }
         self.state = State::Ended;
         info!(parent: &self.span, %status, reason, frames = self.frames_out, "subscriber ended");
-        self.publisher.do_send(RemoveSubscriber { id: self.id });
+        self.source.leave.do_send(RemoveSubscriber { id: self.id });
         self.set_status(status, reason);
         self.registry.remove_session(&self.info.media_session_id);
         ctx.stop();
@@ -103,15 +106,16 @@ impl Actor for Subscriber {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(FORWARD_QUEUE);
-        // Join the publisher. If it is already gone, the send fails and the viewer is stopped
-        // exactly as if the publisher had stopped after the join.
+        // Join the source. If it is already gone, the send fails and the viewer is stopped
+        // exactly as if the source had stopped after the join.
         let join = AddSubscriber {
             id: self.id,
-            addr: ctx.address(),
-            media_session_id: self.info.media_session_id.clone(),
-            session: self.events.clone(),
+            frames: ctx.address().recipient(),
+            ended: ctx.address().recipient(),
+            events: Some((self.info.media_session_id.clone(), self.events.clone())),
         };
-        self.publisher
+        self.source
+            .join
             .send(join)
             .into_actor(self)
             .then(|res, act, ctx| {
@@ -147,10 +151,10 @@ impl PeerActor for Subscriber {
                     self.state = State::Playing;
                     info!(parent: &self.span, "playing");
                     self.set_status(StreamStatus::Playing, "");
-                    self.publisher.do_send(RequestKeyframe);
+                    self.source.keyframe.do_send(RequestKeyframe);
                 }
             }
-            PeerEvent::KeyframeRequest => self.publisher.do_send(RequestKeyframe),
+            PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe),
             PeerEvent::Disconnected => self.end(StreamStatus::Failed, info::ICE_KEEP_ALIVE, ctx),
             PeerEvent::Frame(_) | PeerEvent::BadFrame(_) => {} // a viewer sends no media we use
         }
@@ -158,11 +162,7 @@ impl PeerActor for Subscriber {
 
     fn on_peer_closed(&mut self, err: EngineError, ctx: &mut Context<Self>) {
         debug!(parent: &self.span, error = %err, "subscriber peer closed");
-        let reason = if self.state == State::Playing {
-            info::ICE_KEEP_ALIVE
-        } else {
-            info::FAILED_BY_ERROR
-        };
+        let reason = if self.state == State::Playing { info::ICE_KEEP_ALIVE } else { info::FAILED_BY_ERROR };
         self.end(StreamStatus::Failed, reason, ctx);
     }
 }
@@ -174,18 +174,13 @@ impl Handler<Datagram> for Subscriber {
     }
 }
 
-/// A frame from the publisher, shared by all its subscribers.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Forward(pub Arc<Frame>);
-
 impl Handler<Forward> for Subscriber {
     type Result = ();
     fn handle(&mut self, Forward(frame): Forward, ctx: &mut Context<Self>) {
         if self.state != State::Playing {
             return;
         }
-        if frame.kind == FrameKind::Video && !self.video_started {
+        if frame.kind() == FrameKind::Video && !self.video_started {
             if !frame.keyframe {
                 return;
             }
@@ -202,16 +197,9 @@ impl Handler<Forward> for Subscriber {
     }
 }
 
-/// The publisher ended: the viewer gets STOPPED with the reason.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PublisherGone {
-    pub reason: &'static str,
-}
-
-impl Handler<PublisherGone> for Subscriber {
+impl Handler<SourceEnded> for Subscriber {
     type Result = ();
-    fn handle(&mut self, m: PublisherGone, ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: SourceEnded, ctx: &mut Context<Self>) {
         self.end(StreamStatus::Stopped, m.reason, ctx);
     }
 }

@@ -40,22 +40,12 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), unique()));
+        let dir = std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = dir.join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1"])
-            .args([
-                "--ws-port",
-                "0",
-                "--rest-port",
-                "0",
-                "--http-port",
-                "0",
-                "--media-port",
-                "0",
-            ])
+            .args(["--ws-port", "0", "--rest-port", "0", "--http-port", "0", "--media-port", "0"])
             .arg("--media-dir")
             .arg(dir.join("media"))
             .arg("--static-dir")
@@ -68,23 +58,14 @@ impl Server {
             .expect("start sluice");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
+        BufReader::new(stdout).read_line(&mut line).expect("ready line");
         let port = |k: &str| -> u16 {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{k}=")))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {k} port in {line:?}; log {}", log.display()))
         };
-        Server {
-            ws: port("ws"),
-            rest: port("rest"),
-            http: port("http"),
-            media: port("media"),
-            child,
-            log,
-        }
+        Server { ws: port("ws"), rest: port("rest"), http: port("http"), media: port("media"), child, log }
     }
 
     pub fn ws_url(&self) -> String {
@@ -95,9 +76,7 @@ impl Server {
     pub fn rest(&self, path: &str, body: Option<&str>) -> (u16, Value) {
         let url = format!("http://127.0.0.1:{}{}", self.rest, path);
         let res = match body {
-            Some(b) => ureq::post(&url)
-                .set("Content-Type", "application/json")
-                .send_string(b),
+            Some(b) => ureq::post(&url).set("Content-Type", "application/json").send_string(b),
             None => ureq::get(&url).call(),
         };
         let resp = match res {
@@ -124,11 +103,7 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!(
-                "--- server log ({}) ---\n{}",
-                self.log.display(),
-                self.log_text()
-            );
+            eprintln!("--- server log ({}) ---\n{}", self.log.display(), self.log_text());
         }
     }
 }
@@ -154,14 +129,9 @@ impl Wcs {
     pub fn open(url: &str) -> Wcs {
         let (ws, _) = tungstenite::connect(url).expect("websocket connect");
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("read timeout");
+            s.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
         }
-        Wcs {
-            ws,
-            queue: VecDeque::new(),
-            closed: None,
-        }
+        Wcs { ws, queue: VecDeque::new(), closed: None }
     }
 
     /// Connect and complete `connection` -> `getUserData`.
@@ -224,10 +194,7 @@ impl Wcs {
     /// not match stay queued for later waits.
     pub fn expect(&mut self, message: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.try_expect(message, STEP, pred).unwrap_or_else(|| {
-            panic!(
-                "no {message} within {STEP:?}; queued: {:?}; closed: {:?}",
-                self.queue, self.closed
-            )
+            panic!("no {message} within {STEP:?}; queued: {:?}; closed: {:?}", self.queue, self.closed)
         })
     }
 
@@ -255,9 +222,7 @@ impl Wcs {
 
     /// The next status event of one stream.
     pub fn status(&mut self, media_session_id: &str) -> Value {
-        self.expect("notifyStreamStatusEvent", |d| {
-            d["mediaSessionId"] == media_session_id
-        })
+        self.expect("notifyStreamStatusEvent", |d| d["mediaSessionId"] == media_session_id)
     }
 
     /// Wait until the server closes the socket; returns the close code.
@@ -330,53 +295,27 @@ impl Offering {
         }
         let mut rtc = cfg.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
-        let dir = if publish {
-            Direction::SendOnly
-        } else {
-            Direction::RecvOnly
-        };
+        let dir = if publish { Direction::SendOnly } else { Direction::RecvOnly };
         let mut api = rtc.sdp_api();
-        let mut mids = vec![(
-            api.add_media(MediaKind::Audio, dir, None, None, None),
-            MediaKind::Audio,
-        )];
+        let mut mids = vec![(api.add_media(MediaKind::Audio, dir, None, None, None), MediaKind::Audio)];
         if video != Video::None || !publish {
-            mids.push((
-                api.add_media(MediaKind::Video, dir, None, None, None),
-                MediaKind::Video,
-            ));
+            mids.push((api.add_media(MediaKind::Video, dir, None, None, None), MediaKind::Video));
         }
         let (offer, pending) = api.apply().expect("offer");
-        Offering {
-            sdp: offer.to_sdp_string(),
-            rtc,
-            pending,
-            socket,
-            publish,
-            video,
-            mids,
-        }
+        Offering { sdp: offer.to_sdp_string(), rtc, pending, socket, publish, video, mids }
     }
 
     /// Apply the server's answer and start the peer's thread.
     pub fn start(mut self, answer_sdp: &str) -> Peer {
         let answer = SdpAnswer::from_sdp_string(answer_sdp).expect("answer parses");
-        self.rtc
-            .sdp_api()
-            .accept_answer(self.pending, answer)
-            .expect("answer accepted");
+        self.rtc.sdp_api().accept_answer(self.pending, answer).expect("answer accepted");
         let stats = Arc::new(PeerStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2) = (stats.clone(), stop.clone());
         let (rtc, socket, publish, video, mids) =
             (self.rtc, self.socket, self.publish, self.video, self.mids);
-        let thread =
-            std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, s2, stop2));
-        Peer {
-            stats,
-            stop,
-            thread: Some(thread),
-        }
+        let thread = std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, s2, stop2));
+        Peer { stats, stop, thread: Some(thread) }
     }
 }
 
@@ -389,10 +328,7 @@ impl Peer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "peer: {what} not reached within {within:?}: {:?}",
-            self.stats
-        );
+        panic!("peer: {what} not reached within {within:?}: {:?}", self.stats);
     }
 
     pub fn video(&self) -> u64 {
@@ -466,19 +402,12 @@ fn index_bytes(n: u32) -> [u8; 4] {
 }
 
 fn index_of(b: &[u8]) -> u32 {
-    b.iter()
-        .enumerate()
-        .map(|(i, x)| ((x & 0x7f) as u32) << (7 * i))
-        .sum()
+    b.iter().enumerate().map(|(i, x)| ((x & 0x7f) as u32) << (7 * i)).sum()
 }
 
 fn pattern(n: u32, i: usize) -> u8 {
     // Never 0: a run of zeros could form an Annex-B start code inside the payload.
-    ((n as usize)
-        .wrapping_mul(31)
-        .wrapping_add(i.wrapping_mul(7))
-        % 251
-        + 1) as u8
+    ((n as usize).wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) % 251 + 1) as u8
 }
 
 /// Check a received frame against what the publisher wrote for its index.
@@ -547,11 +476,7 @@ fn run_peer(
                             };
                             if key {
                                 stats.keyframes.fetch_add(1, Ordering::Relaxed);
-                                stats
-                                    .first_keyframe
-                                    .lock()
-                                    .expect("lock")
-                                    .get_or_insert_with(Instant::now);
+                                stats.first_keyframe.lock().expect("lock").get_or_insert_with(Instant::now);
                             }
                             if !frame_is_intact(&d.data, codec) {
                                 stats.corrupt_frames.fetch_add(1, Ordering::Relaxed);
@@ -576,10 +501,8 @@ fn run_peer(
                 wake = wake.min(next_video);
             }
         }
-        let wait = wake
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1))
-            .min(Duration::from_millis(50));
+        let wait =
+            wake.saturating_duration_since(now).max(Duration::from_millis(1)).min(Duration::from_millis(50));
         socket.set_read_timeout(Some(wait)).expect("read timeout");
         let input_ok = match socket.recv_from(&mut buf) {
             Ok((n, source)) => match Receive::new(Protocol::Udp, source, local, &buf[..n]) {
@@ -620,10 +543,8 @@ fn run_peer(
                 if let Some(w) = rtc.writer(mid) {
                     let pt = w.payload_params().next().map(|p| p.pt());
                     if let Some(pt) = pt {
-                        let t = MediaTime::new(
-                            audio_n as u64 * 960,
-                            str0m::media::Frequency::FORTY_EIGHT_KHZ,
-                        );
+                        let t =
+                            MediaTime::new(audio_n as u64 * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
                         let _ = w.write(pt, now, t, vec![0xfc; 80]);
                     }
                 }
@@ -635,11 +556,7 @@ fn run_peer(
 
 /// Send a publish request; returns the id, the offering peer and the answer SDP (or the
 /// FAILED status object).
-pub fn request_publish(
-    ws: &mut Wcs,
-    name: &str,
-    video: Video,
-) -> (String, Offering, Result<String, Value>) {
+pub fn request_publish(ws: &mut Wcs, name: &str, video: Video) -> (String, Offering, Result<String, Value>) {
     let id = new_id("pub");
     let offer = Offering::new(true, video);
     ws.send(
@@ -677,11 +594,7 @@ pub fn request_play(ws: &mut Wcs, name: &str, offer_sdp: &str) -> (String, Resul
 pub fn remote_sdp_or_status(ws: &mut Wcs, id: &str) -> Result<String, Value> {
     let end = Instant::now() + STEP;
     while Instant::now() < end {
-        if let Some(i) = ws
-            .queue
-            .iter()
-            .position(|v| is_answer_for(v, id) || is_status_for(v, id))
-        {
+        if let Some(i) = ws.queue.iter().position(|v| is_answer_for(v, id) || is_status_for(v, id)) {
             let v = ws.queue.remove(i).expect("queued");
             return classify(v);
         }
