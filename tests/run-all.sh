@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what it needs, builds, runs the
+# Rust unit and integration tests, then the browser tests (real Chromium in a loopback-only
+# network namespace). Usage: bash tests/run-all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: Chromium for the browser tests, ffmpeg for test media, iproute2 and util-linux
+# for the network namespace. Installed only when missing.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== npm packages (tests/)"
+(cd tests && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== cargo build"
+cargo build --locked --workspace --all-targets
+
+echo "== cargo test"
+cargo test --locked --workspace
+
+echo "== browser tests"
+SLUICE_BIN="$PWD/target/debug/sluice" bash tests/browser/run.sh
+echo "== all tests passed"
