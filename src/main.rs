@@ -75,8 +75,11 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let socket = MediaSocket::start(cfg.bind, cfg.media_port, &media_arbiter.handle())
         .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
     let media_port = socket.local_addr().port();
+    let registry = Registry::new();
+    let snapshots = sluice_actors::snapshot::start(registry.clone(), &media_arbiter.handle());
     let core = Arc::new(Core {
-        registry: Registry::new(),
+        registry,
+        snapshots,
         socket,
         media_arbiter: media_arbiter.handle(),
         candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },

@@ -16,8 +16,12 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sluice_actors::picture::Format;
 use sluice_actors::protocol::{info, StreamStatus};
 use sluice_actors::registry::Filter;
+use sluice_actors::snapshot::{SnapshotError, TakeSnapshot};
 use sluice_actors::Core;
 
 #[derive(Deserialize, Default, Debug)]
@@ -98,6 +102,57 @@ async fn terminate(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotBody {
+    stream_name: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct SnapshotQuery {
+    format: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+/// `/stream/snapshot {"streamName": "..."}` (or `"name"`): 200 `{"data": "<base64 PNG>"}`,
+/// 404 unknown stream, 500 nothing decodable within 3 s or no video, 400 bad request.
+/// `?format=jpeg` and `?width=`/`?height=` (scale, aspect kept when one is 0) are extras.
+async fn snapshot(
+    core: web::Data<Arc<Core>>,
+    query: web::Query<SnapshotQuery>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let b: SnapshotBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(_) if body.iter().all(u8::is_ascii_whitespace) => SnapshotBody::default(),
+        Err(e) => return bad_request(format!("invalid JSON body: {e}")),
+    };
+    let Some(stream) = b.stream_name.or(b.name).filter(|n| !n.is_empty()) else {
+        return bad_request("streamName is required".into());
+    };
+    let format = match query.format.as_deref() {
+        None => Format::Png,
+        Some(f) => match Format::parse(f) {
+            Some(f) => f,
+            None => return bad_request(format!("unsupported format: {f} (png, jpeg)")),
+        },
+    };
+    let req =
+        TakeSnapshot { stream, format, width: query.width.unwrap_or(0), height: query.height.unwrap_or(0) };
+    match core.snapshots.send(req).await {
+        Ok(Ok(img)) => HttpResponse::Ok().json(json!({ "data": BASE64.encode(img) })),
+        Ok(Err(SnapshotError::NotFound)) => {
+            HttpResponse::NotFound().json(json!({ "error": info::STREAM_NOT_FOUND }))
+        }
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+        Err(_) => {
+            HttpResponse::InternalServerError().json(json!({ "error": "snapshot service unavailable" }))
+        }
+    }
+}
+
 pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
     let (published, playing) = core.registry.counts();
     let s = &core.socket.stats;
@@ -124,6 +179,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/stream/find", web::to(find))
             .route("/stream/find_all", web::to(find_all))
             .route("/stream/terminate", web::to(terminate))
+            .route("/stream/snapshot", web::to(snapshot))
             .route("/health", web::get().to(health)),
     )
     .route("/health", web::get().to(health))

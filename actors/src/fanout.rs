@@ -1,6 +1,12 @@
 //! Fan-out of one stream's frames to its sinks (viewers, recorders), embedded by every source
 //! actor. Not an actor itself: the owning source calls it from its own handlers.
 //!
+//! The fan-out also holds the stream's current GOP: the latest video keyframe and the video
+//! frames since, at most [`GOP_MAX_SPAN`] long. A snapshot decodes it without waiting for the
+//! source. When the GOP grows past that span (browsers send no periodic keyframes), it is dropped
+//! and the source is asked for a fresh keyframe, so a recent one is always held: for a browser
+//! publisher that is one extra keyframe every few seconds.
+//!
 //! Backpressure policy: frames go out with `try_send` on each sink's bounded mailbox. A sink
 //! whose mailbox is full loses that frame, gets no more video until the next keyframe, and the
 //! source is told to ask for one; a slow sink never stalls the source or the other sinks.
@@ -12,6 +18,11 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use crate::media::{Frame, FrameKind};
+
+/// Longest GOP held for snapshots, in the video clock (90 kHz): 3 s.
+pub const GOP_MAX_SPAN: u64 = 3 * 90_000;
+/// Bytes of video held at most in the GOP.
+pub const GOP_MAX_BYTES: usize = 8 << 20;
 use crate::messages::{AddSubscriber, Forward, SourceEnded, StreamEventNotice};
 
 struct Sink {
@@ -25,7 +36,8 @@ struct Sink {
 #[derive(Default)]
 pub struct FanOut {
     sinks: HashMap<u64, Sink>,
-    last_keyframe: Option<Arc<Frame>>,
+    gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
     frames: u64,
 }
 
@@ -51,9 +63,31 @@ impl FanOut {
         self.frames
     }
 
-    /// The most recent video keyframe (for snapshots and late joiners).
-    pub fn last_keyframe(&self) -> Option<&Arc<Frame>> {
-        self.last_keyframe.as_ref()
+    /// The held GOP: the latest video keyframe and the video frames since (empty when none).
+    pub fn gop(&self) -> &[Arc<Frame>] {
+        &self.gop
+    }
+
+    /// Keep the GOP; returns true when it overflowed and a fresh keyframe is wanted.
+    fn hold(&mut self, frame: &Arc<Frame>) -> bool {
+        if frame.kind() != FrameKind::Video {
+            return false;
+        }
+        if frame.keyframe {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        } else if self.gop.is_empty() {
+            return false;
+        }
+        self.gop_bytes += frame.data.len();
+        self.gop.push(frame.clone());
+        let span = frame.rtp_time.wrapping_sub(self.gop[0].rtp_time);
+        if span > GOP_MAX_SPAN || self.gop_bytes > GOP_MAX_BYTES {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            return true;
+        }
+        false
     }
 
     /// Send a frame to every sink. Returns true when a keyframe should be requested from the
@@ -61,10 +95,7 @@ impl FanOut {
     pub fn forward(&mut self, frame: Frame) -> bool {
         self.frames += 1;
         let frame = Arc::new(frame);
-        if frame.keyframe {
-            self.last_keyframe = Some(frame.clone());
-        }
-        let mut want_keyframe = false;
+        let mut want_keyframe = self.hold(&frame);
         self.sinks.retain(|_, s| {
             if frame.kind() == FrameKind::Video {
                 if s.wait_keyframe && !frame.keyframe {
@@ -87,6 +118,8 @@ impl FanOut {
 
     /// Frames were lost upstream: hold every sink's video until a fresh keyframe.
     pub fn lost_frame(&mut self) {
+        self.gop.clear();
+        self.gop_bytes = 0;
         for s in self.sinks.values_mut() {
             s.wait_keyframe = true;
         }
@@ -108,5 +141,39 @@ impl FanOut {
         for (_, s) in self.sinks.drain() {
             s.ended.do_send(SourceEnded { reason });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use std::time::Instant;
+
+    fn f(key: bool, t: u64) -> Frame {
+        Frame {
+            codec: Codec::H264,
+            keyframe: key,
+            rtp_time: t,
+            captured: Instant::now(),
+            data: vec![1; 10].into(),
+        }
+    }
+
+    #[test]
+    fn gop_is_held_and_bounded() {
+        let mut fo = FanOut::default();
+        assert!(!fo.forward(f(false, 0)), "no keyframe yet: nothing held, nothing asked");
+        assert!(fo.gop().is_empty());
+        fo.forward(f(true, 1000));
+        fo.forward(f(false, 4000));
+        let audio = Frame { codec: Codec::Opus, ..f(false, 5) };
+        fo.forward(audio);
+        assert_eq!(fo.gop().len(), 2, "audio is not part of the GOP");
+        // Past GOP_MAX_SPAN the GOP is dropped and a keyframe requested.
+        assert!(fo.forward(f(false, 1000 + GOP_MAX_SPAN + 1)));
+        assert!(fo.gop().is_empty());
+        fo.forward(f(true, 1000 + GOP_MAX_SPAN + 3000));
+        assert_eq!(fo.gop().len(), 1);
     }
 }

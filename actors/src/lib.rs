@@ -35,11 +35,13 @@ pub mod media;
 pub mod media_socket;
 pub mod messages;
 pub mod peer_link;
+pub mod picture;
 pub mod protocol;
 pub mod publisher;
 pub mod registry;
 pub mod sdp;
 pub mod session;
+pub mod snapshot;
 pub mod subscriber;
 
 use std::sync::Arc;
@@ -62,4 +64,6 @@ pub struct Core {
     pub socket: Arc<media_socket::MediaSocket>,
     pub media_arbiter: ArbiterHandle,
     pub candidates: CandidateConfig,
+    /// Pictures of live streams, decoded off the media path.
+    pub snapshots: actix::Addr<snapshot::SnapshotHub>,
 }

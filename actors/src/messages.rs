@@ -60,6 +60,18 @@ pub struct RemoveSubscriber {
 #[rtype(result = "()")]
 pub struct RequestKeyframe;
 
+/// The source's held GOP (keyframe first), for snapshots; empty when it holds none.
+#[derive(Message)]
+#[rtype(result = "GopReply")]
+pub struct GetGop;
+
+#[derive(MessageResponse)]
+pub struct GopReply {
+    pub frames: Vec<std::sync::Arc<crate::media::Frame>>,
+    /// The stream carries video at all (an audio-only stream never will have a picture).
+    pub has_video: bool,
+}
+
 /// How sinks reach a stream source, whatever actor it is (a browser publisher, a VOD file, an
 /// RTMP encoder...): every source answers these three messages.
 #[derive(Clone)]
@@ -67,6 +79,7 @@ pub struct StreamSource {
     pub join: Recipient<AddSubscriber>,
     pub leave: Recipient<RemoveSubscriber>,
     pub keyframe: Recipient<RequestKeyframe>,
+    pub gop: Recipient<GetGop>,
 }
 
 impl StreamSource {
@@ -75,12 +88,14 @@ impl StreamSource {
         A: Actor<Context = Context<A>>
             + Handler<AddSubscriber>
             + Handler<RemoveSubscriber>
-            + Handler<RequestKeyframe>,
+            + Handler<RequestKeyframe>
+            + Handler<GetGop>,
     {
         StreamSource {
             join: addr.clone().recipient(),
             leave: addr.clone().recipient(),
             keyframe: addr.clone().recipient(),
+            gop: addr.clone().recipient(),
         }
     }
 }

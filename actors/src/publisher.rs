@@ -24,7 +24,8 @@ use crate::error::EngineError;
 use crate::fanout::FanOut;
 use crate::media_socket::Datagram;
 use crate::messages::{
-    AddSubscriber, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged, Stop, StreamEventNotice,
+    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged, Stop,
+    StreamEventNotice,
 };
 use crate::peer_link::{PeerActor, PeerLink};
 use crate::protocol::{info, mute_change, MuteState, StreamInfo, StreamStatus};
@@ -263,5 +264,12 @@ impl Handler<RelayEvent> for Publisher {
         if self.fanout.is_empty() {
             debug!(parent: &self.span, kind = %m.kind, "stream event with no subscribers to relay to");
         }
+    }
+}
+
+impl Handler<GetGop> for Publisher {
+    type Result = GopReply;
+    fn handle(&mut self, _: GetGop, _: &mut Context<Self>) -> GopReply {
+        GopReply { frames: self.fanout.gop().to_vec(), has_video: self.info.has_video }
     }
 }

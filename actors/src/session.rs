@@ -24,13 +24,17 @@ use tracing::{debug, info, info_span, warn};
 use crate::engine::{negotiate, Candidates, Role};
 use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource};
 use crate::peer_link::PeerLink;
+use crate::picture::Format;
 use crate::protocol::{
     self as p, info, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
 };
 use crate::publisher::{Publisher, RelayEvent};
 use crate::registry::{ClaimError, Published};
+use crate::snapshot::{SnapshotError, TakeSnapshot};
 use crate::subscriber::Subscriber;
 use crate::Core;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 
 /// How often the server pings the client (WCS `keep_alive.server_interval`).
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -236,13 +240,8 @@ impl Session {
                 let reason = if available { "" } else { info::STREAM_NOT_FOUND };
                 ctx.text(p::available_stream(&media_session_id, available, reason));
             }
-            ClientMessage::Snapshot { media_session_id, .. } => {
-                // Snapshots are not implemented yet: answer so the client is never left waiting.
-                ctx.text(p::stream_event(
-                    &media_session_id,
-                    "snapshotFailed",
-                    &serde_json::json!({ "info": "Snapshots are not supported by this server yet" }),
-                ));
+            ClientMessage::Snapshot { media_session_id, name } => {
+                self.on_snapshot(media_session_id, name, ctx)
             }
             ClientMessage::SendData { operation_id, .. } => {
                 // No application server (WCS REST hooks) is configured to receive it.
@@ -251,6 +250,24 @@ impl Session {
             ClientMessage::Ping => ctx.text(p::pong()),
             ClientMessage::Pong | ClientMessage::Ignored(_) => {}
         }
+    }
+
+    /// `snapshot {name, mediaSessionId}`: the picture comes back as a stream event for that id.
+    fn on_snapshot(&mut self, media_session_id: String, name: String, ctx: &mut ws::WebsocketContext<Self>) {
+        let req = TakeSnapshot { stream: name, format: Format::Png, width: 0, height: 0 };
+        self.core
+            .snapshots
+            .send(req)
+            .into_actor(self)
+            .map(move |res, _, ctx| {
+                let res = res.unwrap_or(Err(SnapshotError::Unavailable));
+                let (kind, payload) = match res {
+                    Ok(png) => ("snapshotCompleted", serde_json::json!({ "snapshot": BASE64.encode(png) })),
+                    Err(e) => ("snapshotFailed", serde_json::json!({ "info": e.to_string() })),
+                };
+                ctx.text(p::stream_event(&media_session_id, kind, &payload));
+            })
+            .spawn(ctx);
     }
 
     fn on_connection(&mut self, conn: Map<String, Value>, ctx: &mut ws::WebsocketContext<Self>) {

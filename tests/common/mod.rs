@@ -257,6 +257,8 @@ pub struct PeerStats {
     /// Frames whose bytes were not exactly what the publisher wrote for that index.
     pub corrupt_frames: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Video frames this peer has written (publishers).
+    pub video_sent: AtomicU64,
     pub video_codec: Mutex<Option<Codec>>,
     pub first_keyframe: Mutex<Option<Instant>>,
 }
@@ -276,7 +278,40 @@ pub struct Offering {
     publish: bool,
     video: Video,
     mids: Vec<(Mid, MediaKind)>,
+    clip: Option<Clip>,
     pub sdp: String,
+}
+
+/// Real H.264 access units (Annex-B) to publish instead of synthetic frames, and how many of
+/// them to send before going quiet (the peer stays connected and keeps sending audio).
+#[derive(Clone)]
+pub struct Clip {
+    pub frames: Arc<Vec<(Vec<u8>, bool)>>,
+    pub limit: usize,
+}
+
+impl Clip {
+    /// Split an Annex-B stream written with access unit delimiters (`-x264-params aud=1`).
+    pub fn from_annexb(data: &[u8], limit: usize) -> Clip {
+        let mut starts: Vec<usize> = Vec::new();
+        let mut i = 0;
+        while i + 4 < data.len() {
+            if data[i..i + 4] == [0, 0, 0, 1] && data[i + 4] & 0x1f == 9 {
+                starts.push(i);
+            }
+            i += 1;
+        }
+        starts.push(data.len());
+        let frames: Vec<(Vec<u8>, bool)> = starts
+            .windows(2)
+            .map(|w| {
+                let au = data[w[0]..w[1]].to_vec();
+                let key = au.windows(4).any(|x| x[..3] == [0, 0, 1] && x[3] & 0x1f == 5);
+                (au, key)
+            })
+            .collect();
+        Clip { frames: Arc::new(frames), limit }
+    }
 }
 
 impl Offering {
@@ -302,7 +337,13 @@ impl Offering {
             mids.push((api.add_media(MediaKind::Video, dir, None, None, None), MediaKind::Video));
         }
         let (offer, pending) = api.apply().expect("offer");
-        Offering { sdp: offer.to_sdp_string(), rtc, pending, socket, publish, video, mids }
+        Offering { sdp: offer.to_sdp_string(), rtc, pending, socket, publish, video, mids, clip: None }
+    }
+
+    /// Publish this clip's frames (H.264) instead of synthetic ones.
+    pub fn with_clip(mut self, clip: Clip) -> Offering {
+        self.clip = Some(clip);
+        self
     }
 
     /// Apply the server's answer and start the peer's thread.
@@ -312,9 +353,9 @@ impl Offering {
         let stats = Arc::new(PeerStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2) = (stats.clone(), stop.clone());
-        let (rtc, socket, publish, video, mids) =
-            (self.rtc, self.socket, self.publish, self.video, self.mids);
-        let thread = std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, s2, stop2));
+        let (rtc, socket, publish, video, mids, clip) =
+            (self.rtc, self.socket, self.publish, self.video, self.mids, self.clip);
+        let thread = std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, clip, s2, stop2));
         Peer { stats, stop, thread: Some(thread) }
     }
 }
@@ -440,6 +481,7 @@ fn run_peer(
     publish: bool,
     video: Video,
     mids: Vec<(Mid, MediaKind)>,
+    clip: Option<Clip>,
     stats: Arc<PeerStats>,
     stop: Arc<AtomicBool>,
 ) {
@@ -523,11 +565,17 @@ fn run_peer(
             next_video += VIDEO_INTERVAL;
             if let Some(mid) = mid_of(MediaKind::Video) {
                 let key = std::mem::take(&mut want_key);
-                let data = match video {
-                    Video::Vp8 => vp8_frame(video_n, key),
-                    _ => h264_frame(video_n, key),
+                let data = match (&clip, video) {
+                    (Some(c), _) => c
+                        .frames
+                        .get(video_n as usize)
+                        .filter(|_| (video_n as usize) < c.limit)
+                        .map(|f| f.0.clone()),
+                    (None, Video::Vp8) => Some(vp8_frame(video_n, key)),
+                    (None, _) => Some(h264_frame(video_n, key)),
                 };
-                if let Some(w) = rtc.writer(mid) {
+                if let (Some(data), Some(w)) = (data, rtc.writer(mid)) {
+                    stats.video_sent.fetch_add(1, Ordering::Relaxed);
                     let pt = w.payload_params().next().map(|p| p.pt());
                     if let Some(pt) = pt {
                         let t = MediaTime::from_90khz(video_n as u64 * 3000);
@@ -566,6 +614,36 @@ pub fn request_publish(ws: &mut Wcs, name: &str, video: Video) -> (String, Offer
     );
     let r = remote_sdp_or_status(ws, &id);
     (id, offer, r)
+}
+
+/// Publish a clip of real H.264 frames; waits for PUBLISHING.
+pub fn publish_clip(ws: &mut Wcs, name: &str, clip: Clip) -> (String, Peer) {
+    let id = new_id("pub");
+    let offer = Offering::new(true, Video::H264).with_clip(clip);
+    ws.send(
+        "publishStream",
+        json!({"mediaSessionId": id, "name": name, "published": true, "sdp": offer.sdp}),
+    );
+    let answer = remote_sdp_or_status(ws, &id).unwrap_or_else(|st| panic!("publish {name} refused: {st}"));
+    let peer = offer.start(&answer);
+    let st = ws.status(&id);
+    assert_eq!(st["status"], "PUBLISHING", "{st}");
+    (id, peer)
+}
+
+/// Make a test clip with ffmpeg in a temp folder; returns the file path.
+pub fn ffmpeg(args: &[&str], out_name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-media-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("media dir");
+    let out = dir.join(out_name);
+    let st = Command::new("ffmpeg")
+        .args(["-y", "-hide_banner", "-loglevel", "error"])
+        .args(args)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs (apt package ffmpeg)");
+    assert!(st.success(), "ffmpeg {args:?} failed");
+    out
 }
 
 /// Publish `name` from `ws` with a real peer; waits for PUBLISHING.
