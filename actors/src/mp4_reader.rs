@@ -1,0 +1,537 @@
+//! Reading MP4 files for VOD: the track setup and a sample index, then sample bytes on demand.
+//! Pure code over `Read + Seek` (no actix): the VOD source actor drives it.
+//!
+//! Handles progressive files (`moov` at the start or the end; sample tables `stts`, `ctts`,
+//! `stsz`, `stsc`, `stco`/`co64`, `stss`) and fragmented files (`moof`/`traf`/`trun`, as our own
+//! recordings are written), H.264 (`avc1`/`avc3`), VP8 (`vp08`), AAC (`mp4a`) and Opus tracks.
+//! Samples that lie past the end of the file (a recording cut short by a crash, a truncated
+//! download) are dropped at open, so playback ends cleanly where the data ends. Edit lists are
+//! not applied: every track starts at its first sample.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use mp4_atom::{Codec as StsdCodec, DecodeAtom, Header, Moof, Moov, ReadFrom, StszSamples, TrunSamples};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Mp4Error {
+    /// Not an MP4 at all, or no usable `moov`.
+    #[error("File has wrong format: {0}")]
+    WrongFormat(String),
+    /// A track codec WebRTC viewers cannot receive without re-encoding video.
+    #[error("Unsupported codec: {0}")]
+    UnsupportedCodec(String),
+    #[error("Failed to read file: {0}")]
+    Io(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSetup {
+    /// H.264 with its parameter sets and NAL length size from `avcC`.
+    H264 {
+        sps: Vec<Vec<u8>>,
+        pps: Vec<Vec<u8>>,
+        length_size: u8,
+    },
+    Vp8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSetup {
+    /// AAC with its AudioSpecificConfig.
+    Aac {
+        asc: Vec<u8>,
+        sample_rate: u32,
+        channels: u8,
+    },
+    Opus {
+        channels: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// One sample: where it is and when it plays. Times are in microseconds from the start of the
+/// file's timeline (the earliest first sample of any track).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub track: TrackKind,
+    pub offset: u64,
+    pub size: u32,
+    /// Decode time (pacing order).
+    pub dts_us: u64,
+    /// Presentation time (RTP timestamps).
+    pub pts_us: u64,
+    pub sync: bool,
+}
+
+#[derive(Debug)]
+pub struct Mp4Index {
+    pub video: Option<VideoSetup>,
+    pub audio: Option<AudioSetup>,
+    pub width: u32,
+    pub height: u32,
+    /// Every sample of the chosen video and audio tracks, in decode-time order.
+    pub samples: Vec<Sample>,
+    pub duration_us: u64,
+}
+
+struct Track {
+    id: u32,
+    kind: TrackKind,
+    timescale: u32,
+    /// (offset, size, dts, cts offset, sync) in track timescale.
+    raw: Vec<(u64, u32, u64, i64, bool)>,
+}
+
+/// Open a file and index it.
+pub fn open(path: &Path) -> Result<(Mp4Index, File), Mp4Error> {
+    let mut f = File::open(path).map_err(|e| Mp4Error::Io(e.to_string()))?;
+    let idx = index(&mut f)?;
+    Ok((idx, f))
+}
+
+/// Index an MP4 read from `r`.
+pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
+    let file_len = r.seek(SeekFrom::End(0)).map_err(|e| Mp4Error::Io(e.to_string()))?;
+    r.seek(SeekFrom::Start(0)).map_err(|e| Mp4Error::Io(e.to_string()))?;
+    let mut moov: Option<Moov> = None;
+    let mut moofs: Vec<(u64, Moof)> = Vec::new();
+    let mut pos = 0u64;
+    let mut first = true;
+    while pos + 8 <= file_len {
+        r.seek(SeekFrom::Start(pos)).map_err(|e| Mp4Error::Io(e.to_string()))?;
+        let header = match Header::read_from(r) {
+            Ok(h) => h,
+            Err(_) if !first => break, // trailing garbage after valid boxes: stop there
+            Err(e) => return Err(Mp4Error::WrongFormat(format!("not an MP4 box structure ({e})"))),
+        };
+        let body_start = r.stream_position().map_err(|e| Mp4Error::Io(e.to_string()))?;
+        let body = header.size.map(|s| s as u64).unwrap_or(file_len - body_start);
+        let kind = header.kind.to_string();
+        if first
+            && !matches!(kind.as_str(), "ftyp" | "moov" | "free" | "skip" | "wide" | "mdat" | "styp" | "pdin")
+        {
+            return Err(Mp4Error::WrongFormat(format!("starts with {kind:?}, not an MP4 box")));
+        }
+        first = false;
+        let end = body_start.saturating_add(body);
+        match kind.as_str() {
+            "moov" | "moof" if end <= file_len && body <= 256 << 20 => {
+                let mut buf = vec![0u8; body as usize];
+                r.read_exact(&mut buf).map_err(|e| Mp4Error::Io(e.to_string()))?;
+                let mut cur = std::io::Cursor::new(buf.as_slice());
+                if kind == "moov" {
+                    let m = Moov::decode_atom(&header, &mut cur)
+                        .map_err(|e| Mp4Error::WrongFormat(format!("bad moov ({e})")))?;
+                    moov = Some(m);
+                } else {
+                    match Moof::decode_atom(&header, &mut cur) {
+                        Ok(m) => moofs.push((pos, m)),
+                        Err(_) => break, // a damaged fragment ends the usable part
+                    }
+                }
+            }
+            "moov" | "moof" => break, // cut short: the part before it is what we have
+            _ => {}
+        }
+        if end <= pos {
+            break;
+        }
+        pos = end;
+    }
+    let moov = moov.ok_or_else(|| Mp4Error::WrongFormat("no moov box (truncated or not an MP4)".into()))?;
+    build(moov, moofs, file_len)
+}
+
+fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index, Mp4Error> {
+    let mut video: Option<(VideoSetup, Track, u32, u32)> = None;
+    let mut audio: Option<(AudioSetup, Track)> = None;
+    let mut unsupported = Vec::new();
+    for trak in &moov.trak {
+        let handler = trak.mdia.hdlr.handler.to_string();
+        let timescale = trak.mdia.mdhd.timescale.max(1);
+        let id = trak.tkhd.track_id;
+        let stbl = &trak.mdia.minf.stbl;
+        let Some(codec) = stbl.stsd.codecs.first() else { continue };
+        let raw = sample_table(stbl);
+        match (handler.as_str(), codec) {
+            ("vide", StsdCodec::Avc1(a)) if video.is_none() => {
+                let setup = VideoSetup::H264 {
+                    sps: a.avcc.sequence_parameter_sets.clone(),
+                    pps: a.avcc.picture_parameter_sets.clone(),
+                    length_size: a.avcc.length_size,
+                };
+                let t = Track { id, kind: TrackKind::Video, timescale, raw };
+                video = Some((setup, t, a.visual.width as u32, a.visual.height as u32));
+            }
+            ("vide", StsdCodec::Avc3(a)) if video.is_none() => {
+                let setup = VideoSetup::H264 {
+                    sps: a.avcc.sequence_parameter_sets.clone(),
+                    pps: a.avcc.picture_parameter_sets.clone(),
+                    length_size: a.avcc.length_size,
+                };
+                let t = Track { id, kind: TrackKind::Video, timescale, raw };
+                video = Some((setup, t, a.visual.width as u32, a.visual.height as u32));
+            }
+            ("vide", StsdCodec::Vp08(v)) if video.is_none() => {
+                let t = Track { id, kind: TrackKind::Video, timescale, raw };
+                video = Some((VideoSetup::Vp8, t, v.visual.width as u32, v.visual.height as u32));
+            }
+            ("soun", StsdCodec::Mp4a(m)) if audio.is_none() => {
+                let Some(ds) = &m.esds.es_desc.dec_config.dec_specific else {
+                    unsupported.push("AAC without AudioSpecificConfig".to_string());
+                    continue;
+                };
+                let asc = if ds.raw.is_empty() {
+                    // Rebuild the 2-byte AudioSpecificConfig from its fields.
+                    let b0 = (ds.profile << 3) | (ds.freq_index >> 1);
+                    let b1 = ((ds.freq_index & 1) << 7) | (ds.chan_conf << 3);
+                    vec![b0, b1]
+                } else {
+                    ds.raw.clone()
+                };
+                // The AudioSpecificConfig is authoritative; sample entries often say 2 channels.
+                let channels =
+                    if (1..=2).contains(&ds.chan_conf) { ds.chan_conf } else { m.audio.channel_count as u8 };
+                let setup =
+                    AudioSetup::Aac { asc, sample_rate: m.audio.sample_rate.integer() as u32, channels };
+                audio = Some((setup, Track { id, kind: TrackKind::Audio, timescale, raw }));
+            }
+            ("soun", StsdCodec::Opus(o)) if audio.is_none() => {
+                let setup = AudioSetup::Opus { channels: o.dops.output_channel_count.max(1) };
+                audio = Some((setup, Track { id, kind: TrackKind::Audio, timescale, raw }));
+            }
+            ("vide", StsdCodec::Hev1(_) | StsdCodec::Hvc1(_)) => {
+                unsupported.push("HEVC (H.265) video".into())
+            }
+            ("vide", StsdCodec::Vp09(_)) => unsupported.push("VP9 video".into()),
+            ("vide", StsdCodec::Av01(_)) => unsupported.push("AV1 video".into()),
+            ("vide", other) => unsupported.push(format!("video {}", codec_name(other))),
+            ("soun", other) => unsupported.push(format!("audio {}", codec_name(other))),
+            _ => {}
+        }
+    }
+    if video.is_none() && audio.is_none() {
+        return Err(match unsupported.is_empty() {
+            true => Mp4Error::WrongFormat("no video or audio track".into()),
+            false => Mp4Error::UnsupportedCodec(format!(
+                "{} (WebRTC viewers need H.264 or VP8 video, AAC or Opus audio)",
+                unsupported.join(", ")
+            )),
+        });
+    }
+    if video.is_none() && unsupported.iter().any(|u| u.contains("video")) {
+        return Err(Mp4Error::UnsupportedCodec(format!(
+            "{} (WebRTC viewers need H.264 or VP8 video)",
+            unsupported.join(", ")
+        )));
+    }
+    let trex = moov.mvex.as_ref().map(|m| m.trex.clone()).unwrap_or_default();
+    let mut tracks: Vec<&mut Track> = Vec::new();
+    let (mut vt, mut at) = (video.as_ref().map(|v| v.1.id), audio.as_ref().map(|a| a.1.id));
+    if let Some((_, t, _, _)) = video.as_mut() {
+        tracks.push(t);
+    }
+    if let Some((_, t)) = audio.as_mut() {
+        tracks.push(t);
+    }
+    for (moof_pos, moof) in &moofs {
+        for traf in &moof.traf {
+            let Some(track) = tracks.iter_mut().find(|t| t.id == traf.tfhd.track_id) else { continue };
+            let tx = trex.iter().find(|t| t.track_id == track.id);
+            let def_dur =
+                traf.tfhd.default_sample_duration.or(tx.map(|t| t.default_sample_duration)).unwrap_or(0);
+            let def_size = traf.tfhd.default_sample_size.or(tx.map(|t| t.default_sample_size)).unwrap_or(0);
+            let def_flags =
+                traf.tfhd.default_sample_flags.or(tx.map(|t| t.default_sample_flags)).unwrap_or(0);
+            let base = traf.tfhd.base_data_offset.unwrap_or(*moof_pos);
+            let mut dts = match &traf.tfdt {
+                Some(t) => t.base_media_decode_time,
+                None => track.raw.last().map(|s| s.2).unwrap_or(0),
+            };
+            let mut next_offset = base;
+            for trun in &traf.trun {
+                let mut offset = match trun.data_offset {
+                    Some(d) => (base as i64 + d as i64).max(0) as u64,
+                    None => next_offset,
+                };
+                for i in 0..trun.samples.len() {
+                    let Some(e) = trun.samples.get(i) else { break };
+                    let size = e.size.unwrap_or(def_size);
+                    let flags = e.flags.unwrap_or(def_flags);
+                    let sync = track.kind == TrackKind::Audio || flags & 0x0001_0000 == 0;
+                    track.raw.push((offset, size, dts, e.cts.unwrap_or(0), sync));
+                    dts += e.duration.unwrap_or(def_dur) as u64;
+                    offset += size as u64;
+                }
+                next_offset = offset;
+                let _ = matches!(trun.samples, TrunSamples::Inherited { .. });
+            }
+        }
+    }
+    // Samples past the end of the file are gone (crash, truncation).
+    for t in tracks.iter_mut() {
+        if let Some(cut) = t.raw.iter().position(|s| s.0.saturating_add(s.1 as u64) > file_len) {
+            t.raw.truncate(cut);
+        }
+    }
+    // The common timeline starts at the earliest first sample of any track.
+    let to_us = |v: u64, ts: u32| (v as u128 * 1_000_000 / ts as u128) as u64;
+    let start_us =
+        tracks.iter().filter_map(|t| t.raw.first().map(|s| to_us(s.2, t.timescale))).min().unwrap_or(0);
+    let mut samples = Vec::new();
+    for t in &tracks {
+        for &(offset, size, dts, cts, sync) in &t.raw {
+            let dts_us = to_us(dts, t.timescale).saturating_sub(start_us);
+            let pts = (dts as i64 + cts).max(0) as u64;
+            let pts_us = to_us(pts, t.timescale).saturating_sub(start_us);
+            samples.push(Sample { track: t.kind, offset, size, dts_us, pts_us, sync });
+        }
+    }
+    samples.sort_by_key(|s| (s.dts_us, s.track == TrackKind::Audio));
+    if samples.is_empty() {
+        return Err(Mp4Error::WrongFormat("no media samples".into()));
+    }
+    let duration_us = samples.iter().map(|s| s.dts_us).max().unwrap_or(0);
+    vt = vt.filter(|_| samples.iter().any(|s| s.track == TrackKind::Video));
+    at = at.filter(|_| samples.iter().any(|s| s.track == TrackKind::Audio));
+    let (video_setup, width, height) = match video {
+        Some((v, _, w, h)) if vt.is_some() => (Some(v), w, h),
+        _ => (None, 0, 0),
+    };
+    Ok(Mp4Index {
+        video: video_setup,
+        audio: audio.filter(|_| at.is_some()).map(|a| a.0),
+        width,
+        height,
+        samples,
+        duration_us,
+    })
+}
+
+fn codec_name(c: &StsdCodec) -> String {
+    format!("{c:?}").split('(').next().unwrap_or("unknown").to_lowercase()
+}
+
+/// Expand the progressive sample tables of one track: (offset, size, dts, cts, sync).
+fn sample_table(stbl: &mp4_atom::Stbl) -> Vec<(u64, u32, u64, i64, bool)> {
+    let sizes: Vec<u32> = match &stbl.stsz.samples {
+        StszSamples::Identical { count, size } => vec![*size; (*count as usize).min(50_000_000)],
+        StszSamples::Different { sizes } => sizes.clone(),
+    };
+    if sizes.is_empty() {
+        return Vec::new();
+    }
+    let chunks: Vec<u64> = match (&stbl.stco, &stbl.co64) {
+        (Some(s), _) => s.entries.iter().map(|&o| o as u64).collect(),
+        (None, Some(c)) => c.entries.clone(),
+        (None, None) => return Vec::new(),
+    };
+    let mut out = Vec::with_capacity(sizes.len());
+    // Offsets from stsc runs over chunks.
+    let mut sample = 0usize;
+    let stsc = &stbl.stsc.entries;
+    for (ci, chunk_off) in chunks.iter().enumerate() {
+        let chunk_no = ci as u32 + 1;
+        let per =
+            stsc.iter().rev().find(|e| e.first_chunk <= chunk_no).map(|e| e.samples_per_chunk).unwrap_or(0);
+        let mut off = *chunk_off;
+        for _ in 0..per {
+            let Some(&size) = sizes.get(sample) else { break };
+            out.push((off, size, 0u64, 0i64, true));
+            off += size as u64;
+            sample += 1;
+        }
+    }
+    // Decode times.
+    let mut dts = 0u64;
+    let mut i = 0;
+    'stts: for e in &stbl.stts.entries {
+        for _ in 0..e.sample_count {
+            let Some(s) = out.get_mut(i) else { break 'stts };
+            s.2 = dts;
+            dts += e.sample_delta as u64;
+            i += 1;
+        }
+    }
+    if let Some(ctts) = &stbl.ctts {
+        let mut i = 0;
+        'ctts: for e in &ctts.entries {
+            for _ in 0..e.sample_count {
+                let Some(s) = out.get_mut(i) else { break 'ctts };
+                s.3 = e.sample_offset;
+                i += 1;
+            }
+        }
+    }
+    if let Some(stss) = &stbl.stss {
+        for s in out.iter_mut() {
+            s.4 = false;
+        }
+        for &n in &stss.entries {
+            if let Some(s) = out.get_mut((n as usize).wrapping_sub(1)) {
+                s.4 = true;
+            }
+        }
+    }
+    out
+}
+
+/// Read one sample's bytes.
+pub fn read_sample<R: Read + Seek>(r: &mut R, s: &Sample) -> Result<Vec<u8>, Mp4Error> {
+    r.seek(SeekFrom::Start(s.offset)).map_err(|e| Mp4Error::Io(e.to_string()))?;
+    let mut buf = vec![0u8; s.size as usize];
+    r.read_exact(&mut buf).map_err(|e| Mp4Error::Io(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Length-prefixed H.264 (AVCC) to Annex-B; on sync samples the parameter sets go first, so a
+/// viewer that starts at any keyframe can decode.
+pub fn avcc_to_annexb(
+    sample: &[u8],
+    length_size: u8,
+    sync: bool,
+    sps: &[Vec<u8>],
+    pps: &[Vec<u8>],
+) -> Vec<u8> {
+    let ls = length_size.clamp(1, 4) as usize;
+    let mut out = Vec::with_capacity(sample.len() + 64);
+    let mut nals: Vec<&[u8]> = Vec::new();
+    let mut i = 0;
+    while i + ls <= sample.len() {
+        let len = sample[i..i + ls].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+        i += ls;
+        if len == 0 || i + len > sample.len() {
+            break;
+        }
+        nals.push(&sample[i..i + len]);
+        i += len;
+    }
+    let has_sps = nals.iter().any(|n| n.first().is_some_and(|b| b & 0x1f == 7));
+    if sync && !has_sps {
+        for ps in sps.iter().chain(pps) {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(ps);
+        }
+    }
+    for n in nals {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(n);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avcc_conversion_adds_parameter_sets_on_keyframes() {
+        let sample = [0, 0, 0, 2, 0x65, 0xaa, 0, 0, 0, 1, 0x06];
+        let out = avcc_to_annexb(&sample, 4, true, &[vec![0x67, 1]], &[vec![0x68, 2]]);
+        assert_eq!(
+            out,
+            vec![0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 0xaa, 0, 0, 0, 1, 0x06]
+        );
+        let out = avcc_to_annexb(&sample, 4, false, &[vec![0x67]], &[]);
+        assert_eq!(out, vec![0, 0, 0, 1, 0x65, 0xaa, 0, 0, 0, 1, 0x06]);
+        // A length running past the end stops cleanly.
+        assert_eq!(avcc_to_annexb(&[0, 0, 0, 9, 1], 4, false, &[], &[]), Vec::<u8>::new());
+    }
+
+    /// Files made by ffmpeg (installed by tests/run-all.sh) in every layout we must read.
+    fn ffmpeg(name: &str, args: &[&str]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sluice-mp4r-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(name);
+        let ok = std::process::Command::new("ffmpeg")
+            .args([
+                "-y",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=30",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2"])
+            .args(args)
+            .arg(&out)
+            .status()
+            .expect("ffmpeg")
+            .success();
+        assert!(ok, "ffmpeg {args:?}");
+        out
+    }
+
+    const H264_AAC: &[&str] =
+        &["-c:v", "libx264", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1"];
+
+    #[test]
+    fn reads_progressive_moov_first_and_last_and_fragmented() {
+        for (name, extra) in [
+            ("faststart.mp4", &["-movflags", "+faststart"][..]),
+            ("moovlast.mp4", &[][..]),
+            ("frag.mp4", &["-movflags", "+frag_keyframe+empty_moov+default_base_moof"][..]),
+        ] {
+            let args: Vec<&str> = H264_AAC.iter().chain(extra).copied().collect();
+            let (idx, mut f) = open(&ffmpeg(name, &args)).unwrap();
+            assert!(matches!(idx.video, Some(VideoSetup::H264 { .. })), "{name}");
+            assert!(
+                matches!(idx.audio, Some(AudioSetup::Aac { sample_rate: 44100, channels: 1, .. })),
+                "{name}: {:?}",
+                idx.audio
+            );
+            assert_eq!((idx.width, idx.height), (320, 240));
+            let v: Vec<&Sample> = idx.samples.iter().filter(|s| s.track == TrackKind::Video).collect();
+            assert_eq!(v.len(), 60, "{name}");
+            assert!(v[0].sync && v[30].sync && !v[1].sync, "{name}");
+            assert!((1_900_000..=2_100_000).contains(&idx.duration_us), "{name}: {}", idx.duration_us);
+            let first = read_sample(&mut f, v[0]).unwrap();
+            let Some(VideoSetup::H264 { sps, pps, length_size }) = &idx.video else { unreachable!() };
+            let annexb = avcc_to_annexb(&first, *length_size, true, sps, pps);
+            assert!(crate::media::is_keyframe(&annexb, true), "{name}");
+        }
+    }
+
+    #[test]
+    fn hevc_is_unsupported_and_truncation_is_handled() {
+        let hevc = ffmpeg("hevc.mp4", &["-c:v", "libx265", "-x265-params", "log-level=none", "-an"]);
+        match open(&hevc) {
+            Err(Mp4Error::UnsupportedCodec(m)) => assert!(m.contains("HEVC"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let args: Vec<&str> = H264_AAC.iter().chain(&["-movflags", "+faststart"]).copied().collect();
+        let full = std::fs::read(ffmpeg("cut.mp4", &args)).unwrap();
+        // Cut in the middle of mdat: the samples that remain still play.
+        let (idx, _) = {
+            let p = std::env::temp_dir().join(format!("sluice-cut-{}.mp4", std::process::id()));
+            std::fs::write(&p, &full[..full.len() / 2]).unwrap();
+            open(&p).unwrap()
+        };
+        assert!(idx.samples.len() > 10 && idx.duration_us < 1_900_000);
+        // moov at the end, cut off: wrong format.
+        let args: Vec<&str> = H264_AAC.to_vec();
+        let full = std::fs::read(ffmpeg("cut2.mp4", &args)).unwrap();
+        let mut c = std::io::Cursor::new(full[..full.len() - 200].to_vec());
+        assert!(matches!(index(&mut c), Err(Mp4Error::WrongFormat(_))));
+    }
+
+    #[test]
+    fn garbage_is_wrong_format() {
+        let mut text = std::io::Cursor::new(b"hello, this is a text file renamed to .mp4\n".repeat(10));
+        assert!(matches!(index(&mut text), Err(Mp4Error::WrongFormat(_))));
+        let mut empty = std::io::Cursor::new(Vec::new());
+        assert!(matches!(index(&mut empty), Err(Mp4Error::WrongFormat(_))));
+        // An ftyp and nothing else: no moov.
+        let mut ftyp = std::io::Cursor::new(b"\0\0\0\x14ftypiso6\0\0\x02\0mp41".to_vec());
+        assert!(matches!(index(&mut ftyp), Err(Mp4Error::WrongFormat(_))));
+    }
+}
