@@ -48,6 +48,12 @@ pub struct Cli {
     /// Folder where recordings are written [default: media/records]
     #[arg(long, env = "SLUICE_RECORDS_DIR")]
     pub records_dir: Option<PathBuf>,
+    /// Recording file name template; placeholders as WCS: {streamName} {mediaSessionId}
+    /// {sessionId} {login} {audioCodec} {videoCodec} {startTime} {endTime} (Unix s)
+    /// {startTimeMillis} {endTimeMillis} (Unix ms) {duration} (ms). Unsafe characters become
+    /// '_', '.mp4' is appended if missing [default: {streamName}-{startTimeMillis}.mp4]
+    #[arg(long, env = "SLUICE_RECORD_TEMPLATE")]
+    pub record_template: Option<String>,
     /// Folder served on the web port [default: static]
     #[arg(long, env = "SLUICE_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
@@ -68,6 +74,7 @@ pub struct FileConfig {
     pub public_ip: Option<IpAddr>,
     pub media_dir: Option<PathBuf>,
     pub records_dir: Option<PathBuf>,
+    pub record_template: Option<String>,
     pub static_dir: Option<PathBuf>,
     pub no_ice_tcp: Option<bool>,
 }
@@ -83,6 +90,7 @@ pub struct Config {
     pub public_ip: IpAddr,
     pub media_dir: PathBuf,
     pub records_dir: PathBuf,
+    pub record_template: String,
     pub static_dir: PathBuf,
     pub ice_tcp: bool,
 }
@@ -113,6 +121,10 @@ impl Config {
             media_port: cli.media_port.or(file.media_port).unwrap_or(31000),
             public_ip: cli.public_ip.or(file.public_ip).unwrap_or_else(primary_address),
             records_dir: cli.records_dir.or(file.records_dir).unwrap_or_else(|| media_dir.join("records")),
+            record_template: cli
+                .record_template
+                .or(file.record_template)
+                .unwrap_or_else(|| sluice_actors::recorder::DEFAULT_TEMPLATE.into()),
             media_dir,
             static_dir: cli.static_dir.or(file.static_dir).unwrap_or_else(|| "static".into()),
             ice_tcp: !(cli.no_ice_tcp || file.no_ice_tcp.unwrap_or(false)),

@@ -6,6 +6,7 @@
 
 mod config;
 mod rest;
+mod rest_recording;
 
 use std::sync::Arc;
 
@@ -77,9 +78,18 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let media_port = socket.local_addr().port();
     let registry = Registry::new();
     let snapshots = sluice_actors::snapshot::start(registry.clone(), &media_arbiter.handle());
+    // Recorders write files: on an arbiter of their own, never on the media arbiter.
+    let record_arbiter = actix::Arbiter::new();
+    let recordings = sluice_actors::recorder::Recordings::new(
+        cfg.records_dir.clone(),
+        cfg.record_template.clone(),
+        record_arbiter.handle(),
+        registry.clone(),
+    );
     let core = Arc::new(Core {
         registry,
         snapshots,
+        recordings,
         socket,
         media_arbiter: media_arbiter.handle(),
         candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
@@ -131,5 +141,6 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let servers = futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());
     let res = servers.await.map(|_| ());
     media_arbiter.stop();
+    record_arbiter.stop();
     res
 }

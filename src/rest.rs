@@ -180,7 +180,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/stream/find_all", web::to(find_all))
             .route("/stream/terminate", web::to(terminate))
             .route("/stream/snapshot", web::to(snapshot))
-            .route("/health", web::get().to(health)),
+            .route("/health", web::get().to(health))
+            .configure(crate::rest_recording::routes),
     )
     .route("/health", web::get().to(health))
     .default_service(web::to(not_found));

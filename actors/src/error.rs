@@ -29,3 +29,23 @@ impl EngineError {
         }
     }
 }
+
+/// Failures of a recording ([`crate::recorder`]). The REST front answers 404 for
+/// [`RecordError::StreamNotFound`] and [`RecordError::NotRecording`], 500 for the rest.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("stream {0} not found")]
+    StreamNotFound(String),
+    #[error("stream {0} is not being recorded")]
+    NotRecording(String),
+    #[error("records directory {dir} is not writable: {source}")]
+    Directory { dir: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot create record file {path}: {source}")]
+    Create { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot write record file {path}: {source}")]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot mux record file {path}: {source}")]
+    Mux { path: std::path::PathBuf, source: crate::fmp4::MuxError },
+    #[error("invalid recording settings: {0}")]
+    BadConfig(String),
+}

@@ -31,6 +31,7 @@
 pub mod engine;
 pub mod error;
 pub mod fanout;
+pub mod fmp4;
 pub mod media;
 pub mod media_socket;
 pub mod messages;
@@ -38,6 +39,7 @@ pub mod peer_link;
 pub mod picture;
 pub mod protocol;
 pub mod publisher;
+pub mod recorder;
 pub mod registry;
 pub mod sdp;
 pub mod session;
@@ -66,4 +68,6 @@ pub struct Core {
     pub candidates: CandidateConfig,
     /// Pictures of live streams, decoded off the media path.
     pub snapshots: actix::Addr<snapshot::SnapshotHub>,
+    /// Recordings in progress; their actors run on a recording arbiter of their own.
+    pub recordings: Arc<recorder::Recordings>,
 }

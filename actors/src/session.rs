@@ -29,6 +29,7 @@ use crate::protocol::{
     self as p, info, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
 };
 use crate::publisher::{Publisher, RelayEvent};
+use crate::recorder::{RecordTarget, RecordingFailed};
 use crate::registry::{ClaimError, Published};
 use crate::snapshot::{SnapshotError, TakeSnapshot};
 use crate::subscriber::Subscriber;
@@ -145,6 +146,7 @@ impl Session {
             addr.do_send(Stop { reason: info::MEDIA_SESSION_ID_IN_USE });
             return self.fail_stream(&req, true, claim_info(e), ctx);
         }
+        let record_source = published.source.clone();
         if core.registry.claim_name(&req.name, published).is_err() {
             // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
             addr.do_send(Stop { reason: info::NAME_IN_USE });
@@ -152,6 +154,20 @@ impl Session {
         }
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %info.video_codec, "publish");
+        if req.record {
+            // Before setRemoteSDP, so that PUBLISHING carries recordName.
+            let target = RecordTarget {
+                info: info.clone(),
+                source: record_source,
+                video: neg.video,
+                has_audio: neg.has_audio,
+            };
+            if let Err(e) = core.recordings.start(target, None, Some(ctx.address().recipient())) {
+                warn!(parent: &self.span, stream = %req.name, error = %e, "cannot record; publishing goes on");
+                core.registry.update(&req.media_session_id, |i| i.record = false);
+                ctx.text(record_failed(&req.media_session_id, &format!("Recording failed: {e}")));
+            }
+        }
         self.streams.insert(req.media_session_id.clone(), Handle::Publish(addr));
         ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
     }
@@ -360,11 +376,40 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     }
 }
 
+/// A `fail` notice for a recording that failed while its stream goes on: the SDK fires the
+/// session's WARN callback with it and leaves the stream alone (the `apiMethod` is not
+/// `StreamStatusEvent`).
+fn record_failed(media_session_id: &str, reason: &str) -> String {
+    p::frame(
+        "fail",
+        serde_json::json!([{ "apiMethod": "publishStream", "id": media_session_id, "info": reason }]),
+    )
+}
+
+impl Handler<RecordingFailed> for Session {
+    type Result = ();
+    fn handle(&mut self, m: RecordingFailed, ctx: &mut Self::Context) {
+        ctx.text(record_failed(&m.media_session_id, &m.reason));
+    }
+}
+
 impl Handler<StatusChanged> for Session {
     type Result = ();
-    fn handle(&mut self, StatusChanged(info): StatusChanged, ctx: &mut Self::Context) {
+    fn handle(&mut self, StatusChanged(mut info): StatusChanged, ctx: &mut Self::Context) {
         if info.status.is_terminal() {
             self.streams.remove(&info.media_session_id);
+        }
+        if info.status.is_terminal() && info.published && info.record_name.is_some() {
+            // A recorded stream ended: its final status waits (briefly) for the file to be
+            // finished, so the recordName it carries names a complete file the page can play.
+            let finished = self.core.recordings.finished_name(&info.media_session_id);
+            ctx.wait(finished.into_actor(self).map(move |name, _, ctx| {
+                if name.is_some() {
+                    info.record_name = name;
+                }
+                ctx.text(p::status_event(&info));
+            }));
+            return;
         }
         // A publisher that lost a name race reports FAILED itself; it still must reach the client.
         ctx.text(p::status_event(&info));

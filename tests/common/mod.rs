@@ -717,3 +717,53 @@ pub fn play(ws: &mut Wcs, name: &str) -> (String, Peer) {
 pub fn media_addr(server: &Server) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], server.media))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recording (tests/recording.rs)
+
+impl Server {
+    /// Kill the server with SIGKILL, as a crash: nothing is flushed or finished.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// GET a path on the web port with optional headers; returns status, headers and body.
+    pub fn web_get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut req = ureq::get(&format!("http://127.0.0.1:{}{}", self.http, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let status = resp.status();
+        let hs = resp
+            .headers_names()
+            .into_iter()
+            .map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string()))
+            .collect();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).expect("body");
+        (status, hs, body)
+    }
+}
+
+/// Publish `name` with `record: true` and a real peer; waits for PUBLISHING and returns the id,
+/// the peer and the PUBLISHING status object (which carries `recordName`).
+pub fn publish_recorded(ws: &mut Wcs, name: &str, video: Video) -> (String, Peer, Value) {
+    let id = new_id("rec");
+    let offer = Offering::new(true, video);
+    ws.send(
+        "publishStream",
+        json!({"mediaSessionId": id, "name": name, "published": true, "hasVideo": video != Video::None,
+               "hasAudio": true, "status": "PENDING", "record": true, "mediaProvider": "WebRTC", "sdp": offer.sdp}),
+    );
+    let answer = remote_sdp_or_status(ws, &id).unwrap_or_else(|st| panic!("publish {name} refused: {st}"));
+    let peer = offer.start(&answer);
+    let st = ws.status(&id);
+    assert_eq!(st["status"], "PUBLISHING", "{st}");
+    (id, peer, st)
+}
