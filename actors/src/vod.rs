@@ -1,0 +1,515 @@
+//! VOD: MP4 files from the media folder played as streams.
+//!
+//! `vod://<path>` gives each viewer a private [`VodSource`] that starts at 0 when the viewer
+//! connects. `vod-live://<path>` is one shared source, registered under that name like any
+//! published stream (playable, recordable, snapshot-able), started by its first viewer (or by
+//! REST `/vod/startup`), joined in progress by later viewers (they start at the next keyframe),
+//! and stopped [`VOD_LIVE_IDLE`] after its last viewer leaves.
+//!
+//! The source owns the file and its index ([`crate::mp4_reader`]) and a [`FanOut`]. It emits
+//! samples at real-time pace from a timer: each sample is due at `start + decode time`. Video
+//! goes out as is (AVCC converted to Annex-B, parameter sets before every keyframe); AAC is
+//! decoded and re-encoded to 48 kHz Opus ([`crate::transcode`]); Opus passes through. At the end
+//! of the file viewers get STOPPED with info [`END_OF_FILE`] (unless the source loops).
+//!
+//! All VOD sources run on a VOD arbiter of their own: file reads and audio transcoding never
+//! run on the media arbiter that forwards live streams.
+//!
+//! Paths are resolved inside the media folder only: absolute paths, `..` and symlinks that lead
+//! out are refused as "File not found" (and logged).
+
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::fanout::FanOut;
+use crate::media::{Codec, Frame};
+use crate::messages::{
+    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, Stop, StreamSource,
+};
+use crate::mp4_reader::{self, AudioSetup, Mp4Error, Mp4Index, Sample, TrackKind, VideoSetup};
+use crate::protocol::{info, StreamInfo, StreamStatus};
+use crate::registry::{Published, Registry};
+use crate::transcode::AacToOpus;
+
+/// A shared `vod-live://` source with no viewers stops after this long.
+pub const VOD_LIVE_IDLE: Duration = Duration::from_secs(60);
+/// A private `vod://` source whose viewer never connects stops after this long.
+const PRIVATE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Samples due within this margin are sent in the same timer tick.
+const TICK_SLACK: Duration = Duration::from_millis(2);
+
+/// Info of the STOPPED status a viewer gets when the file ends (WCS leaves it undocumented).
+pub const END_OF_FILE: &str = "End of file";
+pub const FILE_NOT_FOUND: &str = "File not found";
+pub const WRONG_FORMAT: &str = "File has wrong format";
+
+/// A parsed `vod://` or `vod-live://` stream name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VodUri {
+    pub shared: bool,
+    pub path: String,
+}
+
+impl VodUri {
+    pub fn parse(name: &str) -> Option<VodUri> {
+        if let Some(p) = name.strip_prefix("vod-live://") {
+            Some(VodUri { shared: true, path: p.to_string() })
+        } else {
+            name.strip_prefix("vod://").map(|p| VodUri { shared: false, path: p.to_string() })
+        }
+    }
+
+    pub fn as_name(&self) -> String {
+        format!("{}://{}", if self.shared { "vod-live" } else { "vod" }, self.path)
+    }
+}
+
+/// Resolve a VOD path inside `media_dir`. Anything that leaves it is refused.
+pub fn resolve(media_dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if rel.is_empty() || rel.contains('\0') {
+        return Err("empty or NUL in path".into());
+    }
+    if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!("path {rel:?} is absolute or climbs out with '..'"));
+    }
+    let root = media_dir.canonicalize().map_err(|e| format!("media dir: {e}"))?;
+    let full = root.join(p).canonicalize().map_err(|e| format!("{e}"))?;
+    if !full.starts_with(&root) {
+        return Err(format!("path {rel:?} resolves outside the media folder (symlink)"));
+    }
+    if !full.is_file() {
+        return Err(format!("{rel:?} is not a file"));
+    }
+    Ok(full)
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VodError {
+    #[error("File not found")]
+    NotFound,
+    #[error("File has wrong format")]
+    WrongFormat,
+    #[error("Unsupported codec: {0}")]
+    Unsupported(String),
+    #[error("Failed to read file")]
+    Read,
+    #[error("Stream name is already in use")]
+    NameInUse,
+}
+
+impl From<Mp4Error> for VodError {
+    fn from(e: Mp4Error) -> Self {
+        match e {
+            Mp4Error::WrongFormat(_) => VodError::WrongFormat,
+            Mp4Error::UnsupportedCodec(c) => VodError::Unsupported(c),
+            Mp4Error::Io(_) => VodError::Read,
+        }
+    }
+}
+
+/// What `/vod/find` lists.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VodEntry {
+    pub local_media_session_id: String,
+    pub local_stream_name: String,
+    pub uri: String,
+    pub status: &'static str,
+    pub has_audio: bool,
+    pub has_video: bool,
+    pub record: bool,
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    #[serde(skip)]
+    pub control: Option<Recipient<Stop>>,
+}
+
+/// Every running VOD source, for the REST API.
+pub type VodCatalog = DashMap<String, VodEntry>;
+
+static NEXT_VOD: AtomicU64 = AtomicU64::new(1);
+
+/// Open a file as a VOD source on `arbiter` and register it. Shared sources are registered
+/// under `name` (failing if taken); private ones only as a media session.
+pub struct OpenVod {
+    pub uri: VodUri,
+    pub path: PathBuf,
+    pub name: String,
+    pub looping: bool,
+    /// Start playing now rather than at the first viewer (REST `/vod/startup`).
+    pub start_now: bool,
+}
+
+pub fn open(
+    req: OpenVod,
+    arbiter: &ArbiterHandle,
+    registry: Arc<Registry>,
+    catalog: Arc<VodCatalog>,
+) -> oneshot::Receiver<Result<Published, VodError>> {
+    let (tx, rx) = oneshot::channel();
+    arbiter.spawn(async move {
+        let res = match mp4_reader::open(&req.path) {
+            Err(e) => {
+                info!(path = %req.path.display(), error = %e, "VOD file refused");
+                Err(VodError::from(e))
+            }
+            Ok((index, file)) => register(req, index, file, registry, catalog),
+        };
+        let _ = tx.send(res);
+    });
+    rx
+}
+
+fn register(
+    req: OpenVod,
+    index: Mp4Index,
+    file: File,
+    registry: Arc<Registry>,
+    catalog: Arc<VodCatalog>,
+) -> Result<Published, VodError> {
+    let transcoder = match &index.audio {
+        Some(AudioSetup::Aac { asc, .. }) => match AacToOpus::new(asc) {
+            Ok(t) => Some(t),
+            Err(e) => return Err(VodError::Unsupported(format!("AAC audio: {e}"))),
+        },
+        _ => None,
+    };
+    let id = format!("vod-{}", NEXT_VOD.fetch_add(1, Ordering::Relaxed));
+    let video = match index.video {
+        Some(VideoSetup::H264 { .. }) => Some(Codec::H264),
+        Some(VideoSetup::Vp8) => Some(Codec::Vp8),
+        None => None,
+    };
+    let has_audio = index.audio.is_some();
+    let info = StreamInfo {
+        media_session_id: id.clone(),
+        name: req.name.clone(),
+        published: true,
+        has_video: video.is_some(),
+        has_audio,
+        status: StreamStatus::Publishing,
+        info: String::new(),
+        record: false,
+        record_name: None,
+        width: index.width,
+        height: index.height,
+        bitrate: 0,
+        min_bitrate: 0,
+        max_bitrate: 0,
+        quality: 0,
+        audio_codec: if has_audio { "opus".into() } else { String::new() },
+        video_codec: video.map(|v| v.wcs_name().to_string()).unwrap_or_default(),
+        create_date: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        media_provider: "VOD".into(),
+        media_type: "publish".into(),
+        transport: String::new(),
+        session_id: String::new(),
+        app_key: "defaultApp".into(),
+        custom: None,
+        audio_state: None,
+        video_state: None,
+    };
+    let src = VodSource {
+        id: id.clone(),
+        name: req.name.clone(),
+        uri: req.uri.as_name(),
+        shared: req.uri.shared,
+        looping: req.looping,
+        index,
+        file,
+        transcoder,
+        fanout: FanOut::default(),
+        registry: registry.clone(),
+        catalog: catalog.clone(),
+        state: State::Ready,
+        next: 0,
+        t0: Instant::now(),
+        loop_base_us: 0,
+        timer: None,
+        start_now: req.start_now,
+    };
+    let addr = src.start();
+    let published =
+        Published { media_session_id: id.clone(), source: StreamSource::of(&addr), video, has_audio };
+    if registry.add_session(info, addr.clone().recipient()).is_err() {
+        addr.do_send(Stop { reason: info::STOPPED_BY_PUBLISHER });
+        return Err(VodError::NameInUse);
+    }
+    if req.uri.shared && registry.claim_name(&req.name, published.clone()).is_err() {
+        registry.remove_session(&id);
+        addr.do_send(Stop { reason: info::STOPPED_BY_PUBLISHER });
+        return Err(VodError::NameInUse);
+    }
+    catalog.insert(
+        id.clone(),
+        VodEntry {
+            local_media_session_id: id,
+            local_stream_name: req.name,
+            uri: req.uri.as_name(),
+            status: "PROCESSED_LOCAL",
+            has_audio,
+            has_video: video.is_some(),
+            record: false,
+            looping: req.looping,
+            control: Some(addr.recipient()),
+        },
+    );
+    Ok(published)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Indexed, waiting for its first viewer to connect.
+    Ready,
+    Playing,
+    Ended,
+}
+
+pub struct VodSource {
+    id: String,
+    name: String,
+    uri: String,
+    shared: bool,
+    looping: bool,
+    index: Mp4Index,
+    file: File,
+    transcoder: Option<AacToOpus>,
+    fanout: FanOut,
+    registry: Arc<Registry>,
+    catalog: Arc<VodCatalog>,
+    state: State,
+    /// Next sample to send.
+    next: usize,
+    /// When decode time 0 of the current pass is due.
+    t0: Instant,
+    /// Timeline offset of the current loop pass.
+    loop_base_us: u64,
+    timer: Option<SpawnHandle>,
+    start_now: bool,
+}
+
+impl VodSource {
+    fn start_playing(&mut self, ctx: &mut Context<Self>) {
+        if self.state != State::Ready {
+            return;
+        }
+        info!(uri = %self.uri, id = %self.id, samples = self.index.samples.len(), "VOD playback starts");
+        self.state = State::Playing;
+        self.t0 = Instant::now();
+        self.tick(ctx);
+    }
+
+    /// Send every sample that is due, then sleep until the next one.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        while self.state == State::Playing {
+            let Some(s) = self.index.samples.get(self.next).copied() else {
+                if self.looping {
+                    // Next pass continues the timeline one frame after the last sample.
+                    let pass = self.index.duration_us + 33_333;
+                    self.loop_base_us += pass;
+                    self.t0 += Duration::from_micros(pass);
+                    self.next = 0;
+                    continue;
+                }
+                self.end(END_OF_FILE, ctx);
+                return;
+            };
+            let due = self.t0 + Duration::from_micros(s.dts_us);
+            let now = Instant::now();
+            if due > now + TICK_SLACK {
+                self.timer = Some(ctx.run_later(due - now, |act, ctx| act.tick(ctx)));
+                return;
+            }
+            self.next += 1;
+            if let Err(e) = self.emit(&s, due) {
+                warn!(uri = %self.uri, error = %e, "VOD read failed, ending");
+                self.end(END_OF_FILE, ctx);
+                return;
+            }
+        }
+    }
+
+    fn emit(&mut self, s: &Sample, due: Instant) -> Result<(), Mp4Error> {
+        let data = mp4_reader::read_sample(&mut self.file, s)?;
+        let pts_us = self.loop_base_us + s.pts_us;
+        match (s.track, &self.index.video, &self.index.audio) {
+            (TrackKind::Video, Some(VideoSetup::H264 { sps, pps, length_size }), _) => {
+                let au = mp4_reader::avcc_to_annexb(&data, *length_size, s.sync, sps, pps);
+                let keyframe = s.sync && crate::media::is_keyframe(&au, true);
+                self.send(Frame {
+                    codec: Codec::H264,
+                    keyframe,
+                    rtp_time: pts_us * 9 / 100,
+                    captured: due,
+                    data: au.into(),
+                });
+            }
+            (TrackKind::Video, Some(VideoSetup::Vp8), _) => {
+                let keyframe = crate::media::is_keyframe(&data, false);
+                self.send(Frame {
+                    codec: Codec::Vp8,
+                    keyframe,
+                    rtp_time: pts_us * 9 / 100,
+                    captured: due,
+                    data: data.into(),
+                });
+            }
+            (TrackKind::Audio, _, Some(AudioSetup::Opus { .. })) => {
+                self.send(Frame {
+                    codec: Codec::Opus,
+                    keyframe: false,
+                    rtp_time: pts_us * 48 / 1000,
+                    captured: due,
+                    data: data.into(),
+                });
+            }
+            (TrackKind::Audio, _, Some(AudioSetup::Aac { sample_rate, .. })) => {
+                let rate = (*sample_rate).max(1) as u64;
+                let Some(t) = self.transcoder.as_mut() else { return Ok(()) };
+                if let Err(e) = t.push(&data, pts_us * rate / 1_000_000) {
+                    debug!(uri = %self.uri, error = %e, "AAC frame dropped");
+                }
+                while let Some(p) = self.transcoder.as_mut().and_then(|t| t.pop()) {
+                    let frame = Frame {
+                        codec: Codec::Opus,
+                        keyframe: false,
+                        rtp_time: p.ts48k,
+                        captured: due,
+                        data: p.data.into(),
+                    };
+                    self.send(frame);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, frame: Frame) {
+        // A file cannot make a keyframe on request: a sink that lost a frame waits for the next.
+        let _ = self.fanout.forward(frame);
+    }
+
+    fn end(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.state = State::Ended;
+        info!(uri = %self.uri, id = %self.id, reason, frames = self.fanout.frames(), "VOD source ended");
+        self.fanout.end(reason);
+        self.registry.release_name(&self.name, &self.id);
+        self.registry.remove_session(&self.id);
+        self.catalog.remove(&self.id);
+        ctx.stop();
+    }
+
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.fanout.is_empty() || self.state == State::Ended {
+            return;
+        }
+        if !self.shared {
+            // A private source serves one viewer: it is done when that viewer leaves.
+            self.end(info::STOPPED_BY_USER, ctx);
+            return;
+        }
+        ctx.run_later(VOD_LIVE_IDLE, |act, ctx| {
+            if act.fanout.is_empty() {
+                act.end(info::STOPPED_BY_PUBLISHER, ctx);
+            }
+        });
+    }
+}
+
+impl Actor for VodSource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.start_now {
+            self.start_playing(ctx);
+        }
+        let limit = if self.shared { VOD_LIVE_IDLE } else { PRIVATE_START_TIMEOUT };
+        ctx.run_later(limit, |act, ctx| act.check_idle(ctx));
+    }
+}
+
+impl Handler<AddSubscriber> for VodSource {
+    type Result = ();
+    fn handle(&mut self, m: AddSubscriber, _: &mut Context<Self>) {
+        self.fanout.add(m);
+    }
+}
+
+impl Handler<RemoveSubscriber> for VodSource {
+    type Result = ();
+    fn handle(&mut self, m: RemoveSubscriber, ctx: &mut Context<Self>) {
+        self.fanout.remove(m.id);
+        self.check_idle(ctx);
+    }
+}
+
+impl Handler<RequestKeyframe> for VodSource {
+    type Result = ();
+    /// A viewer connected (or its decoder asks): the first one starts playback.
+    fn handle(&mut self, _: RequestKeyframe, ctx: &mut Context<Self>) {
+        self.start_playing(ctx);
+    }
+}
+
+impl Handler<GetGop> for VodSource {
+    type Result = GopReply;
+    fn handle(&mut self, _: GetGop, ctx: &mut Context<Self>) -> GopReply {
+        // A snapshot of a source nobody watches yet starts it, so there is a picture to take.
+        self.start_playing(ctx);
+        GopReply { frames: self.fanout.gop().to_vec(), has_video: self.index.video.is_some() }
+    }
+}
+
+impl Handler<Stop> for VodSource {
+    type Result = ();
+    fn handle(&mut self, m: Stop, ctx: &mut Context<Self>) {
+        self.end(m.reason, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(VodUri::parse("vod://a/b.mp4"), Some(VodUri { shared: false, path: "a/b.mp4".into() }));
+        assert_eq!(VodUri::parse("vod-live://x.mp4").map(|u| u.as_name()), Some("vod-live://x.mp4".into()));
+        assert_eq!(VodUri::parse("cam1"), None);
+    }
+
+    #[test]
+    fn paths_stay_inside_the_media_dir() {
+        let root = std::env::temp_dir().join(format!("sluice-vod-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/ok.mp4"), b"x").unwrap();
+        assert!(resolve(&root, "sub/ok.mp4").is_ok());
+        assert!(resolve(&root, "./sub/ok.mp4").is_ok());
+        for bad in ["../../etc/passwd", "/etc/passwd", "sub/../../x", "", "nope.mp4", "sub", "a\0b"] {
+            assert!(resolve(&root, bad).is_err(), "{bad}");
+        }
+        #[cfg(unix)]
+        {
+            let _ = std::os::unix::fs::symlink("/etc/passwd", root.join("link.mp4"));
+            assert!(resolve(&root, "link.mp4").is_err());
+        }
+    }
+}
