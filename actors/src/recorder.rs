@@ -23,7 +23,7 @@
 //! caller at once. That is one metadata operation, never on the media arbiter.
 //!
 //! ## Crash safety
-//! A fragment goes to the file as soon as it is complete (at each keyframe, at most every 2 s),
+//! A fragment goes to the file as soon as it is complete (at each keyframe, at most every 1 s),
 //! so after a SIGKILL the file holds every fragment written before: the writes are in the page
 //! cache. `fdatasync` runs every [`SYNC_INTERVAL`] and at the end, bounding the loss on power
 //! failure.
