@@ -45,6 +45,7 @@ pub mod sdp;
 pub mod session;
 pub mod snapshot;
 pub mod subscriber;
+pub mod transcode;
 
 use std::sync::Arc;
 
