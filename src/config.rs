@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use serde::Deserialize;
+use sluice_actors::turn_core::{Cidr, Secret, StaticUser, TurnConfig};
 
 #[derive(Parser, Debug, Default)]
 #[command(
@@ -60,6 +61,54 @@ pub struct Cli {
     /// Do not offer ICE-TCP candidates (UDP only)
     #[arg(long, env = "SLUICE_NO_ICE_TCP")]
     pub no_ice_tcp: bool,
+    /// Turn off the embedded TURN server
+    #[arg(long, env = "SLUICE_NO_TURN")]
+    pub no_turn: bool,
+    /// TURN port, UDP and TCP [default: 3478]
+    #[arg(long, env = "SLUICE_TURN_PORT")]
+    pub turn_port: Option<u16>,
+    /// A second TURN port, TCP only, for clients behind firewalls that allow little else
+    /// (e.g. 443) [default: none]
+    #[arg(long, env = "SLUICE_TURN_TCP_PORT")]
+    pub turn_tcp_port: Option<u16>,
+    /// A static TURN user, name:password; repeat the flag for more (environment: comma-separated)
+    #[arg(
+        long = "turn-user",
+        env = "SLUICE_TURN_USER",
+        value_delimiter = ',',
+        value_name = "NAME:PASSWORD",
+        hide_env_values = true
+    )]
+    pub turn_user: Vec<StaticUser>,
+    /// Shared secret of TURN REST API time-limited credentials (username "expiry:user", password
+    /// base64(HMAC-SHA1(secret, username))), also used by /rest-api/turn/credentials
+    /// [default: a random secret per start]
+    #[arg(long, env = "SLUICE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<Secret>,
+    /// TURN realm [default: sluice]
+    #[arg(long, env = "SLUICE_TURN_REALM")]
+    pub turn_realm: Option<String>,
+    /// Also let relays reach this network (CIDR); repeatable. By default they reach public
+    /// unicast addresses and the server's own media port only
+    #[arg(
+        long = "turn-allow-peer",
+        env = "SLUICE_TURN_ALLOW_PEER",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub turn_allow_peer: Vec<Cidr>,
+    /// TURN allocations one user may hold at once [default: 64]
+    #[arg(long, env = "SLUICE_TURN_USER_QUOTA")]
+    pub turn_user_quota: Option<u32>,
+    /// TURN allocations the server holds at most [default: 2000]
+    #[arg(long, env = "SLUICE_TURN_MAX_ALLOCATIONS")]
+    pub turn_max_allocations: Option<u32>,
+    /// Relayed bandwidth per TURN user, kbit/s, both directions; 0: unlimited [default: 20000]
+    #[arg(long, env = "SLUICE_TURN_USER_KBPS")]
+    pub turn_user_kbps: Option<u64>,
+    /// Lifetime of credentials from /rest-api/turn/credentials, seconds [default: 3600]
+    #[arg(long, env = "SLUICE_TURN_CREDENTIAL_TTL")]
+    pub turn_credential_ttl: Option<u64>,
 }
 
 /// The same settings as a TOML file holds them.
@@ -77,6 +126,17 @@ pub struct FileConfig {
     pub record_template: Option<String>,
     pub static_dir: Option<PathBuf>,
     pub no_ice_tcp: Option<bool>,
+    pub no_turn: Option<bool>,
+    pub turn_port: Option<u16>,
+    pub turn_tcp_port: Option<u16>,
+    pub turn_user: Option<Vec<StaticUser>>,
+    pub turn_secret: Option<Secret>,
+    pub turn_realm: Option<String>,
+    pub turn_allow_peer: Option<Vec<Cidr>>,
+    pub turn_user_quota: Option<u32>,
+    pub turn_max_allocations: Option<u32>,
+    pub turn_user_kbps: Option<u64>,
+    pub turn_credential_ttl: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -93,6 +153,8 @@ pub struct Config {
     pub record_template: String,
     pub static_dir: PathBuf,
     pub ice_tcp: bool,
+    /// The embedded TURN server; None when turned off.
+    pub turn: Option<TurnConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,14 +166,15 @@ pub enum ConfigError {
 }
 
 impl Config {
-    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
-        let file = match &cli.config {
+    pub fn load(mut cli: Cli) -> Result<Config, ConfigError> {
+        let mut file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
             }
             None => FileConfig::default(),
         };
+        let turn = turn_config(&mut cli, &mut file);
         let media_dir = cli.media_dir.or(file.media_dir).unwrap_or_else(|| "media".into());
         Ok(Config {
             bind: cli.bind.or(file.bind).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -128,12 +191,41 @@ impl Config {
             media_dir,
             static_dir: cli.static_dir.or(file.static_dir).unwrap_or_else(|| "static".into()),
             ice_tcp: !(cli.no_ice_tcp || file.no_ice_tcp.unwrap_or(false)),
+            turn,
         })
     }
 
     pub fn media_candidate(&self, media_port: u16) -> SocketAddr {
         SocketAddr::new(self.public_ip, media_port)
     }
+}
+
+/// The TURN settings: flag or environment, then file, then default (lists: the flag's when
+/// given, else the file's).
+fn turn_config(cli: &mut Cli, file: &mut FileConfig) -> Option<TurnConfig> {
+    if cli.no_turn || file.no_turn.unwrap_or(false) {
+        return None;
+    }
+    let d = TurnConfig::default();
+    fn list<T>(c: &mut Vec<T>, f: &mut Option<Vec<T>>) -> Vec<T> {
+        if c.is_empty() {
+            f.take().unwrap_or_default()
+        } else {
+            std::mem::take(c)
+        }
+    }
+    Some(TurnConfig {
+        port: cli.turn_port.or(file.turn_port).unwrap_or(d.port),
+        tcp_port: cli.turn_tcp_port.or(file.turn_tcp_port),
+        realm: cli.turn_realm.take().or(file.turn_realm.take()).unwrap_or(d.realm),
+        users: list(&mut cli.turn_user, &mut file.turn_user),
+        secret: cli.turn_secret.take().or(file.turn_secret.take()),
+        allow_peers: list(&mut cli.turn_allow_peer, &mut file.turn_allow_peer),
+        user_quota: cli.turn_user_quota.or(file.turn_user_quota).unwrap_or(d.user_quota),
+        max_allocations: cli.turn_max_allocations.or(file.turn_max_allocations).unwrap_or(d.max_allocations),
+        user_kbps: cli.turn_user_kbps.or(file.turn_user_kbps).unwrap_or(d.user_kbps),
+        credential_ttl: cli.turn_credential_ttl.or(file.turn_credential_ttl).unwrap_or(d.credential_ttl),
+    })
 }
 
 /// The address the host would use to reach the internet, found by asking the routing table

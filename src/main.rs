@@ -7,6 +7,7 @@
 mod config;
 mod rest;
 mod rest_recording;
+mod turn_rest;
 
 use std::sync::Arc;
 
@@ -47,10 +48,9 @@ fn cors() -> DefaultHeaders {
 fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn,actix_server=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            "info,str0m=warn,dimpl=warn,actix_server=warn,stun_types=error,turn_types=error".into()
+        }))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -95,6 +95,23 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
     });
     let data = web::Data::new(core.clone());
+    // The embedded TURN server, on an arbiter of its own.
+    let turn_arbiter = actix::Arbiter::new();
+    let turn = match &cfg.turn {
+        Some(t) => {
+            let site = sluice_actors::turn::TurnSite {
+                bind: cfg.bind,
+                public_ip: cfg.public_ip,
+                media: core.candidates.addrs.clone(),
+            };
+            let h = sluice_actors::turn::start(t, &site, &turn_arbiter.handle())
+                .map_err(|e| std::io::Error::new(e.kind(), format!("TURN port {}: {e}", t.port)))?;
+            Some(h)
+        }
+        None => None,
+    };
+    let turn_port = turn.as_ref().map(|t| t.udp.port()).unwrap_or(0);
+    let turn_rest = web::Data::new(turn_rest::TurnRest::new(turn.as_ref()));
 
     let d = data.clone();
     let ws_server =
@@ -102,10 +119,16 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .workers(2)
             .bind((cfg.bind, cfg.ws_port))?;
     let d = data.clone();
-    let rest_server =
-        HttpServer::new(move || App::new().app_data(d.clone()).wrap(cors()).configure(rest::routes))
-            .workers(1)
-            .bind((cfg.bind, cfg.rest_port))?;
+    let rest_server = HttpServer::new(move || {
+        App::new()
+            .app_data(d.clone())
+            .app_data(turn_rest.clone())
+            .wrap(cors())
+            .configure(turn_rest::routes)
+            .configure(rest::routes)
+    })
+    .workers(1)
+    .bind((cfg.bind, cfg.rest_port))?;
     let d = data.clone();
     let (static_dir, records_dir) = (cfg.static_dir.clone(), cfg.records_dir.clone());
     let web_server = HttpServer::new(move || {
@@ -132,8 +155,10 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         let host =
             if cfg.public_ip.is_loopback() { "127.0.0.1".to_string() } else { cfg.public_ip.to_string() };
         let mut out = std::io::stdout().lock();
-        let _ =
-            writeln!(out, "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port}");
+        let _ = writeln!(
+            out,
+            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port}"
+        );
         let _ = writeln!(out, "Open the demo: http://{host}:{http_port}/");
         let _ = out.flush();
     }
@@ -141,6 +166,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let servers = futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());
     let res = servers.await.map(|_| ());
     media_arbiter.stop();
+    turn_arbiter.stop();
     record_arbiter.stop();
     res
 }

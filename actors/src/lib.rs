@@ -46,6 +46,8 @@ pub mod session;
 pub mod snapshot;
 pub mod subscriber;
 pub mod transcode;
+pub mod turn;
+pub mod turn_core;
 
 use std::sync::Arc;
 

@@ -46,6 +46,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1"])
             .args(["--ws-port", "0", "--rest-port", "0", "--http-port", "0", "--media-port", "0"])
+            .args(["--turn-port", "0"]) // the TURN default 3478 would collide between tests
             .arg("--media-dir")
             .arg(dir.join("media"))
             .arg("--static-dir")
@@ -87,6 +88,11 @@ impl Server {
         let status = resp.status();
         let text = resp.into_string().unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The server's process id (for /proc readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {
