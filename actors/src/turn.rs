@@ -58,6 +58,10 @@ use crate::turn_core::{CredentialIssuer, TurnConfig};
 
 /// Largest datagram read from a client or a peer.
 const MAX_DATAGRAM: usize = 65_535;
+/// Receive buffer of each relay socket. Peers of a WebRTC client send datagrams under the path
+/// MTU; a datagram that fills the buffer was cut by the kernel and is dropped, not relayed
+/// truncated. Small, because every allocation holds one.
+const RELAY_DATAGRAM: usize = 8 * 1024;
 /// Frames queued towards one TCP client before new ones are dropped (about a second of video).
 pub const TCP_SEND_QUEUE: usize = 512;
 /// TCP connections open at once; more are closed on accept.
@@ -228,7 +232,7 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
             }
         };
         if let Some(sock) = &udp {
-            ctx.add_stream(datagrams(sock.clone(), |source, data| UdpIn { source, data }));
+            ctx.add_stream(datagrams(sock.clone(), MAX_DATAGRAM, |source, data| UdpIn { source, data }));
         }
         let me = ctx.address();
         for l in listeners {
@@ -259,17 +263,20 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
     Ok(TurnHandle { udp: udp_local, tcp, issuer, stats, server })
 }
 
-/// A stream of the datagrams a socket receives, each turned into an item by `f`.
+/// A stream of the datagrams (of fewer than `max` bytes) a socket receives, each turned into an
+/// item by `f`.
 fn datagrams<T: 'static>(
     socket: Arc<tokio::net::UdpSocket>,
+    max: usize,
     f: impl Fn(SocketAddr, Vec<u8>) -> T + 'static,
 ) -> impl futures_util::Stream<Item = T> {
     let f = std::rc::Rc::new(f);
-    stream::unfold((socket, vec![0u8; MAX_DATAGRAM]), move |(socket, mut buf)| {
+    stream::unfold((socket, vec![0u8; max]), move |(socket, mut buf)| {
         let f = f.clone();
         async move {
             loop {
                 match socket.recv_from(&mut buf).await {
+                    Ok((n, _)) if n >= buf.len() => debug!("oversized datagram dropped"),
                     Ok((n, source)) => {
                         let item = f(source, buf[..n].to_vec());
                         return Some((item, (socket, buf)));
@@ -792,7 +799,7 @@ impl Actor for Allocation {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.add_stream(datagrams(self.relay.clone(), |peer, data| FromPeer { peer, data }));
+        ctx.add_stream(datagrams(self.relay.clone(), RELAY_DATAGRAM, |peer, data| FromPeer { peer, data }));
         ctx.run_interval(EXPIRY_CHECK, |a, ctx| {
             let now = Instant::now();
             if a.state.is_expired(now) {
