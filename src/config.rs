@@ -24,6 +24,10 @@ pub struct Cli {
     /// TOML configuration file
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Ask the running server's /health on the REST port (same flags, environment and file)
+    /// and exit 0 if it answers 200, 1 otherwise; for container health checks
+    #[arg(long)]
+    pub health_check: bool,
     /// Address to listen on for every port [default: 0.0.0.0, all interfaces]
     #[arg(long, env = "SLUICE_BIND")]
     pub bind: Option<IpAddr>,

@@ -5,8 +5,10 @@
 //! media lives in the `sluice-actors` crate.
 
 mod config;
+mod health_check;
 mod rest;
 mod rest_recording;
+mod shutdown;
 mod turn_rest;
 
 use std::sync::Arc;
@@ -54,6 +56,7 @@ fn main() -> std::io::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let probe_only = cli.health_check;
     let cfg = match Config::load(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -61,6 +64,9 @@ fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
+    if probe_only {
+        std::process::exit(health_check::run(&cfg));
+    }
     actix_web::rt::System::new().block_on(run(cfg))
 }
 
@@ -70,6 +76,11 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         if let Err(e) = std::fs::create_dir_all(dir) {
             error!(dir = %dir.display(), error = %e, "cannot create folder");
         }
+    }
+    // A volume owned by another user (a container's bind mount) is the usual cause.
+    let probe = cfg.records_dir.join(format!(".sluice-write-test-{}", std::process::id()));
+    if let Err(e) = std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe)) {
+        error!(dir = %cfg.records_dir.display(), error = %e, "records folder not writable");
     }
     // Media actors live on an arbiter (thread) of their own, apart from the web workers.
     let media_arbiter = actix::Arbiter::new();
@@ -93,6 +104,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         socket,
         media_arbiter: media_arbiter.handle(),
         candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
+        shutdown: Default::default(),
     });
     let data = web::Data::new(core.clone());
     // The embedded TURN server, on an arbiter of its own.
@@ -117,6 +129,8 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let ws_server =
         HttpServer::new(move || App::new().app_data(d.clone()).default_service(web::to(websocket)))
             .workers(2)
+            .disable_signals()
+            .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
             .bind((cfg.bind, cfg.ws_port))?;
     let d = data.clone();
     let rest_server = HttpServer::new(move || {
@@ -128,6 +142,8 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .configure(rest::routes)
     })
     .workers(1)
+    .disable_signals()
+    .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
     .bind((cfg.bind, cfg.rest_port))?;
     let d = data.clone();
     let (static_dir, records_dir) = (cfg.static_dir.clone(), cfg.records_dir.clone());
@@ -139,8 +155,12 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))
     })
     .workers(1)
+    .disable_signals()
+    .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
     .bind((cfg.bind, cfg.http_port))?;
 
+    // Our own SIGTERM/SIGINT handling (see shutdown.rs), installed before we say we are ready.
+    let signals = shutdown::Signals::install()?;
     let port = |s: &[std::net::SocketAddr]| s.first().map(|a| a.port()).unwrap_or(0);
     let (ws_port, rest_port, http_port) =
         (port(&ws_server.addrs()), port(&rest_server.addrs()), port(&web_server.addrs()));
@@ -163,7 +183,10 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         let _ = out.flush();
     }
 
-    let servers = futures_util::future::try_join3(ws_server.run(), rest_server.run(), web_server.run());
+    let (ws_server, rest_server, web_server) = (ws_server.run(), rest_server.run(), web_server.run());
+    let handles = vec![ws_server.handle(), rest_server.handle(), web_server.handle()];
+    actix_web::rt::spawn(shutdown::on_signal(signals, core.clone(), handles));
+    let servers = futures_util::future::try_join3(ws_server, rest_server, web_server);
     let res = servers.await.map(|_| ());
     media_arbiter.stop();
     turn_arbiter.stop();

@@ -1,5 +1,5 @@
 //! The WCS REST API on its own port, under `/rest-api`: `/stream/find`, `/stream/find_all`,
-//! `/stream/terminate`, plus `/health`.
+//! `/stream/terminate`, plus `/health` (also on the web port).
 //!
 //! Shapes as WCS: POST with a JSON body (the SDK's REST client sends GET without a body when it
 //! has nothing to send, so every endpoint also takes GET). `find` answers 200 with an array of
@@ -153,15 +153,46 @@ async fn snapshot(
     }
 }
 
+/// How long `/health` waits for an arbiter to run a task before calling it stuck.
+const HEALTH_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// True if the arbiter's thread runs a task within [`HEALTH_PROBE_TIMEOUT`]: it is alive and its
+/// event loop is not blocked.
+async fn arbiter_answers(arbiter: &actix::ArbiterHandle) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !arbiter.spawn(async move {
+        let _ = tx.send(());
+    }) {
+        return false;
+    }
+    matches!(tokio::time::timeout(HEALTH_PROBE_TIMEOUT, rx).await, Ok(Ok(())))
+}
+
+/// `/health` (REST and web ports): 200 `{"status": "ok", ...}` when the media socket is bound
+/// and the media and recording arbiters and the snapshot service answer; 503 with
+/// `"status": "unavailable"` and the failing `checks` otherwise, or `"status": "stopping"` once
+/// a graceful shutdown has begun (load balancers stop sending clients).
 pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
+    let (media, recording) =
+        tokio::join!(arbiter_answers(&core.media_arbiter), arbiter_answers(core.recordings.arbiter()));
+    let snapshots = core.snapshots.connected();
+    let stopping = core.shutdown.is_stopping();
+    let status = match (stopping, media && recording && snapshots) {
+        (true, _) => "stopping",
+        (false, true) => "ok",
+        (false, false) => "unavailable",
+    };
     let (published, playing) = core.registry.counts();
     let s = &core.socket.stats;
     use std::sync::atomic::Ordering::Relaxed;
-    HttpResponse::Ok().json(json!({
-        "status": "ok",
+    let code = if status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    HttpResponse::build(code).json(json!({
+        "status": status,
         "version": sluice_actors::VERSION,
+        "checks": { "mediaArbiter": media, "recordingArbiter": recording, "snapshots": snapshots },
         "published": published,
         "playing": playing,
+        "recording": core.recordings.list().len(),
         "peers": core.socket.peers(),
         "mediaPort": core.socket.local_addr().port(),
         "packets": { "received": s.received.load(Relaxed), "sent": s.sent.load(Relaxed),

