@@ -689,8 +689,14 @@
                 if (receiveVideo) {
                     preferH264(pc.addTransceiver('video', {direction: 'recvonly'}));
                 }
+                // One WCS stream is one picture with its sound: every received track goes into
+                // one MediaStream of ours, whatever stream ids (msid) the answer gave them.
+                var remote = new MediaStream();
                 pc.ontrack = function (e) {
-                    playRemote(e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]));
+                    remote.addTrack(e.track);
+                    if (video && video.srcObject !== remote) {
+                        playRemote(remote);
+                    }
                 };
             } catch (e) {
                 failLocally(e, false);
