@@ -102,7 +102,10 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
         }
     }
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
-    let answer_sdp = answer.to_sdp_string();
+    let answer_sdp = match role {
+        Role::Play { .. } => crate::sdp::unify_msid(&answer.to_sdp_string()),
+        Role::Publish => answer.to_sdp_string(),
+    };
     let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
 
     let media = crate::sdp::summarize(&answer_sdp);

@@ -4,7 +4,7 @@
 //! names its next deadline, then arm the timer for it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -12,8 +12,15 @@ use crate::engine::{Peer, PeerEvent, MAX_TIMER};
 use crate::error::EngineError;
 use crate::media_socket::{Datagram, MediaSocket};
 
+/// A browser closes its peer connection right after sending `unPublishStream`/`stopStream`, so
+/// its DTLS close can overtake the stop request. A peer that goes away is only declared failed
+/// after this grace period, in which a stop request ends it normally.
+pub const PEER_CLOSE_GRACE: Duration = Duration::from_millis(1500);
+
 pub struct PeerLink {
     pub peer: Peer,
+    /// The engine reported the peer closed or disconnected; nothing is polled any more.
+    pub gone: bool,
     pub socket: Arc<MediaSocket>,
     pub ufrag: String,
     timer: Option<(Instant, SpawnHandle)>,
@@ -22,19 +29,23 @@ pub struct PeerLink {
 
 impl PeerLink {
     pub fn new(peer: Peer, socket: Arc<MediaSocket>, ufrag: String) -> Self {
-        PeerLink { peer, socket, ufrag, timer: None, events: Vec::new() }
+        PeerLink { peer, gone: false, socket, ufrag, timer: None, events: Vec::new() }
     }
 }
 
 pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
     fn link(&mut self) -> &mut PeerLink;
     fn on_peer_event(&mut self, ev: PeerEvent, ctx: &mut Context<Self>);
-    /// The engine failed or closed: end the stream.
+    /// The peer failed or closed and no stop request came within [`PEER_CLOSE_GRACE`]: end
+    /// the stream.
     fn on_peer_closed(&mut self, err: EngineError, ctx: &mut Context<Self>);
 
     /// Drain the engine and re-arm its timer.
     fn drive(&mut self, ctx: &mut Context<Self>) {
         let link = self.link();
+        if link.gone {
+            return;
+        }
         let mut events = std::mem::take(&mut link.events);
         let socket = &link.socket;
         let res = link.peer.poll(|t| socket.send(t), |e| events.push(e));
@@ -44,8 +55,20 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
         self.link().events = events;
         match res {
             Ok(deadline) => self.arm(deadline, ctx),
-            Err(e) => self.on_peer_closed(e, ctx),
+            Err(e) => self.peer_gone(e, ctx),
         }
+    }
+
+    /// The peer closed or lost ICE: stop polling it, and fail the stream after the grace
+    /// period unless a stop request ends it first.
+    fn peer_gone(&mut self, err: EngineError, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.link().gone, true) {
+            return;
+        }
+        if let Some((_, h)) = self.link().timer.take() {
+            ctx.cancel_future(h);
+        }
+        ctx.run_later(PEER_CLOSE_GRACE, move |act, ctx| act.on_peer_closed(err, ctx));
     }
 
     fn arm(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
@@ -61,7 +84,7 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
         let handle = ctx.run_later(deadline.saturating_duration_since(now), |act, ctx| {
             act.link().timer = None;
             if let Err(e) = act.link().peer.timeout(Instant::now()) {
-                act.on_peer_closed(e, ctx);
+                act.peer_gone(e, ctx);
                 return;
             }
             act.drive(ctx);
@@ -72,6 +95,9 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
     fn on_datagram(&mut self, d: Datagram, ctx: &mut Context<Self>) {
         let local = d.destination;
         // A malformed datagram is dropped; it does not end the peer.
+        if self.link().gone {
+            return;
+        }
         if self.link().peer.receive(d.at, d.proto, d.source, local, &d.data).is_ok() {
             self.drive(ctx);
         }

@@ -161,7 +161,7 @@ impl PeerActor for Publisher {
                     self.request_keyframe(ctx);
                 }
             }
-            PeerEvent::Disconnected => self.end(StreamStatus::Failed, info::ICE_KEEP_ALIVE, ctx),
+            PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::KeyframeRequest => {}
             PeerEvent::BadFrame(why) => {
                 // Viewers missed a frame: hold their video until a fresh keyframe.

@@ -83,6 +83,31 @@ pub fn summarize(sdp: &str) -> MediaSummary {
     out
 }
 
+/// Give every `msid` of an SDP the first one's stream id, so a browser puts audio and video
+/// in ONE MediaStream (the official SDK plays `event.streams[0]` of each track; two streams
+/// would leave the <video> without sound).
+pub fn unify_msid(sdp: &str) -> String {
+    let stream_of = |l: &str| -> Option<String> {
+        let rest = l.strip_prefix("a=msid:").or_else(|| l.split_once(" msid:").map(|(_, r)| r))?;
+        rest.split_whitespace().next().map(str::to_string)
+    };
+    let Some(first) = sdp.lines().find(|l| l.starts_with("a=msid:")).and_then(stream_of) else {
+        return sdp.to_string();
+    };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        let is_msid = bare.starts_with("a=msid:") || (bare.starts_with("a=ssrc:") && bare.contains(" msid:"));
+        match stream_of(bare).filter(|_| is_msid) {
+            Some(stream) if stream != first && stream != "-" => {
+                out.push_str(&line.replacen(&stream, &first, 1))
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +121,15 @@ m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=mid:1\r\na=recvonly\r\na=rtpmap:102 H26
         let s = summarize(ANSWER);
         assert_eq!(s.video, Some(Codec::H264));
         assert!(s.has_audio && s.receives && !s.sends);
+    }
+
+    #[test]
+    fn one_stream_id_for_all_tracks() {
+        let sdp = "v=0\r\nm=audio 9 x 111\r\na=msid:AAA t1\r\na=ssrc:1 msid:AAA t1\r\nm=video 9 x 96\r\na=msid:BBB t2\r\na=ssrc:2 msid:BBB t2\r\n";
+        let out = unify_msid(sdp);
+        assert_eq!(out.matches("AAA").count(), 4, "{out}");
+        assert!(!out.contains("BBB") && out.contains("AAA t2") && out.ends_with("\r\n"));
+        assert_eq!(unify_msid("v=0\r\n"), "v=0\r\n");
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl PeerActor for Subscriber {
                 }
             }
             PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe),
-            PeerEvent::Disconnected => self.end(StreamStatus::Failed, info::ICE_KEEP_ALIVE, ctx),
+            PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::Frame(_) | PeerEvent::BadFrame(_) => {} // a viewer sends no media we use
         }
     }
@@ -192,7 +192,7 @@ impl Handler<Forward> for Subscriber {
                 self.drive(ctx);
             }
             Ok(false) => {}
-            Err(e) => self.on_peer_closed(e, ctx),
+            Err(e) => self.peer_gone(e, ctx),
         }
     }
 }

@@ -1,0 +1,608 @@
+//! sluice-bench: how many viewers per core, how fast a viewer starts, what each costs.
+//!
+//! One synthetic publisher (H.264 at a chosen bitrate + Opus, built on str0m like the server,
+//! answering keyframe requests at once) and N subscribers that join in steps over the WCS
+//! WebSocket protocol. Subscribers run str0m in RTP mode: nothing is depacketized or decoded,
+//! packets are counted and sequence gaps measured. For each step the tool prints subscribers
+//! connected, packets and bytes received, loss, join times (playStream sent -> first RTP, ->
+//! first keyframe), the server's CPU seconds and RSS (from /proc/<pid>), and server CPU per
+//! forwarded packet. Output: a table on stdout, and JSON with `--json`.
+//!
+//! The server is started by the tool (`--spawn <binary>`, default target/release/sluice) on
+//! random loopback ports, or an external one is used (`--ws`, `--pid`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "sluice-bench", version, about = "Load tool for sluice (or any WCS-protocol server)", long_about = None)]
+struct Args {
+    /// Subscribers to reach
+    #[arg(long, default_value_t = 50)]
+    subscribers: usize,
+    /// Subscribers added per step
+    #[arg(
+        long,
+        default_value_t = 0,
+        help = "Subscribers added per step [default: subscribers/5, at least 1]"
+    )]
+    step: usize,
+    /// Seconds measured after each step (after joins settle)
+    #[arg(long, default_value_t = 5.0)]
+    step_secs: f64,
+    /// Video bitrate of the synthetic publisher, e.g. 600k, 2.5M
+    #[arg(long, default_value = "600k")]
+    bitrate: String,
+    /// Video frames per second of the publisher
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Keyframe interval of the publisher in seconds (it also answers every keyframe request)
+    #[arg(long, default_value_t = 2.0)]
+    gop: f64,
+    /// Total duration cap in seconds (steps stop when reached)
+    #[arg(long, default_value_t = 120.0)]
+    duration: f64,
+    /// Server binary to start on random loopback ports
+    #[arg(long, default_value = "target/release/sluice")]
+    spawn: String,
+    /// Use a running server at this WebSocket URL instead of spawning one
+    #[arg(long)]
+    ws: Option<String>,
+    /// Process id of the external server, for CPU and RSS readings
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Subscriber worker threads
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Write the results as JSON to this file
+    #[arg(long)]
+    json: Option<String>,
+}
+
+fn parse_bitrate(s: &str) -> u64 {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mul) = match s.chars().last() {
+        Some('k') => (&s[..s.len() - 1], 1e3),
+        Some('m') => (&s[..s.len() - 1], 1e6),
+        _ => (s.as_str(), 1.0),
+    };
+    (num.parse::<f64>().unwrap_or(600.0) * mul) as u64
+}
+
+/// /proc readings of the server: CPU seconds (user+system) and RSS bytes.
+fn proc_stat(pid: u32) -> (f64, u64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            let ut: f64 = rest.get(11)?.parse().ok()?;
+            let st: f64 = rest.get(12)?.parse().ok()?;
+            Some((ut + st) / tick)
+        })
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    (cpu, rss)
+}
+
+struct Server {
+    child: Option<Child>,
+    ws: String,
+    pid: u32,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_server(a: &Args) -> Server {
+    if let Some(ws) = &a.ws {
+        return Server { child: None, ws: ws.clone(), pid: a.pid.unwrap_or(0) };
+    }
+    let mut child = Command::new(&a.spawn)
+        .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1", "--ws-port", "0", "--rest-port", "0"])
+        .args(["--http-port", "0", "--media-port", "0", "--no-ice-tcp", "--turn-port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", a.spawn));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+    let port = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ws="))
+        .unwrap_or_else(|| panic!("no ws port in {line:?}"))
+        .to_string();
+    let pid = child.id();
+    Server { child: Some(child), ws: format!("ws://127.0.0.1:{port}/"), pid }
+}
+
+/// A blocking WCS WebSocket client, kept open for the stream's lifetime.
+struct Wcs {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Wcs {
+    fn connect(url: &str) -> Wcs {
+        let (ws, _) = tungstenite::connect(url).expect("websocket connect");
+        let mut c = Wcs { ws };
+        c.send(
+            "connection",
+            json!({"appKey": "defaultApp", "mediaProviders": ["WebRTC"], "clientVersion": "2.0"}),
+        );
+        c.wait(|v| v["message"] == "getUserData");
+        c
+    }
+
+    fn send(&mut self, message: &str, data: Value) {
+        let _ = self.ws.send(Message::text(json!({"message": message, "data": [data]}).to_string()));
+    }
+
+    fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                    if v["message"] == "ping" {
+                        self.send("pong", Value::Null);
+                    }
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("websocket: {e}"),
+            }
+        }
+    }
+
+    /// Answer pings without blocking (called periodically).
+    fn keepalive(&mut self) {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            let _ = s.set_nonblocking(true);
+        }
+        while let Ok(m) = self.ws.read() {
+            if let Message::Text(t) = m {
+                if t.contains("\"ping\"") {
+                    self.send("pong", Value::Null);
+                }
+            }
+        }
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            let _ = s.set_nonblocking(false);
+        }
+    }
+}
+
+fn offer(rtc: &mut Rtc, dir: Direction, video: bool) -> (String, SdpPendingOffer, Vec<(Mid, MediaKind)>) {
+    let mut api = rtc.sdp_api();
+    let mut mids = vec![(api.add_media(MediaKind::Audio, dir, None, None, None), MediaKind::Audio)];
+    if video {
+        mids.push((api.add_media(MediaKind::Video, dir, None, None, None), MediaKind::Video));
+    }
+    let (o, p) = api.apply().expect("offer");
+    (o.to_sdp_string(), p, mids)
+}
+
+fn new_rtc(rtp_mode: bool, socket: &UdpSocket) -> Rtc {
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .set_rtp_mode(rtp_mode)
+        .set_stats_interval(None)
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(socket.local_addr().expect("addr"), "udp").expect("candidate"));
+    rtc
+}
+
+fn h264_frame(n: u64, key: bool, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 32);
+    if key {
+        out.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40]);
+        out.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+        out.extend_from_slice(&[0, 0, 0, 1, 0x65]);
+    } else {
+        out.extend_from_slice(&[0, 0, 0, 1, 0x41]);
+    }
+    let start = out.len();
+    out.resize(start + size, 0);
+    for (i, b) in out[start..].iter_mut().enumerate() {
+        *b = ((n as usize * 31 + i * 7) % 251 + 1) as u8; // never 0: no start codes inside
+    }
+    out
+}
+
+/// The publisher: synthetic H.264 + Opus, keyframes every `gop` s and on every request.
+fn run_publisher(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    mids: Vec<(Mid, MediaKind)>,
+    a: Args,
+    stop: Arc<AtomicBool>,
+) {
+    let local = socket.local_addr().expect("addr");
+    let bitrate = parse_bitrate(&a.bitrate);
+    let frame_gap = Duration::from_secs_f64(1.0 / a.fps as f64);
+    let frame_size = (bitrate / 8 / a.fps as u64) as usize;
+    let mid_of = |k| mids.iter().find(|(_, kk)| *kk == k).map(|(m, _)| *m);
+    let (vmid, amid) = (mid_of(MediaKind::Video), mid_of(MediaKind::Audio));
+    let mut buf = vec![0u8; 2000];
+    let (mut next_v, mut next_a) = (Instant::now(), Instant::now());
+    let (mut vn, mut an) = (0u64, 0u64);
+    let mut last_key = Instant::now() - Duration::from_secs(100);
+    let mut want_key = true;
+    let mut connected = false;
+    while !stop.load(Ordering::Relaxed) {
+        let deadline = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => connected = true,
+                Ok(Output::Event(Event::KeyframeRequest(_))) => want_key = true,
+                Ok(Output::Event(_)) => {}
+                Err(_) => return,
+            }
+        };
+        let wake = deadline.min(next_v).min(next_a);
+        let wait = wake
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_micros(200), Duration::from_millis(20));
+        socket.set_read_timeout(Some(wait)).ok();
+        match socket.recv_from(&mut buf) {
+            Ok((n, src)) => {
+                if let Ok(r) = Receive::new(Protocol::Udp, src, local, &buf[..n]) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
+                }
+            }
+            Err(_) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
+        }
+        if !connected {
+            continue;
+        }
+        let now = Instant::now();
+        if now >= next_v {
+            next_v += frame_gap;
+            let key = want_key || last_key.elapsed().as_secs_f64() >= a.gop;
+            if key {
+                want_key = false;
+                last_key = now;
+            }
+            // Keyframes are larger, as an encoder's are; the bitrate stays the target on average.
+            let size = if key { frame_size * 4 } else { frame_size };
+            if let Some(w) = vmid.and_then(|m| rtc.writer(m)) {
+                let pt = w.payload_params().next().map(|p| p.pt());
+                if let Some(pt) = pt {
+                    let _ = w.write(
+                        pt,
+                        now,
+                        MediaTime::from_90khz(vn * 90_000 / a.fps as u64),
+                        h264_frame(vn, key, size),
+                    );
+                }
+            }
+            vn += 1;
+        }
+        if now >= next_a {
+            next_a += Duration::from_millis(20);
+            if let Some(w) = amid.and_then(|m| rtc.writer(m)) {
+                let pt = w.payload_params().next().map(|p| p.pt());
+                if let Some(pt) = pt {
+                    let t = MediaTime::new(an * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                    let _ = w.write(pt, now, t, vec![0xfc; 80]);
+                }
+            }
+            an += 1;
+        }
+    }
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct SubStats {
+    connected: AtomicBool,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    lost: AtomicU64,
+    first_rtp_us: AtomicU64,
+    first_key_us: AtomicU64,
+}
+
+struct Sub {
+    rtc: Rtc,
+    socket: UdpSocket,
+    stats: Arc<SubStats>,
+    play_sent: Instant,
+    /// Highest extended sequence number and packets seen, per SSRC.
+    seqs: HashMap<u32, (u64, u64, u64)>,
+    alive: bool,
+}
+
+/// H.264 RTP payload starts a keyframe: IDR or SPS, alone, in STAP-A or at the start of FU-A.
+fn starts_keyframe(p: &[u8]) -> bool {
+    let Some(&h) = p.first() else { return false };
+    match h & 0x1f {
+        5 | 7 => true,
+        24 => p.get(3).is_some_and(|b| matches!(b & 0x1f, 5 | 7)),
+        28 => p.get(1).is_some_and(|b| b & 0x80 != 0 && matches!(b & 0x1f, 5 | 7)),
+        _ => false,
+    }
+}
+
+fn run_worker(rx: mpsc::Receiver<Sub>, stop: Arc<AtomicBool>) {
+    let mut subs: Vec<Sub> = Vec::new();
+    let mut buf = vec![0u8; 2000];
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(s) = rx.try_recv() {
+            subs.push(s);
+        }
+        let mut earliest = Instant::now() + Duration::from_millis(5);
+        for s in subs.iter_mut().filter(|s| s.alive) {
+            let local = s.socket.local_addr().expect("addr");
+            // Drain after every input: in RTP mode str0m hands packets out one poll at a time.
+            let _ = s.rtc.handle_input(Input::Timeout(Instant::now()));
+            earliest = earliest.min(drain(s));
+            loop {
+                match s.socket.recv_from(&mut buf) {
+                    Ok((n, src)) => {
+                        s.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Ok(r) = Receive::new(Protocol::Udp, src, local, &buf[..n]) {
+                            let _ = s.rtc.handle_input(Input::Receive(Instant::now(), r));
+                        }
+                        earliest = earliest.min(drain(s));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let wait = earliest.saturating_duration_since(Instant::now()).min(Duration::from_millis(2));
+        std::thread::sleep(wait.max(Duration::from_micros(300)));
+    }
+}
+
+/// Poll a subscriber's engine until it names its next deadline; count what it received.
+fn drain(s: &mut Sub) -> Instant {
+    loop {
+        match s.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => return t,
+            Ok(Output::Transmit(t)) => {
+                let _ = s.socket.send_to(&t.contents, t.destination);
+            }
+            Ok(Output::Event(Event::Connected)) => s.stats.connected.store(true, Ordering::Relaxed),
+            Ok(Output::Event(Event::RtpPacket(p))) => {
+                let us = s.play_sent.elapsed().as_micros() as u64;
+                let st = &s.stats;
+                st.packets.fetch_add(1, Ordering::Relaxed);
+                let _ = st.first_rtp_us.compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+                if starts_keyframe(&p.payload) {
+                    let _ = st.first_key_us.compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                let seq = *p.seq_no;
+                let e = s.seqs.entry(*p.header.ssrc).or_insert((seq, seq, 0));
+                e.2 += 1;
+                e.1 = e.1.max(seq);
+                let total: u64 = s.seqs.values().map(|(a, b, n)| (b - a + 1).saturating_sub(*n)).sum();
+                st.lost.store(total, Ordering::Relaxed);
+            }
+            Ok(Output::Event(_)) => {}
+            Err(_) => {
+                s.alive = false;
+                return Instant::now() + Duration::from_secs(1);
+            }
+        }
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let mut a = Args::parse();
+    if a.step == 0 {
+        a.step = (a.subscribers / 5).max(1);
+    }
+    let server = start_server(&a);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Publisher.
+    let mut pub_ws = Wcs::connect(&server.ws);
+    let psock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut prtc = new_rtc(false, &psock);
+    let (sdp, pending, mids) = offer(&mut prtc, Direction::SendOnly, true);
+    let name = format!("bench-{}", std::process::id());
+    pub_ws.send(
+        "publishStream",
+        json!({"mediaSessionId": format!("{name}-pub"), "name": name, "published": true, "sdp": sdp}),
+    );
+    let ans = pub_ws.wait(|v| v["message"] == "setRemoteSDP");
+    let answer = SdpAnswer::from_sdp_string(ans["data"][1].as_str().unwrap_or("")).expect("answer");
+    prtc.sdp_api().accept_answer(pending, answer).expect("accept");
+    let (a2, s2) = (a.clone(), stop.clone());
+    let pub_thread = std::thread::spawn(move || run_publisher(prtc, psock, mids, a2, s2));
+    pub_ws.wait(|v| v["message"] == "notifyStreamStatusEvent" && v["data"][0]["status"] == "PUBLISHING");
+    std::thread::sleep(Duration::from_millis(500));
+    // The baseline: the server with its publisher, before any subscriber.
+    let (cpu0, rss0) = proc_stat(server.pid);
+
+    // Subscriber workers.
+    let mut senders = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..a.threads.max(1) {
+        let (tx, rx) = mpsc::channel();
+        let s = stop.clone();
+        workers.push(std::thread::spawn(move || run_worker(rx, s)));
+        senders.push(tx);
+    }
+
+    let mut subs: Vec<(Wcs, Arc<SubStats>)> = Vec::new();
+    let mut steps = Vec::new();
+    let start = Instant::now();
+    println!(
+        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}",
+        "step",
+        "subs",
+        "connected",
+        "pkts/s",
+        "loss%",
+        "rtp p50",
+        "rtp p99",
+        "key p50",
+        "key p99",
+        "cpu%",
+        "RSS MB",
+        "us/pkt"
+    );
+    let mut step_no = 0;
+    let json_rows = Arc::new(Mutex::new(Vec::new()));
+    while subs.len() < a.subscribers && start.elapsed().as_secs_f64() < a.duration {
+        step_no += 1;
+        let first_new = subs.len();
+        let target = (subs.len() + a.step).min(a.subscribers);
+        while subs.len() < target {
+            let i = subs.len();
+            let mut ws = Wcs::connect(&server.ws);
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            sock.set_nonblocking(true).expect("nonblocking");
+            let mut rtc = new_rtc(true, &sock);
+            let (sdp, pending, _) = offer(&mut rtc, Direction::RecvOnly, true);
+            let id = format!("{name}-sub-{i}");
+            let play_sent = Instant::now();
+            ws.send(
+                "playStream",
+                json!({"mediaSessionId": id, "name": name, "published": false, "sdp": sdp}),
+            );
+            let ans = ws.wait(|v| {
+                (v["message"] == "setRemoteSDP" && v["data"][0] == id.as_str())
+                    || (v["message"] == "notifyStreamStatusEvent" && v["data"][0]["status"] == "FAILED")
+            });
+            let Some(sdp) = ans["data"][1].as_str() else {
+                eprintln!("subscriber {i} refused: {ans}");
+                break;
+            };
+            let answer = SdpAnswer::from_sdp_string(sdp).expect("answer");
+            rtc.sdp_api().accept_answer(pending, answer).expect("accept");
+            let stats = Arc::new(SubStats::default());
+            let sub =
+                Sub { rtc, socket: sock, stats: stats.clone(), play_sent, seqs: HashMap::new(), alive: true };
+            let _ = senders[i % senders.len()].send(sub);
+            subs.push((ws, stats));
+        }
+        // Let joins settle, then measure a window.
+        std::thread::sleep(Duration::from_millis(1500));
+        for (ws, _) in subs.iter_mut() {
+            ws.keepalive();
+        }
+        let (c0, _) = proc_stat(server.pid);
+        let p0: u64 = subs.iter().map(|(_, s)| s.packets.load(Ordering::Relaxed)).sum();
+        let l0: u64 = subs.iter().map(|(_, s)| s.lost.load(Ordering::Relaxed)).sum();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(a.step_secs));
+        let secs = t0.elapsed().as_secs_f64();
+        let (c1, rss) = proc_stat(server.pid);
+        let p1: u64 = subs.iter().map(|(_, s)| s.packets.load(Ordering::Relaxed)).sum();
+        let l1: u64 = subs.iter().map(|(_, s)| s.lost.load(Ordering::Relaxed)).sum();
+        let connected = subs.iter().filter(|(_, s)| s.connected.load(Ordering::Relaxed)).count();
+        let pkts = p1 - p0;
+        let lost = l1.saturating_sub(l0);
+        let loss = if pkts + lost > 0 { lost as f64 * 100.0 / (pkts + lost) as f64 } else { 0.0 };
+        let ms = |v: u64| v as f64 / 1000.0;
+        let mut rtp: Vec<f64> = subs[first_new..]
+            .iter()
+            .map(|(_, s)| s.first_rtp_us.load(Ordering::Relaxed))
+            .filter(|v| *v > 0)
+            .map(ms)
+            .collect();
+        let mut key: Vec<f64> = subs[first_new..]
+            .iter()
+            .map(|(_, s)| s.first_key_us.load(Ordering::Relaxed))
+            .filter(|v| *v > 0)
+            .map(ms)
+            .collect();
+        let cpu = c1 - c0;
+        let us_per_pkt = if pkts > 0 { cpu * 1e6 / pkts as f64 } else { f64::NAN };
+        let row = json!({
+            "step": step_no, "subscribers": subs.len(), "connected": connected,
+            "packets": pkts, "bytes": subs.iter().map(|(_, s)| s.bytes.load(Ordering::Relaxed)).sum::<u64>(),
+            "packets_per_s": pkts as f64 / secs, "loss_pct": loss,
+            "join_rtp_ms_p50": percentile(&mut rtp, 0.5), "join_rtp_ms_p99": percentile(&mut rtp, 0.99),
+            "join_key_ms_p50": percentile(&mut key, 0.5), "join_key_ms_p99": percentile(&mut key, 0.99),
+            "server_cpu_s": cpu, "server_cpu_pct": cpu * 100.0 / secs, "server_rss_mb": rss as f64 / 1048576.0,
+            "rss_per_sub_kb": (rss.saturating_sub(rss0)) as f64 / 1024.0 / subs.len().max(1) as f64,
+            "us_cpu_per_packet": us_per_pkt,
+        });
+        println!(
+            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2}",
+            step_no,
+            subs.len(),
+            connected,
+            pkts as f64 / secs,
+            loss,
+            row["join_rtp_ms_p50"].as_f64().unwrap_or(f64::NAN),
+            row["join_rtp_ms_p99"].as_f64().unwrap_or(f64::NAN),
+            row["join_key_ms_p50"].as_f64().unwrap_or(f64::NAN),
+            row["join_key_ms_p99"].as_f64().unwrap_or(f64::NAN),
+            cpu * 100.0 / secs,
+            rss as f64 / 1048576.0,
+            us_per_pkt
+        );
+        json_rows.lock().expect("lock").push(row.clone());
+        steps.push(row);
+    }
+    let (cpu_end, rss_end) = proc_stat(server.pid);
+    let summary = json!({
+        "args": {"subscribers": a.subscribers, "bitrate": a.bitrate, "fps": a.fps, "gop": a.gop, "step": a.step, "step_secs": a.step_secs},
+        "server": {"pid": server.pid, "rss_start_mb": rss0 as f64 / 1048576.0, "rss_end_mb": rss_end as f64 / 1048576.0, "cpu_s_total": cpu_end - cpu0},
+        "steps": steps,
+    });
+    println!(
+        "server RSS {:.1} MB idle+publisher, {:.1} MB at the end: {:.1} KB per subscriber",
+        rss0 as f64 / 1048576.0,
+        rss_end as f64 / 1048576.0,
+        rss_end.saturating_sub(rss0) as f64 / 1024.0 / subs.len().max(1) as f64
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap_or_default()).expect("write json");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = pub_thread.join();
+    for w in workers {
+        let _ = w.join();
+    }
+}
