@@ -12,7 +12,7 @@
 //! random loopback ports, or an external one is used (`--ws`, `--pid`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,6 +72,21 @@ struct Args {
     /// Write the results as JSON to this file
     #[arg(long)]
     json: Option<String>,
+    /// Snapshot mode: take this many REST snapshots instead of adding subscribers
+    #[arg(long, default_value_t = 0)]
+    snapshots: usize,
+    /// Publish this H.264 Annex-B clip (written with access unit delimiters, e.g. ffmpeg
+    /// `-x264-params aud=1 -f h264`) instead of synthetic frames; it loops, and a keyframe
+    /// request jumps to the clip's next IDR
+    #[arg(long)]
+    clip: Option<String>,
+    /// Snapshot mode: a fresh publisher per snapshot that starts without a keyframe, so the
+    /// server holds none and must request one (default: one publisher, keyframe held)
+    #[arg(long)]
+    keyframe_requested: bool,
+    /// REST base URL of an external server (snapshot mode), e.g. http://127.0.0.1:8081
+    #[arg(long)]
+    rest: Option<String>,
 }
 
 fn parse_bitrate(s: &str) -> u64 {
@@ -111,6 +126,7 @@ fn proc_stat(pid: u32) -> (f64, u64) {
 struct Server {
     child: Option<Child>,
     ws: String,
+    rest: String,
     pid: u32,
 }
 
@@ -125,7 +141,8 @@ impl Drop for Server {
 
 fn start_server(a: &Args) -> Server {
     if let Some(ws) = &a.ws {
-        return Server { child: None, ws: ws.clone(), pid: a.pid.unwrap_or(0) };
+        let rest = a.rest.clone().unwrap_or_else(|| "http://127.0.0.1:8081".into());
+        return Server { child: None, ws: ws.clone(), rest, pid: a.pid.unwrap_or(0) };
     }
     let mut child = Command::new(&a.spawn)
         .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1", "--ws-port", "0", "--rest-port", "0"])
@@ -137,13 +154,19 @@ fn start_server(a: &Args) -> Server {
         .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", a.spawn));
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-    let port = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("ws="))
-        .unwrap_or_else(|| panic!("no ws port in {line:?}"))
-        .to_string();
+    let port = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} port in {line:?}"))
+            .to_string()
+    };
     let pid = child.id();
-    Server { child: Some(child), ws: format!("ws://127.0.0.1:{port}/"), pid }
+    Server {
+        ws: format!("ws://127.0.0.1:{}/", port("ws")),
+        rest: format!("http://127.0.0.1:{}", port("rest")),
+        child: Some(child),
+        pid,
+    }
 }
 
 /// A blocking WCS WebSocket client, kept open for the stream's lifetime.
@@ -242,14 +265,28 @@ fn h264_frame(n: u64, key: bool, size: usize) -> Vec<u8> {
     out
 }
 
-/// The publisher: synthetic H.264 + Opus, keyframes every `gop` s and on every request.
-fn run_publisher(
-    mut rtc: Rtc,
-    socket: UdpSocket,
-    mids: Vec<(Mid, MediaKind)>,
-    a: Args,
-    stop: Arc<AtomicBool>,
-) {
+/// Access units of an Annex-B clip written with AUDs, and whether each is a keyframe.
+fn load_clip(path: &str) -> Vec<(Vec<u8>, bool)> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("clip {path}: {e}"));
+    let mut starts: Vec<usize> = (0..data.len().saturating_sub(4))
+        .filter(|&i| data[i..i + 4] == [0, 0, 0, 1] && data[i + 4] & 0x1f == 9)
+        .collect();
+    starts.push(data.len());
+    starts
+        .windows(2)
+        .map(|w| {
+            let au = data[w[0]..w[1]].to_vec();
+            let key = au.windows(4).any(|x| x[..3] == [0, 0, 1] && x[3] & 0x1f == 5);
+            (au, key)
+        })
+        .collect()
+}
+
+/// The publisher: synthetic H.264 (or a clip) + Opus, keyframes every `gop` s and on request.
+fn run_publisher(mut rtc: Rtc, socket: UdpSocket, mids: Vec<(Mid, MediaKind)>, a: Args, stop: Arc<AtomicBool>) {
+    let clip = a.clip.as_deref().map(load_clip);
+    // Clip position; with --keyframe-requested the clip starts after its first keyframe.
+    let mut clip_pos = if a.keyframe_requested { 1 } else { 0 };
     let local = socket.local_addr().expect("addr");
     let bitrate = parse_bitrate(&a.bitrate);
     let frame_gap = Duration::from_secs_f64(1.0 / a.fps as f64);
@@ -260,7 +297,7 @@ fn run_publisher(
     let (mut next_v, mut next_a) = (Instant::now(), Instant::now());
     let (mut vn, mut an) = (0u64, 0u64);
     let mut last_key = Instant::now() - Duration::from_secs(100);
-    let mut want_key = true;
+    let mut want_key = clip.is_none();
     let mut connected = false;
     while !stop.load(Ordering::Relaxed) {
         let deadline = loop {
@@ -296,22 +333,31 @@ fn run_publisher(
         let now = Instant::now();
         if now >= next_v {
             next_v += frame_gap;
-            let key = want_key || last_key.elapsed().as_secs_f64() >= a.gop;
+            let key = want_key || (clip.is_none() && last_key.elapsed().as_secs_f64() >= a.gop);
             if key {
                 want_key = false;
                 last_key = now;
             }
             // Keyframes are larger, as an encoder's are; the bitrate stays the target on average.
             let size = if key { frame_size * 4 } else { frame_size };
+            let data = match &clip {
+                Some(c) if !c.is_empty() => {
+                    if want_key_clip(key, a.keyframe_requested, vn) {
+                        // Jump to the clip's next keyframe, as an encoder would make one.
+                        if let Some(k) = (1..=c.len()).map(|d| (clip_pos + d) % c.len()).find(|&i| c[i].1) {
+                            clip_pos = k;
+                        }
+                    }
+                    let au = c[clip_pos % c.len()].0.clone();
+                    clip_pos = (clip_pos + 1) % c.len();
+                    au
+                }
+                _ => h264_frame(vn, key, size),
+            };
             if let Some(w) = vmid.and_then(|m| rtc.writer(m)) {
                 let pt = w.payload_params().next().map(|p| p.pt());
                 if let Some(pt) = pt {
-                    let _ = w.write(
-                        pt,
-                        now,
-                        MediaTime::from_90khz(vn * 90_000 / a.fps as u64),
-                        h264_frame(vn, key, size),
-                    );
+                    let _ = w.write(pt, now, MediaTime::from_90khz(vn * 90_000 / a.fps as u64), data);
                 }
             }
             vn += 1;
@@ -328,6 +374,12 @@ fn run_publisher(
             an += 1;
         }
     }
+}
+
+/// With a clip, only an explicit request makes a keyframe jump (the clip has its own GOP);
+/// the very first frame of a `--keyframe-requested` run must not be one.
+fn want_key_clip(key: bool, keyframe_requested: bool, vn: u64) -> bool {
+    key && !(keyframe_requested && vn == 0)
 }
 
 /// What one subscriber saw.
@@ -434,6 +486,85 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// POST a JSON body; returns the HTTP status and the body.
+fn http_post(base: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let Ok(mut s) = TcpStream::connect(hostport) else { return (0, String::new()) };
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(req.as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// Start a publisher of `name`; returns its WebSocket (keep it open) and thread.
+fn publish(server: &Server, a: &Args, name: &str, stop: Arc<AtomicBool>) -> (Wcs, std::thread::JoinHandle<()>) {
+    let mut ws = Wcs::connect(&server.ws);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut rtc = new_rtc(false, &sock);
+    let (sdp, pending, mids) = offer(&mut rtc, Direction::SendOnly, true);
+    ws.send("publishStream", json!({"mediaSessionId": format!("{name}-pub"), "name": name, "published": true, "sdp": sdp}));
+    let ans = ws.wait(|v| v["message"] == "setRemoteSDP");
+    let answer = SdpAnswer::from_sdp_string(ans["data"][1].as_str().unwrap_or("")).expect("answer");
+    rtc.sdp_api().accept_answer(pending, answer).expect("accept");
+    let a2 = a.clone();
+    let t = std::thread::spawn(move || run_publisher(rtc, sock, mids, a2, stop));
+    ws.wait(|v| v["message"] == "notifyStreamStatusEvent" && v["data"][0]["status"] == "PUBLISHING");
+    (ws, t)
+}
+
+/// Snapshot latency: REST /stream/snapshot round trips, p50 and p99.
+fn run_snapshots(a: &Args, server: &Server) {
+    let mut ms = Vec::new();
+    let mut failures = 0;
+    let held_stop = Arc::new(AtomicBool::new(false));
+    let mut held = None;
+    if !a.keyframe_requested {
+        held = Some(publish(server, a, "snap-held", held_stop.clone()));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    for i in 0..a.snapshots {
+        let name = if a.keyframe_requested { format!("snap-{i}") } else { "snap-held".to_string() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let fresh = a.keyframe_requested.then(|| publish(server, a, &name, stop.clone()));
+        if fresh.is_some() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let t0 = Instant::now();
+        let (code, body) = http_post(&server.rest, "/rest-api/stream/snapshot", &json!({"streamName": name}).to_string());
+        let took = t0.elapsed().as_secs_f64() * 1000.0;
+        if code == 200 && body.contains("\"data\"") {
+            ms.push(took);
+        } else {
+            failures += 1;
+            eprintln!("snapshot {i}: HTTP {code} {}", body.chars().take(120).collect::<String>());
+        }
+        if let Some((_ws, t)) = fresh {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    held_stop.store(true, Ordering::Relaxed);
+    if let Some((_ws, t)) = held {
+        let _ = t.join();
+    }
+    let n = ms.len();
+    let (p50, p99) = (percentile(&mut ms.clone(), 0.5), percentile(&mut ms, 0.99));
+    let mode = if a.keyframe_requested { "keyframe requested" } else { "keyframe held" };
+    println!("snapshots ({mode}): {n} ok, {failures} failed, latency p50 {p50:.1} ms, p99 {p99:.1} ms");
+    if let Some(path) = &a.json {
+        let v = json!({"mode": mode, "ok": n, "failed": failures, "p50_ms": p50, "p99_ms": p99, "clip": a.clip});
+        std::fs::write(path, v.to_string()).expect("write json");
+    }
+}
+
 fn main() {
     let mut a = Args::parse();
     if a.step == 0 {
@@ -441,6 +572,10 @@ fn main() {
     }
     let server = start_server(&a);
     let stop = Arc::new(AtomicBool::new(false));
+    if a.snapshots > 0 {
+        run_snapshots(&a, &server);
+        return;
+    }
     // Publisher.
     let mut pub_ws = Wcs::connect(&server.ws);
     let psock = UdpSocket::bind("127.0.0.1:0").expect("bind");
