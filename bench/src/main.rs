@@ -87,6 +87,13 @@ struct Args {
     /// REST base URL of an external server (snapshot mode), e.g. http://127.0.0.1:8081
     #[arg(long)]
     rest: Option<String>,
+    /// Subscribers play this stream name instead of the tool's own publisher (e.g.
+    /// `vod://clip.mp4`: every viewer gets a private VOD source)
+    #[arg(long)]
+    play: Option<String>,
+    /// `--media-dir` of the spawned server (for `--play vod://...`)
+    #[arg(long)]
+    media_dir: Option<String>,
 }
 
 fn parse_bitrate(s: &str) -> u64 {
@@ -147,6 +154,7 @@ fn start_server(a: &Args) -> Server {
     let mut child = Command::new(&a.spawn)
         .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1", "--ws-port", "0", "--rest-port", "0"])
         .args(["--http-port", "0", "--media-port", "0", "--no-ice-tcp", "--turn-port", "0"])
+        .args(a.media_dir.as_ref().map(|d| vec!["--media-dir".to_string(), d.clone()]).unwrap_or_default())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -576,22 +584,10 @@ fn main() {
         run_snapshots(&a, &server);
         return;
     }
-    // Publisher.
-    let mut pub_ws = Wcs::connect(&server.ws);
-    let psock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let mut prtc = new_rtc(false, &psock);
-    let (sdp, pending, mids) = offer(&mut prtc, Direction::SendOnly, true);
-    let name = format!("bench-{}", std::process::id());
-    pub_ws.send(
-        "publishStream",
-        json!({"mediaSessionId": format!("{name}-pub"), "name": name, "published": true, "sdp": sdp}),
-    );
-    let ans = pub_ws.wait(|v| v["message"] == "setRemoteSDP");
-    let answer = SdpAnswer::from_sdp_string(ans["data"][1].as_str().unwrap_or("")).expect("answer");
-    prtc.sdp_api().accept_answer(pending, answer).expect("accept");
-    let (a2, s2) = (a.clone(), stop.clone());
-    let pub_thread = std::thread::spawn(move || run_publisher(prtc, psock, mids, a2, s2));
-    pub_ws.wait(|v| v["message"] == "notifyStreamStatusEvent" && v["data"][0]["status"] == "PUBLISHING");
+    // Publisher (unless the subscribers play a name of their own, e.g. a VOD file).
+    let own_name = format!("bench-{}", std::process::id());
+    let name = a.play.clone().unwrap_or_else(|| own_name.clone());
+    let publisher = a.play.is_none().then(|| publish(&server, &a, &own_name, stop.clone()));
     std::thread::sleep(Duration::from_millis(500));
     // The baseline: the server with its publisher, before any subscriber.
     let (cpu0, rss0) = proc_stat(server.pid);
@@ -736,7 +732,9 @@ fn main() {
         std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap_or_default()).expect("write json");
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = pub_thread.join();
+    if let Some((_ws, t)) = publisher {
+        let _ = t.join();
+    }
     for w in workers {
         let _ = w.join();
     }
