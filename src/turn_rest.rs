@@ -3,8 +3,8 @@
 //! - `/credentials[?user=NAME]` (GET or POST): 200 `{urls, username, credential, ttl,
 //!   iceServers}`, time-limited credentials from the TURN secret (TURN REST API scheme), ready
 //!   for `RTCPeerConnection`'s `iceServers`; 404 when TURN is off. Anyone who can reach the REST
-//!   port can take credentials, as anyone can use the WCS REST API itself: put the REST port
-//!   behind your application (or set no secret consumers outside it) where that matters.
+//!   port can take credentials, as anyone can use the WCS REST API itself: keep the REST port
+//!   behind your application where that matters.
 //! - `/stats` (GET): allocation, rejection and relay counters.
 
 use std::sync::Arc;

@@ -62,6 +62,11 @@ const MAX_DATAGRAM: usize = 65_535;
 /// MTU; a datagram that fills the buffer was cut by the kernel and is dropped, not relayed
 /// truncated. Small, because every allocation holds one.
 const RELAY_DATAGRAM: usize = 8 * 1024;
+/// Kernel buffers of the UDP listener (receive and send): every UDP client shares it, so a burst
+/// must not overflow the default ~200 KiB (capped by net.core.rmem_max / wmem_max).
+const LISTENER_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Kernel receive and send buffers of each relay socket.
+const RELAY_SOCKET_BUFFER: usize = 512 * 1024;
 /// Frames queued towards one TCP client before new ones are dropped (about a second of video).
 pub const TCP_SEND_QUEUE: usize = 512;
 /// TCP connections open at once; more are closed on accept.
@@ -178,6 +183,7 @@ fn now_unix() -> u64 {
 /// Bind the TURN ports and start the server on `arbiter`.
 pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::Result<TurnHandle> {
     let udp = std::net::UdpSocket::bind((site.bind, cfg.port))?;
+    socket_buffers(&udp, LISTENER_SOCKET_BUFFER);
     let udp_local = udp.local_addr()?;
     let mut listeners = vec![std::net::TcpListener::bind(udp_local)?];
     if let Some(p) = cfg.tcp_port {
@@ -261,6 +267,14 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
     info!(udp = %udp_local, tcp = ?tcp, realm = %cfg.realm, users = cfg.users.len(),
         allow_peers = ?cfg.allow_peers.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "TURN server listening");
     Ok(TurnHandle { udp: udp_local, tcp, issuer, stats, server })
+}
+
+/// Ask for bigger kernel buffers; the kernel caps them (a failure only costs burst tolerance).
+fn socket_buffers(s: &std::net::UdpSocket, size: usize) {
+    let s = socket2::SockRef::from(s);
+    if let Err(e) = s.set_recv_buffer_size(size).and_then(|_| s.set_send_buffer_size(size)) {
+        debug!(error = %e, "TURN socket buffers not enlarged");
+    }
 }
 
 /// A stream of the datagrams (of fewer than `max` bytes) a socket receives, each turned into an
@@ -754,6 +768,7 @@ impl TurnServer {
                 continue;
             }
             drop(last);
+            socket_buffers(&s, RELAY_SOCKET_BUFFER);
             s.set_nonblocking(true)?;
             return tokio::net::UdpSocket::from_std(s);
         }
