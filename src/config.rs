@@ -264,4 +264,45 @@ mod tests {
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Cli { config: Some(f), ..Default::default() }).is_err());
     }
+
+    #[test]
+    fn turn_settings() {
+        let t = Config::load(Cli::default()).unwrap().turn.expect("TURN on by default");
+        assert_eq!((t.port, t.tcp_port, t.realm.as_str()), (3478, None, "sluice"));
+        assert!(t.users.is_empty() && t.secret.is_none() && t.allow_peers.is_empty());
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-turn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "turn_port = 5000\nturn_user = [\"a:pw1\", \"b:pw:2\"]\nturn_allow_peer = [\"127.0.0.0/8\"]\n\
+             turn_secret = \"file-secret\"\nturn_user_quota = 3\n",
+        )
+        .unwrap();
+        let t = Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap().turn.unwrap();
+        assert_eq!((t.port, t.user_quota), (5000, 3));
+        assert_eq!(t.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(t.users[1].password.expose(), "pw:2");
+        assert_eq!(t.allow_peers[0].to_string(), "127.0.0.0/8");
+        assert_eq!(t.secret.as_ref().map(|s| s.expose()), Some("file-secret"));
+        // A flag's list replaces the file's; nothing secret shows in Debug output.
+        let cli = Cli::parse_from([
+            "sluice",
+            "--config",
+            f.to_str().unwrap(),
+            "--turn-user",
+            "c:pw3",
+            "--turn-port",
+            "0",
+        ]);
+        assert!(!format!("{cli:?}").contains("pw3"));
+        let c = Config::load(cli).unwrap();
+        let t = c.turn.as_ref().unwrap();
+        assert_eq!((t.port, t.users.len(), t.users[0].name.as_str()), (0, 1, "c"));
+        assert!(!format!("{c:?}").contains("pw3") && !format!("{c:?}").contains("file-secret"));
+        assert!(Cli::try_parse_from(["sluice", "--turn-allow-peer", "10.0.0.0/33"]).is_err());
+        assert!(Cli::try_parse_from(["sluice", "--turn-user", "nocolon"]).is_err());
+        let cli = Cli { config: Some(f), no_turn: true, ..Default::default() };
+        assert!(Config::load(cli).unwrap().turn.is_none());
+    }
 }
