@@ -62,6 +62,9 @@ const MAX_DATAGRAM: usize = 65_535;
 /// MTU; a datagram that fills the buffer was cut by the kernel and is dropped, not relayed
 /// truncated. Small, because every allocation holds one.
 const RELAY_DATAGRAM: usize = 8 * 1024;
+/// Client datagrams queued for one allocation before new ones are dropped (the server and the
+/// allocations share one thread, so the queue only fills when that thread is overloaded).
+const ALLOCATION_MAILBOX: usize = 1024;
 /// Kernel buffers of the UDP listener (receive and send): every UDP client shares it, so a burst
 /// must not overflow the default ~200 KiB (capped by net.core.rmem_max / wmem_max).
 const LISTENER_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -519,19 +522,26 @@ impl TurnServer {
                 if let (Some((number, payload)), Some(e)) =
                     (framing::parse_channel_data(data), self.allocations.get(&tuple))
                 {
-                    e.addr.do_send(ToPeer::Channel { number, payload: payload.to_vec() });
+                    self.to_allocation(&e.addr, ToPeer::Channel { number, payload: payload.to_vec() });
                 }
             }
             Kind::Stun => match wire::read(data) {
                 Ok(Incoming::Request(msg)) => self.on_request(tuple, &msg, &sink),
                 Ok(Incoming::Send { peer, data }) => {
                     if let Some(e) = self.allocations.get(&tuple) {
-                        e.addr.do_send(ToPeer::Send { peer, payload: data.to_vec() });
+                        self.to_allocation(&e.addr, ToPeer::Send { peer, payload: data.to_vec() });
                     }
                 }
                 Ok(Incoming::Ignored) | Err(_) => {}
             },
             Kind::Invalid => {}
+        }
+    }
+
+    /// Client data for an allocation; dropped (as UDP would) when its mailbox is full.
+    fn to_allocation(&self, addr: &Addr<Allocation>, m: ToPeer) {
+        if addr.try_send(m).is_err() {
+            TurnStats::inc(&self.stats.dropped);
         }
     }
 
@@ -814,6 +824,7 @@ impl Actor for Allocation {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(ALLOCATION_MAILBOX);
         ctx.add_stream(datagrams(self.relay.clone(), RELAY_DATAGRAM, |peer, data| FromPeer { peer, data }));
         ctx.run_interval(EXPIRY_CHECK, |a, ctx| {
             let now = Instant::now();

@@ -134,7 +134,7 @@ function togglePublish() {
             receiveAudio: false
         }).on(STREAM_STATUS.PUBLISHING, function (stream) {
             showStatus('publishStatus', STREAM_STATUS.PUBLISHING, 'ok');
-            btn.textContent = 'Stop';
+            btn.textContent = 'Unpublish';
             btn.disabled = false;
             showPath(stream, 'publishPath');
         }).on(STREAM_STATUS.UNPUBLISHED, function () {
