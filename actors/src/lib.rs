@@ -11,6 +11,9 @@
 //!   viewer. Each owns one WebRTC engine peer ([`engine::Peer`], a `str0m::Rtc` in ICE-lite mode).
 //!   They all run on one dedicated *media arbiter* (a thread of its own), apart from the web
 //!   workers, so a restarted web worker never takes media with it.
+//! - [`turn::TurnServer`] and one [`turn::Allocation`] per allocation: the embedded TURN server
+//!   (UDP and TCP clients, relayed UDP) for browsers behind firewalls, on a *TURN arbiter* of its
+//!   own; its protocol and policy code is pure, in [`turn_core`].
 //! - The stream registry ([`registry::Registry`]) is deliberately *not* an actor: it is a pair of
 //!   `DashMap`s (published names; every media session by id) that sessions and REST read and
 //!   write synchronously. "Claim this name unless taken" must be atomic, and `DashMap::entry`
