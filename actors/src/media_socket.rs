@@ -61,13 +61,37 @@ pub struct MediaSocket {
     pub stats: SocketStats,
 }
 
+/// With port 0, how many UDP ports are tried before giving up when the TCP port of the same
+/// number is taken (by any TCP socket, often an outgoing connection's ephemeral port).
+const BIND_ATTEMPTS: usize = 20;
+
 impl MediaSocket {
+    /// UDP and TCP on one port number. A fixed port is tried once; port 0 retries with another
+    /// OS-picked UDP port while the same TCP port is in use.
+    fn bind_pair(bind: std::net::IpAddr, port: u16) -> io::Result<(UdpSocket, SocketAddr, TcpListener)> {
+        // Ports that failed stay bound until the end, so the OS does not hand them out again.
+        let mut tried = Vec::new();
+        loop {
+            let udp = UdpSocket::bind((bind, port))?;
+            let local = udp.local_addr()?;
+            match TcpListener::bind(local) {
+                Ok(tcp) => return Ok((udp, local, tcp)),
+                Err(e)
+                    if port == 0
+                        && e.kind() == io::ErrorKind::AddrInUse
+                        && tried.len() + 1 < BIND_ATTEMPTS =>
+                {
+                    tried.push(udp)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Bind UDP `bind:port` and TCP on the same port (port 0: the OS picks, TCP follows it), and
     /// start the receive loops on `arbiter`.
     pub fn start(bind: std::net::IpAddr, port: u16, arbiter: &ArbiterHandle) -> io::Result<Arc<Self>> {
-        let udp = UdpSocket::bind((bind, port))?;
-        let local = udp.local_addr()?;
-        let tcp = TcpListener::bind(local)?;
+        let (udp, local, tcp) = Self::bind_pair(bind, port)?;
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
         let recv = udp.try_clone()?;
