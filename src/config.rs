@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use serde::Deserialize;
+use sluice_actors::rtsp::{HostPattern, RtspPolicy, RtspTransport};
 use sluice_actors::turn_core::{Cidr, Secret, StaticUser, TurnConfig};
 
 #[derive(Parser, Debug, Default)]
@@ -113,6 +114,20 @@ pub struct Cli {
     /// Lifetime of credentials from /rest-api/turn/credentials, seconds [default: 3600]
     #[arg(long, env = "SLUICE_TURN_CREDENTIAL_TTL")]
     pub turn_credential_ttl: Option<u64>,
+    /// RTMP ingest port: encoders publish rtmp://host:PORT/<app>/<streamName> [default: 1935]
+    #[arg(long, env = "SLUICE_RTMP_PORT")]
+    pub rtmp_port: Option<u16>,
+    /// Turn off RTMP ingest
+    #[arg(long, env = "SLUICE_NO_RTMP")]
+    pub no_rtmp: bool,
+    /// Hosts that rtsp:// play names may pull from: a host name or address, '*' as wildcard
+    /// (e.g. '*.cams.example.com', '192.168.1.*'); repeatable (environment: comma-separated).
+    /// Others fail with "Restricted access" [default: any host]
+    #[arg(long = "rtsp-allow", env = "SLUICE_RTSP_ALLOW", value_delimiter = ',', value_name = "HOST")]
+    pub rtsp_allow: Vec<HostPattern>,
+    /// RTP transport asked of RTSP cameras: tcp (interleaved) or udp [default: tcp]
+    #[arg(long, env = "SLUICE_RTSP_TRANSPORT")]
+    pub rtsp_transport: Option<RtspTransport>,
 }
 
 /// The same settings as a TOML file holds them.
@@ -141,6 +156,10 @@ pub struct FileConfig {
     pub turn_max_allocations: Option<u32>,
     pub turn_user_kbps: Option<u64>,
     pub turn_credential_ttl: Option<u64>,
+    pub rtmp_port: Option<u16>,
+    pub no_rtmp: Option<bool>,
+    pub rtsp_allow: Option<Vec<HostPattern>>,
+    pub rtsp_transport: Option<RtspTransport>,
 }
 
 /// The resolved configuration.
@@ -159,6 +178,10 @@ pub struct Config {
     pub ice_tcp: bool,
     /// The embedded TURN server; None when turned off.
     pub turn: Option<TurnConfig>,
+    /// The RTMP ingest port; None when turned off.
+    pub rtmp_port: Option<u16>,
+    /// What rtsp:// play names may pull, and how.
+    pub rtsp: RtspPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +219,16 @@ impl Config {
             static_dir: cli.static_dir.or(file.static_dir).unwrap_or_else(|| "static".into()),
             ice_tcp: !(cli.no_ice_tcp || file.no_ice_tcp.unwrap_or(false)),
             turn,
+            rtmp_port: (!(cli.no_rtmp || file.no_rtmp.unwrap_or(false)))
+                .then(|| cli.rtmp_port.or(file.rtmp_port).unwrap_or(sluice_actors::rtmp::DEFAULT_PORT)),
+            rtsp: RtspPolicy {
+                allow: if cli.rtsp_allow.is_empty() {
+                    file.rtsp_allow.unwrap_or_default()
+                } else {
+                    cli.rtsp_allow
+                },
+                transport: cli.rtsp_transport.or(file.rtsp_transport).unwrap_or_default(),
+            },
         })
     }
 
@@ -304,5 +337,24 @@ mod tests {
         assert!(Cli::try_parse_from(["sluice", "--turn-user", "nocolon"]).is_err());
         let cli = Cli { config: Some(f), no_turn: true, ..Default::default() };
         assert!(Config::load(cli).unwrap().turn.is_none());
+    }
+
+    #[test]
+    fn rtmp_and_rtsp_settings() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-ingest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "rtmp_port = 1940\nrtsp_allow = [\"*.cams.lan\"]\nrtsp_transport = \"udp\"\n")
+            .unwrap();
+        let c = Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap();
+        assert_eq!(c.rtmp_port, Some(1940));
+        assert!(c.rtsp.allow[0].matches("door.cams.lan"));
+        assert_eq!(c.rtsp.transport, RtspTransport::Udp);
+        let cli = Cli { config: Some(f.clone()), no_rtmp: true, ..Default::default() };
+        assert_eq!(Config::load(cli).unwrap().rtmp_port, None);
+        let c = Config::load(Cli::default()).unwrap();
+        assert_eq!((c.rtmp_port, c.rtsp.allow.len(), c.rtsp.transport), (Some(1935), 0, RtspTransport::Tcp));
+        std::fs::write(&f, "rtsp_transport = \"quic\"\n").unwrap();
+        assert!(Config::load(Cli { config: Some(f), ..Default::default() }).is_err());
     }
 }

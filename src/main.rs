@@ -97,10 +97,24 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         record_arbiter.handle(),
         registry.clone(),
     );
+    // RTMP connections and RTSP pulls (ingest IO, AAC transcoding): the ingest arbiter.
+    let ingest_arbiter = actix::Arbiter::new();
+    let rtsp =
+        sluice_actors::rtsp::RtspPulls::new(cfg.rtsp.clone(), ingest_arbiter.handle(), registry.clone());
+    let rtmp_port = match cfg.rtmp_port {
+        Some(p) => {
+            let bind = std::net::SocketAddr::new(cfg.bind, p);
+            let addr = sluice_actors::rtmp::start(bind, &ingest_arbiter.handle(), registry.clone())
+                .map_err(|e| std::io::Error::new(e.kind(), format!("RTMP port {p}: {e}")))?;
+            addr.port()
+        }
+        None => 0,
+    };
     let core = Arc::new(Core {
         registry,
         snapshots,
         recordings,
+        rtsp,
         socket,
         media_arbiter: media_arbiter.handle(),
         candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
@@ -177,7 +191,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port}"
+            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port} rtmp={rtmp_port}"
         );
         let _ = writeln!(out, "Open the demo: http://{host}:{http_port}/");
         let _ = out.flush();
@@ -191,5 +205,6 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     media_arbiter.stop();
     turn_arbiter.stop();
     record_arbiter.stop();
+    ingest_arbiter.stop();
     res
 }

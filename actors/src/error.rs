@@ -49,3 +49,45 @@ pub enum RecordError {
     #[error("invalid recording settings: {0}")]
     BadConfig(String),
 }
+
+/// An FLV tag an RTMP publisher sent that cannot become a frame ([`crate::flv`]). Each concerns
+/// that tag alone: the RTMP connection logs it (once per kind) and carries on.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FlvError {
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    #[error("bad AVCDecoderConfigurationRecord: {0}")]
+    BadAvcConfig(String),
+    #[error("unknown packet type {0}")]
+    UnknownPacketType(u8),
+    #[error("{0} data before its sequence header")]
+    NoConfig(&'static str),
+    #[error("unsupported codec: {0}")]
+    Unsupported(String),
+    #[error("AAC audio: {0}")]
+    Audio(String),
+}
+
+/// Why an RTSP pull ([`crate::rtsp`]) was refused or failed. `Display` is the exact WCS `info`
+/// string the viewer gets; the detail (with the URL's credentials removed) goes to the log.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RtspError {
+    /// Not an `rtsp://` URL, or one that does not parse.
+    #[error("Rtsp has wrong format")]
+    WrongFormat,
+    /// The host matches no `--rtsp-allow` pattern.
+    #[error("Restricted access")]
+    Restricted,
+    /// Connection refused, unreachable, timed out, or the RTSP exchange failed.
+    #[error("Failed to connect to rtsp stream")]
+    Connect(String),
+    /// The camera answered 404 to DESCRIBE.
+    #[error("Rtsp stream not found")]
+    NotFound,
+    /// The camera offers no H.264 video.
+    #[error("No common codecs")]
+    NoCodecs(String),
+    /// The URL's stream name is taken by another publisher.
+    #[error("Stream name is already in use")]
+    NameInUse,
+}

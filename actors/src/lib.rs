@@ -14,6 +14,10 @@
 //! - [`turn::TurnServer`] and one [`turn::Allocation`] per allocation: the embedded TURN server
 //!   (UDP and TCP clients, relayed UDP) for browsers behind firewalls, on a *TURN arbiter* of its
 //!   own; its protocol and policy code is pure, in [`turn_core`].
+//! - Streams from outside WebRTC are source actors like a publisher, with the same fan-out:
+//!   [`vod::VodSource`] (MP4 files), [`rtmp::RtmpConnection`] (encoders publishing over RTMP) and
+//!   [`rtsp::RtspSource`] (IP cameras pulled over RTSP). File reads, ingest IO and AAC→Opus
+//!   transcoding run on arbiters of their own (VOD, ingest), never on the media arbiter.
 //! - The stream registry ([`registry::Registry`]) is deliberately *not* an actor: it is a pair of
 //!   `DashMap`s (published names; every media session by id) that sessions and REST read and
 //!   write synchronously. "Claim this name unless taken" must be atomic, and `DashMap::entry`
@@ -34,16 +38,20 @@
 pub mod engine;
 pub mod error;
 pub mod fanout;
+pub mod flv;
 pub mod fmp4;
 pub mod media;
 pub mod media_socket;
 pub mod messages;
+pub mod mp4_reader;
 pub mod peer_link;
 pub mod picture;
 pub mod protocol;
 pub mod publisher;
 pub mod recorder;
 pub mod registry;
+pub mod rtmp;
+pub mod rtsp;
 pub mod sdp;
 pub mod session;
 pub mod shutdown;
@@ -77,6 +85,8 @@ pub struct Core {
     pub snapshots: actix::Addr<snapshot::SnapshotHub>,
     /// Recordings in progress; their actors run on a recording arbiter of their own.
     pub recordings: Arc<recorder::Recordings>,
+    /// RTSP pulls (`rtsp://` play names), running on the ingest arbiter with RTMP ingest.
+    pub rtsp: Arc<rtsp::RtspPulls>,
     /// Set when the server is stopping: sessions refuse new streams and close when done.
     pub shutdown: shutdown::Shutdown,
 }

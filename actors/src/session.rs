@@ -182,9 +182,44 @@ impl Session {
         if core.registry.media_session_exists(&req.media_session_id) {
             return self.fail_stream(&req, false, info::MEDIA_SESSION_ID_IN_USE, ctx);
         }
+        if crate::rtsp::is_rtsp_name(&req.name) {
+            return self.play_rtsp(req, ctx);
+        }
         let Some(source) = core.registry.lookup(&req.name) else {
             return self.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx);
         };
+        self.start_play(req, source, ctx);
+    }
+
+    /// Play an `rtsp://` URL: join (or start) its shared pull once the camera plays. The name
+    /// is replaced by the URL without credentials before anything logs or echoes it.
+    fn play_rtsp(&mut self, mut req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        let rtsp = self.core.rtsp.clone();
+        let url = match rtsp.check(&req.name) {
+            Ok(u) => u,
+            Err(e) => {
+                req.name = crate::rtsp::redact(&req.name);
+                warn!(parent: &self.span, name = %req.name, error = %e, "RTSP play refused");
+                return self.fail_stream(&req, false, &e.to_string(), ctx);
+            }
+        };
+        req.name = url.name().to_string();
+        rtsp.join(url)
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(source) => act.start_play(req, source, ctx),
+                Err(e) => act.fail_stream(&req, false, &e.to_string(), ctx),
+            })
+            .spawn(ctx);
+    }
+
+    /// Negotiate a viewer of `source` and start its subscriber actor.
+    fn start_play(&mut self, req: StreamRequest, source: Published, ctx: &mut ws::WebsocketContext<Self>) {
+        let core = self.core.clone();
+        if core.shutdown.is_stopping() {
+            // A VOD or RTSP source that opened while the server began to stop.
+            return self.fail_stream(&req, false, info::SERVER_SHUTDOWN, ctx);
+        }
         let neg =
             match negotiate(&req.sdp, Role::Play { video: source.video }, &self.candidates(req.transport)) {
                 Ok(n) => n,

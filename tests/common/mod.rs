@@ -31,6 +31,8 @@ pub struct Server {
     pub rest: u16,
     pub http: u16,
     pub media: u16,
+    /// The RTMP ingest port (0 when started with `--no-rtmp`).
+    pub rtmp: u16,
     pub log: PathBuf,
 }
 
@@ -47,6 +49,8 @@ impl Server {
             .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1"])
             .args(["--ws-port", "0", "--rest-port", "0", "--http-port", "0", "--media-port", "0"])
             .args(["--turn-port", "0"]) // the TURN default 3478 would collide between tests
+            // So would the RTMP default 1935, unless the test names a port itself.
+            .args(if extra.contains(&"--rtmp-port") { &[][..] } else { &["--rtmp-port", "0"][..] })
             .arg("--media-dir")
             .arg(dir.join("media"))
             .arg("--static-dir")
@@ -66,7 +70,19 @@ impl Server {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {k} port in {line:?}; log {}", log.display()))
         };
-        Server { ws: port("ws"), rest: port("rest"), http: port("http"), media: port("media"), child, log }
+        Server {
+            ws: port("ws"),
+            rest: port("rest"),
+            http: port("http"),
+            media: port("media"),
+            rtmp: line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("rtmp="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            child,
+            log,
+        }
     }
 
     pub fn ws_url(&self) -> String {

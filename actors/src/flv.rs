@@ -1,0 +1,568 @@
+//! FLV tag bodies, as RTMP carries them, to engine-independent [`Frame`]s. Pure code: no actix,
+//! no sockets, no clock (the arrival time is passed in), so the RTMP actor stays a thin shell
+//! and this part is unit-tested and fuzzable on its own.
+//!
+//! ## Video (FLV `VIDEODATA`, codec id 7 = AVC)
+//! `[frame type:4 | codec id:4] [AVCPacketType] [composition time: si24] [payload]`:
+//! - packet type 0, the **sequence header**: an `AVCDecoderConfigurationRecord` (ISO 14496-15
+//!   §5.3.3.1), parsed into its SPS and PPS and the NAL length size;
+//! - packet type 1, **NAL units** in AVCC form (length-prefixed): converted to Annex-B with the
+//!   parameter sets in front of every keyframe (so a viewer can start at any keyframe), stamped
+//!   `pts = dts + composition time` in the 90 kHz clock;
+//! - packet type 2, end of sequence: ignored.
+//!
+//! Enhanced RTMP (`IsExHeader` bit, FourCC `avc1`) is read the same way for AVC; other FourCCs
+//! (HEVC, AV1, VP9) and legacy codecs are reported as unsupported and their frames dropped.
+//!
+//! ## Audio (FLV `AUDIODATA`, sound format 10 = AAC)
+//! `[format:4 | rate:2 | size:1 | type:1] [AACPacketType] [payload]`: packet type 0 is the
+//! AudioSpecificConfig (a transcoder is made for it), type 1 one raw AAC frame, pushed through
+//! [`AacToOpus`] at `pts = timestamp * rate / 1000`; every Opus packet it completes becomes a
+//! frame stamped in the 48 kHz clock. Audio and video share the RTMP timeline, so they stay in
+//! sync as the encoder sent them.
+//!
+//! ## Timestamps
+//! RTMP timestamps are 32-bit milliseconds that wrap after 49.7 days; [`Timeline`] unwraps them
+//! to 64 bits so the frames' clocks never jump back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::FlvError;
+use crate::media::{Codec, Frame};
+use crate::mp4_reader::avcc_to_annexb;
+use crate::transcode::AacToOpus;
+
+/// FLV video codec id of AVC (H.264).
+const CODEC_AVC: u8 = 7;
+/// FLV sound format of AAC.
+const SOUND_AAC: u8 = 10;
+/// Enhanced RTMP: the high bit of the first video byte marks an extended header with a FourCC.
+const EX_HEADER: u8 = 0x80;
+
+/// An AVC decoder configuration: parameter sets and the NAL length size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    pub sps: Vec<Vec<u8>>,
+    pub pps: Vec<Vec<u8>>,
+    /// Bytes of each NAL unit's length prefix (1, 2 or 4).
+    pub length_size: u8,
+}
+
+impl AvcConfig {
+    /// Parse an `AVCDecoderConfigurationRecord`.
+    pub fn parse(b: &[u8]) -> Result<AvcConfig, FlvError> {
+        let bad = |why: &str| FlvError::BadAvcConfig(why.to_string());
+        if b.len() < 7 {
+            return Err(bad("shorter than 7 bytes"));
+        }
+        if b[0] != 1 {
+            return Err(bad(&format!("configurationVersion {}", b[0])));
+        }
+        let length_size = (b[4] & 0x03) + 1;
+        if length_size == 3 {
+            return Err(bad("NAL length size 3"));
+        }
+        let mut i = 5;
+        let read_sets = |count: usize, i: &mut usize| -> Result<Vec<Vec<u8>>, FlvError> {
+            let mut sets = Vec::with_capacity(count);
+            for _ in 0..count {
+                let len = b.get(*i..*i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize);
+                let len = len.ok_or_else(|| bad("truncated parameter set length"))?;
+                *i += 2;
+                let set = b.get(*i..*i + len).ok_or_else(|| bad("truncated parameter set"))?;
+                if !set.is_empty() {
+                    sets.push(set.to_vec());
+                }
+                *i += len;
+            }
+            Ok(sets)
+        };
+        let n_sps = (b[5] & 0x1f) as usize;
+        i += 1;
+        let sps = read_sets(n_sps, &mut i)?;
+        let n_pps = *b.get(i).ok_or_else(|| bad("no PPS count"))? as usize;
+        i += 1;
+        let pps = read_sets(n_pps, &mut i)?;
+        if sps.is_empty() || pps.is_empty() {
+            return Err(bad("no SPS or no PPS"));
+        }
+        Ok(AvcConfig { sps, pps, length_size })
+    }
+
+    /// Picture size from the first SPS (0x0 when it cannot be read).
+    pub fn dimensions(&self) -> (u32, u32) {
+        self.sps.first().and_then(|s| sps_dimensions(s)).unwrap_or((0, 0))
+    }
+}
+
+/// One FLV video tag body, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VideoTag<'a> {
+    Config(AvcConfig),
+    Nalus {
+        keyframe: bool,
+        cts_ms: i32,
+        data: &'a [u8],
+    },
+    EndOfSequence,
+    /// Not AVC: the FLV codec id, or the Enhanced RTMP FourCC.
+    Unsupported(String),
+}
+
+pub fn parse_video(b: &[u8]) -> Result<VideoTag<'_>, FlvError> {
+    let first = *b.first().ok_or(FlvError::Truncated("video tag"))?;
+    if first & EX_HEADER != 0 {
+        return parse_video_ex(b);
+    }
+    let codec = first & 0x0f;
+    if codec != CODEC_AVC {
+        return Ok(VideoTag::Unsupported(format!("FLV video codec id {codec}")));
+    }
+    let frame_type = first >> 4;
+    if frame_type == 5 {
+        // Video info/command frame: no picture.
+        return Ok(VideoTag::EndOfSequence);
+    }
+    let h = b.get(1..5).ok_or(FlvError::Truncated("AVC packet header"))?;
+    let cts = i24(h[1], h[2], h[3]);
+    match h[0] {
+        0 => Ok(VideoTag::Config(AvcConfig::parse(&b[5..])?)),
+        1 => Ok(VideoTag::Nalus { keyframe: frame_type == 1, cts_ms: cts, data: &b[5..] }),
+        2 => Ok(VideoTag::EndOfSequence),
+        t => Err(FlvError::UnknownPacketType(t)),
+    }
+}
+
+/// Enhanced RTMP video: `[1 | frame type:3 | packet type:4] [FourCC] ...`.
+fn parse_video_ex(b: &[u8]) -> Result<VideoTag<'_>, FlvError> {
+    let fourcc = b.get(1..5).ok_or(FlvError::Truncated("Enhanced RTMP FourCC"))?;
+    if fourcc != b"avc1" {
+        return Ok(VideoTag::Unsupported(format!("FourCC {}", String::from_utf8_lossy(fourcc))));
+    }
+    let frame_type = (b[0] >> 4) & 0x07;
+    let body = &b[5..];
+    match b[0] & 0x0f {
+        // SequenceStart
+        0 => Ok(VideoTag::Config(AvcConfig::parse(body)?)),
+        // CodedFrames: with a composition time offset.
+        1 => {
+            let c = body.get(0..3).ok_or(FlvError::Truncated("composition time"))?;
+            Ok(VideoTag::Nalus { keyframe: frame_type == 1, cts_ms: i24(c[0], c[1], c[2]), data: &body[3..] })
+        }
+        // SequenceEnd
+        2 => Ok(VideoTag::EndOfSequence),
+        // CodedFramesX: composition time 0.
+        3 => Ok(VideoTag::Nalus { keyframe: frame_type == 1, cts_ms: 0, data: body }),
+        // Metadata, MPEG-2 TS sequence start, multitrack: nothing we play.
+        _ => Ok(VideoTag::EndOfSequence),
+    }
+}
+
+/// One FLV audio tag body, classified.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AudioTag<'a> {
+    /// The AudioSpecificConfig.
+    AacConfig(&'a [u8]),
+    /// One raw AAC access unit.
+    AacFrame(&'a [u8]),
+    /// Not AAC: the FLV sound format.
+    Unsupported(u8),
+}
+
+pub fn parse_audio(b: &[u8]) -> Result<AudioTag<'_>, FlvError> {
+    let first = *b.first().ok_or(FlvError::Truncated("audio tag"))?;
+    let format = first >> 4;
+    if format != SOUND_AAC {
+        return Ok(AudioTag::Unsupported(format));
+    }
+    match b.get(1) {
+        Some(0) => Ok(AudioTag::AacConfig(&b[2..])),
+        Some(1) => Ok(AudioTag::AacFrame(&b[2..])),
+        Some(t) => Err(FlvError::UnknownPacketType(*t)),
+        None => Err(FlvError::Truncated("AAC packet type")),
+    }
+}
+
+fn i24(a: u8, b: u8, c: u8) -> i32 {
+    // Sign-extend a big-endian 24-bit value.
+    (i32::from_be_bytes([a, b, c, 0])) >> 8
+}
+
+/// Unwraps 32-bit millisecond timestamps into a 64-bit timeline.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timeline {
+    last: Option<u32>,
+    epoch: u64,
+}
+
+impl Timeline {
+    pub fn unwrap(&mut self, ts: u32) -> u64 {
+        if let Some(last) = self.last {
+            // Backwards by more than half the range: the counter wrapped.
+            if ts < last && last - ts > u32::MAX / 2 {
+                self.epoch += 1 << 32;
+            }
+        }
+        self.last = Some(ts);
+        self.epoch + ts as u64
+    }
+}
+
+/// What an RTMP publisher's stream holds so far, for the stream object and the logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tracks {
+    pub width: u32,
+    pub height: u32,
+    pub video: bool,
+    pub audio: bool,
+}
+
+/// The FLV-to-frames state of one published stream: the current AVC configuration, the
+/// AAC→Opus transcoder and the unwrapped timelines of each track.
+#[derive(Default)]
+pub struct FlvToFrames {
+    avc: Option<AvcConfig>,
+    aac: Option<(Vec<u8>, AacToOpus)>,
+    video_time: Timeline,
+    audio_time: Timeline,
+    tracks: Tracks,
+}
+
+impl FlvToFrames {
+    pub fn tracks(&self) -> &Tracks {
+        &self.tracks
+    }
+
+    /// A video tag at `ts_ms` (the RTMP message timestamp, decode time). Returns the frame to
+    /// send, if the tag holds one. A tag that changes the configuration changes `tracks()`.
+    pub fn video(&mut self, ts_ms: u32, body: &[u8], now: Instant) -> Result<Option<Frame>, FlvError> {
+        let dts = self.video_time.unwrap(ts_ms);
+        match parse_video(body)? {
+            VideoTag::Config(c) => {
+                let (width, height) = c.dimensions();
+                self.tracks = Tracks { width, height, video: true, ..self.tracks.clone() };
+                self.avc = Some(c);
+                Ok(None)
+            }
+            VideoTag::Nalus { keyframe, cts_ms, data } => {
+                let avc = self.avc.as_ref().ok_or(FlvError::NoConfig("AVC"))?;
+                let au = avcc_to_annexb(data, avc.length_size, keyframe, &avc.sps, &avc.pps);
+                if au.is_empty() {
+                    return Ok(None);
+                }
+                let keyframe = keyframe && crate::media::is_keyframe(&au, true);
+                let pts_ms = (dts as i64 + cts_ms as i64).max(0) as u64;
+                Ok(Some(Frame {
+                    codec: Codec::H264,
+                    keyframe,
+                    rtp_time: pts_ms * 90,
+                    captured: now,
+                    data: Arc::from(au),
+                }))
+            }
+            VideoTag::EndOfSequence => Ok(None),
+            VideoTag::Unsupported(what) => Err(FlvError::Unsupported(what)),
+        }
+    }
+
+    /// An audio tag at `ts_ms`; every Opus packet it completes is appended to `out`.
+    pub fn audio(
+        &mut self,
+        ts_ms: u32,
+        body: &[u8],
+        now: Instant,
+        out: &mut Vec<Frame>,
+    ) -> Result<(), FlvError> {
+        let t = self.audio_time.unwrap(ts_ms);
+        match parse_audio(body)? {
+            AudioTag::AacConfig(asc) => {
+                if self.aac.as_ref().is_some_and(|(a, _)| a == asc) {
+                    return Ok(());
+                }
+                let tc = AacToOpus::new(asc).map_err(|e| FlvError::Audio(e.to_string()))?;
+                self.aac = Some((asc.to_vec(), tc));
+                self.tracks.audio = true;
+                Ok(())
+            }
+            AudioTag::AacFrame(au) => {
+                let (_, tc) = self.aac.as_mut().ok_or(FlvError::NoConfig("AAC"))?;
+                let rate = tc.sample_rate() as u64;
+                let res = tc.push(au, t * rate / 1000);
+                while let Some(p) = tc.pop() {
+                    out.push(Frame {
+                        codec: Codec::Opus,
+                        keyframe: false,
+                        rtp_time: p.ts48k,
+                        captured: now,
+                        data: Arc::from(p.data),
+                    });
+                }
+                res.map_err(|e| FlvError::Audio(e.to_string()))
+            }
+            AudioTag::Unsupported(f) => Err(FlvError::Unsupported(format!("FLV sound format {f}"))),
+        }
+    }
+}
+
+/// Width and height from an H.264 SPS NAL unit (header byte included): enough of the SPS is
+/// parsed to reach the frame size and cropping. `None` if it is malformed.
+pub fn sps_dimensions(nal: &[u8]) -> Option<(u32, u32)> {
+    // Remove emulation prevention bytes (00 00 03 -> 00 00).
+    let mut rbsp = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = Bits { data: &rbsp, pos: 0 };
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bits(1)?;
+        }
+        r.ue()?;
+        r.ue()?;
+        r.bits(1)?;
+        if r.bits(1)? == 1 {
+            for i in 0..if chroma_format == 3 { 12 } else { 8 } {
+                if r.bits(1)? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        last = if next == 0 { last } else { next };
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num
+    let poc_type = r.ue()?;
+    if poc_type == 0 {
+        r.ue()?;
+    } else if poc_type == 1 {
+        r.bits(1)?;
+        r.se()?;
+        r.se()?;
+        for _ in 0..r.ue()?.min(255) {
+            r.se()?;
+        }
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bits(1)?;
+    let w_mbs = r.ue()? + 1;
+    let h_map = r.ue()? + 1;
+    let frame_mbs_only = r.bits(1)?;
+    if frame_mbs_only == 0 {
+        r.bits(1)?;
+    }
+    r.bits(1)?;
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if r.bits(1)? == 1 {
+        cl = r.ue()?;
+        cr = r.ue()?;
+        ct = r.ue()?;
+        cb = r.ue()?;
+    }
+    let (cx, cy) = match chroma_format {
+        0 => (1, 2 - frame_mbs_only),
+        1 => (2, 2 * (2 - frame_mbs_only)),
+        2 => (2, 2 - frame_mbs_only),
+        _ => (1, 2 - frame_mbs_only),
+    };
+    let w = (w_mbs * 16).checked_sub((cl + cr) * cx)?;
+    let h = (h_map * 16 * (2 - frame_mbs_only)).checked_sub((ct + cb) * cy)?;
+    Some((w as u32, h as u32))
+}
+
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bits(&mut self, n: u32) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..n {
+            let byte = *self.data.get(self.pos / 8)?;
+            v = (v << 1) | ((byte >> (7 - self.pos % 8)) & 1) as u64;
+            self.pos += 1;
+        }
+        Some(v)
+    }
+
+    fn ue(&mut self) -> Option<u64> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u64 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Option<i64> {
+        let k = self.ue()? as i64;
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPS of a 640x360 baseline stream (x264), PPS, as an AVCDecoderConfigurationRecord.
+    const SPS_640X360: [u8; 25] = [
+        0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00,
+        0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+    ];
+    const PPS: [u8; 5] = [0x68, 0xcb, 0x83, 0xcb, 0x20];
+    /// x264 High profile, 1280x720 (1280x736 coded, cropped).
+    const SPS_HIGH_720P: [u8; 26] = [
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+    ];
+
+    fn record() -> Vec<u8> {
+        let mut r = vec![1, 0x42, 0xc0, 0x1e, 0xff, 0xe1];
+        r.extend_from_slice(&(SPS_640X360.len() as u16).to_be_bytes());
+        r.extend_from_slice(&SPS_640X360);
+        r.push(1);
+        r.extend_from_slice(&(PPS.len() as u16).to_be_bytes());
+        r.extend_from_slice(&PPS);
+        r
+    }
+
+    #[test]
+    fn avc_config_and_size() {
+        let c = AvcConfig::parse(&record()).unwrap();
+        assert_eq!((c.length_size, c.sps.len(), c.pps.len()), (4, 1, 1));
+        assert_eq!(c.dimensions(), (640, 360));
+        assert_eq!(sps_dimensions(&SPS_HIGH_720P), Some((1280, 720)));
+        assert_eq!(sps_dimensions(&SPS_HIGH_720P[..6]), None);
+        for cut in 0..record().len() {
+            assert!(AvcConfig::parse(&record()[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn nalus_become_annexb_with_parameter_sets_and_pts() {
+        let mut f = FlvToFrames::default();
+        let now = Instant::now();
+        let mut seq = vec![0x17, 0, 0, 0, 0];
+        seq.extend(record());
+        assert!(f.video(0, &seq, now).unwrap().is_none());
+        assert_eq!(f.tracks().width, 640);
+        // Keyframe with composition time 40 ms: IDR slice of 3 bytes.
+        let key = [0x17, 1, 0, 0, 40, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+        let fr = f.video(1000, &key, now).unwrap().unwrap();
+        assert!(fr.keyframe);
+        assert_eq!(fr.rtp_time, 1040 * 90);
+        let types: Vec<u8> = crate::media::annexb_nal_types(&fr.data).collect();
+        assert_eq!(types, vec![7, 8, 5]);
+        // Inter frame, negative composition offset (-1 ms, 0xffffff).
+        let inter = [0x27, 1, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0x41, 0x9a];
+        let fr = f.video(1033, &inter, now).unwrap().unwrap();
+        assert!(!fr.keyframe);
+        assert_eq!(fr.rtp_time, 1032 * 90);
+        assert_eq!(&fr.data[..], &[0, 0, 0, 1, 0x41, 0x9a]);
+    }
+
+    #[test]
+    fn bad_video_is_an_error_not_a_panic() {
+        let mut f = FlvToFrames::default();
+        let now = Instant::now();
+        assert!(f.video(0, &[], now).is_err());
+        assert!(f.video(0, &[0x17], now).is_err());
+        assert!(matches!(f.video(0, &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65], now), Err(FlvError::NoConfig(_))));
+        assert!(matches!(f.video(0, &[0x12, 0], now), Err(FlvError::Unsupported(_))));
+        assert!(matches!(f.video(0, &[0x17, 9, 0, 0, 0], now), Err(FlvError::UnknownPacketType(9))));
+        // Enhanced RTMP HEVC is reported, not played.
+        assert!(matches!(f.video(0, b"\x90hvc1", now), Err(FlvError::Unsupported(_))));
+    }
+
+    #[test]
+    fn enhanced_rtmp_avc() {
+        let mut f = FlvToFrames::default();
+        let now = Instant::now();
+        let mut seq = vec![0x90];
+        seq.extend_from_slice(b"avc1");
+        seq.extend(record());
+        assert!(f.video(0, &seq, now).unwrap().is_none());
+        let mut key = vec![0x93];
+        key.extend_from_slice(b"avc1");
+        key.extend_from_slice(&[0, 0, 0, 2, 0x65, 0x88]);
+        assert!(f.video(40, &key, now).unwrap().unwrap().keyframe);
+    }
+
+    #[test]
+    fn aac_becomes_opus() {
+        let mut f = FlvToFrames::default();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // AAC-LC, 48 kHz, stereo.
+        f.audio(0, &[0xaf, 0, 0x11, 0x90], now, &mut out).unwrap();
+        assert!(f.tracks().audio);
+        // Raw AAC before a config, garbage AAC: errors, never panics.
+        assert!(FlvToFrames::default().audio(0, &[0xaf, 1, 1, 2], now, &mut out).is_err());
+        let _ = f.audio(0, &[0xaf, 1, 0xde, 0xad, 0xbe, 0xef], now, &mut out);
+        assert!(matches!(f.audio(0, &[0x2f, 1], now, &mut out), Err(FlvError::Unsupported(_))));
+        assert!(f.audio(0, &[0xaf], now, &mut out).is_err());
+    }
+
+    /// Random tag bodies (a poor man's fuzzer, deterministic): errors, never panics.
+    #[test]
+    fn random_tags_never_panic() {
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut f = FlvToFrames::default();
+        let now = Instant::now();
+        let mut seq = vec![0x17, 0, 0, 0, 0];
+        seq.extend(record());
+        let mut out = Vec::new();
+        for i in 0..20_000u32 {
+            let len = (next() % 64) as usize;
+            let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Keep most tags on the interesting paths: AVC / AAC headers with a random rest.
+            match i % 4 {
+                0 if len > 1 => body[0] = 0x17,
+                1 if len > 1 => body[0] = 0xaf,
+                _ => {}
+            }
+            if i % 1000 == 0 {
+                let _ = f.video(i, &seq, now);
+                let _ = f.audio(i, &[0xaf, 0, 0x12, 0x10], now, &mut out);
+            }
+            let _ = f.video(i, &body, now);
+            let _ = f.audio(i, &body, now, &mut out);
+            let _ = sps_dimensions(&body);
+            out.clear();
+        }
+    }
+
+    #[test]
+    fn timestamps_unwrap() {
+        let mut t = Timeline::default();
+        assert_eq!(t.unwrap(u32::MAX - 10), (u32::MAX - 10) as u64);
+        assert_eq!(t.unwrap(5), (1u64 << 32) + 5);
+        // A small step back (B-frame order, jitter) is not a wrap.
+        assert_eq!(t.unwrap(3), (1u64 << 32) + 3);
+    }
+}

@@ -1,0 +1,800 @@
+//! RTSP pull: IP cameras played by URL, as WCS does it.
+//!
+//! `playStream` with the name `rtsp://[user:pass@]host[:port]/path` pulls that camera into one
+//! shared stream; every viewer of that URL joins it, and it stops [`IDLE`] after its last
+//! viewer leaves. The stream is registered under the URL **without its credentials** (the name
+//! `/stream/find` shows and viewers' stream objects carry), like any published stream: playable,
+//! recordable, snapshot-able.
+//!
+//! ## The actor
+//! [`RtspSource`], one per pulled URL, on the ingest arbiter (RTSP IO, RTP depacketizing and
+//! AAC→Opus transcoding never run on the media arbiter). It owns the `retina` session (DESCRIBE,
+//! SETUP of the H.264 track and of an AAC track if there is one, PLAY; TCP interleaved by default,
+//! UDP with `--rtsp-transport udp`), a [`FanOut`] and the AAC transcoder. Video frames pass
+//! through as Annex-B access units with SPS/PPS before every keyframe (retina's `SIMPLE` frame
+//! format for video). It answers `WaitReady` (the viewer waits for the camera: connected → the
+//! stream, failed → the WCS error), `AddSubscriber`, `RemoveSubscriber`, `RequestKeyframe` (a no-op:
+//! a camera cannot be asked; viewers start at its next keyframe), `GetGop` and `Stop`.
+//!
+//! [`RtspPulls`] finds the running pull of a URL or starts one: concurrent first viewers of a URL
+//! share one connection attempt, so a camera is pulled once however many viewers arrive at once.
+//!
+//! ## Errors (the viewer's FAILED `info`, exact WCS strings)
+//! - not an `rtsp://` URL, or one that does not parse: "Rtsp has wrong format";
+//! - a host no `--rtsp-allow` pattern matches: "Restricted access" (the server fetches URLs that
+//!   visitors type: the allow-list keeps it from being used to reach internal hosts);
+//! - connection refused, unreachable, [`CONNECT_TIMEOUT`], RTSP failure: "Failed to connect to rtsp
+//!   stream"; a 404 answer: "Rtsp stream not found"; no H.264 track: "No common codecs".
+//!
+//! A camera that stops sending for [`STALL_TIMEOUT`] or drops the connection ends the stream:
+//! viewers get STOPPED "Stopped by publisher stop".
+//!
+//! ## Credentials
+//! Credentials in the URL are taken out before anything else sees it: retina gets them as
+//! separate credentials (they never appear in its URL, its errors or its logs), the stream name
+//! has none, and log lines show a URL that did not parse with its user info replaced by `***`
+//! ([`redact`]). A viewer joins a running pull only with the same credentials it was started with
+//! (otherwise FAILED "Restricted access"): knowing a camera's address is not enough to watch a
+//! pull someone else authenticated.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use retina::client::{
+    Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+    UdpTransportOptions,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use tokio::sync::oneshot;
+use tracing::{debug, info, info_span, warn};
+use url::Url;
+
+use crate::error::RtspError;
+use crate::fanout::FanOut;
+use crate::media::{Codec, Frame};
+use crate::messages::{
+    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, Stop, StreamSource,
+};
+use crate::protocol::{info, StreamInfo, StreamStatus};
+use crate::registry::{Published, Registry};
+use crate::transcode::AacToOpus;
+
+/// A pull with no viewers stops after this long.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// DESCRIBE, SETUP and PLAY must be done within this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A camera that sends no frame for this long is dropped.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often idleness and stalls are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// The `mediaProvider` of pulled streams in stream objects.
+pub const MEDIA_PROVIDER: &str = "RTSP";
+
+/// Annex-B H.264 with parameter sets before every keyframe; raw AAC (the AudioSpecificConfig
+/// stays in the stream's parameters, where the transcoder takes it).
+const FRAME_FORMAT: FrameFormat = FrameFormat {
+    h26x_framing: FrameFormat::SIMPLE.h26x_framing,
+    parameter_set_insertion: FrameFormat::SIMPLE.parameter_set_insertion,
+    aac_framing: FrameFormat::MP4.aac_framing,
+};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// RTP transport asked of cameras.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection: works through NAT and firewalls.
+    #[default]
+    Tcp,
+    /// RTP over UDP: for cameras on the LAN (retina has no reorder buffer).
+    Udp,
+}
+
+impl TryFrom<String> for RtspTransport {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for RtspTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(RtspTransport::Tcp),
+            "udp" => Ok(RtspTransport::Udp),
+            _ => Err(format!("{s:?}: want tcp or udp")),
+        }
+    }
+}
+
+/// A host pattern of the allow-list: a host name or address, `*` matching any run of
+/// characters (`*.cams.example.com`, `192.168.1.*`). Case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostPattern(String);
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for HostPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let p = s.trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-.:*_".contains(c));
+        if ok {
+            Ok(HostPattern(p))
+        } else {
+            Err(format!("{s:?} is not a host pattern (a host name or address, '*' as wildcard)"))
+        }
+    }
+}
+
+impl HostPattern {
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        glob(self.0.as_bytes(), host.as_bytes())
+    }
+}
+
+/// `*` matches any run of bytes; everything else itself.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// What may be pulled, and how.
+#[derive(Debug, Clone, Default)]
+pub struct RtspPolicy {
+    /// Hosts that may be pulled; empty: any.
+    pub allow: Vec<HostPattern>,
+    pub transport: RtspTransport,
+}
+
+/// True if a play name is meant as an RTSP URL (and must then be a valid one).
+pub fn is_rtsp_name(name: &str) -> bool {
+    let n = name.trim_start().as_bytes();
+    n.len() >= 5 && n[..4].eq_ignore_ascii_case(b"rtsp") && (n[4] == b':' || n[4].eq_ignore_ascii_case(&b's'))
+}
+
+/// `s` with any user info of a URL (between `://` and the `@` before the host) replaced by
+/// `***`: for logging a name that may not parse.
+pub fn redact(s: &str) -> String {
+    let Some(start) = s.find("://").map(|i| i + 3) else { return s.to_string() };
+    let rest = &s[start..];
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => format!("{}***{}", &s[..start], &rest[at..]),
+        None => s.to_string(),
+    }
+}
+
+/// A validated camera URL: the URL without credentials, and the credentials apart.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtspUrl {
+    url: Url,
+    creds: Option<Credentials>,
+}
+
+impl std::fmt::Debug for RtspUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RtspUrl({}, credentials: {})", self.url, self.creds.is_some())
+    }
+}
+
+impl RtspUrl {
+    pub fn parse(name: &str) -> Result<RtspUrl, RtspError> {
+        let mut url = Url::parse(name.trim()).map_err(|_| RtspError::WrongFormat)?;
+        if url.scheme() != "rtsp" || url.host_str().is_none_or(str::is_empty) || url.cannot_be_a_base() {
+            return Err(RtspError::WrongFormat);
+        }
+        let decode = |s: &str| percent_decode(s).ok_or(RtspError::WrongFormat);
+        let creds = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            Some(Credentials {
+                username: decode(url.username())?,
+                password: decode(url.password().unwrap_or(""))?,
+            })
+        };
+        url.set_username("").map_err(|_| RtspError::WrongFormat)?;
+        url.set_password(None).map_err(|_| RtspError::WrongFormat)?;
+        url.set_fragment(None);
+        Ok(RtspUrl { url, creds })
+    }
+
+    /// The stream name: the URL without credentials.
+    pub fn name(&self) -> &str {
+        self.url.as_str()
+    }
+
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or("")
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+type Pulls = DashMap<String, Addr<RtspSource>>;
+
+/// Every RTSP pull, running or connecting, by stream name; and the policy they obey.
+pub struct RtspPulls {
+    policy: RtspPolicy,
+    arbiter: ArbiterHandle,
+    registry: Arc<Registry>,
+    pulls: Arc<Pulls>,
+}
+
+impl RtspPulls {
+    pub fn new(policy: RtspPolicy, arbiter: ArbiterHandle, registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new(RtspPulls { policy, arbiter, registry, pulls: Arc::default() })
+    }
+
+    /// Validate a play name against the format and the allow-list.
+    pub fn check(&self, name: &str) -> Result<RtspUrl, RtspError> {
+        let url = RtspUrl::parse(name)?;
+        if !self.policy.allow.is_empty() && !self.policy.allow.iter().any(|p| p.matches(url.host())) {
+            return Err(RtspError::Restricted);
+        }
+        Ok(url)
+    }
+
+    /// How many pulls are running or connecting.
+    pub fn len(&self) -> usize {
+        self.pulls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pulls.is_empty()
+    }
+
+    /// Join the pull of `url`, starting it if there is none; resolves once the camera plays (or
+    /// with why it does not).
+    pub fn join(&self, url: RtspUrl) -> BoxFuture<'static, Result<Published, RtspError>> {
+        let name = url.name().to_string();
+        let addr = match self.pulls.entry(name.clone()) {
+            Entry::Occupied(o) => o.get().clone(),
+            Entry::Vacant(v) => {
+                let (registry, pulls, transport) =
+                    (self.registry.clone(), self.pulls.clone(), self.policy.transport);
+                let u = url.clone();
+                let addr = RtspSource::start_in_arbiter(&self.arbiter, move |_| {
+                    RtspSource::new(u, transport, registry, pulls)
+                });
+                v.insert(addr.clone());
+                addr
+            }
+        };
+        let creds = url.creds;
+        async move {
+            match addr.send(WaitReady { creds }).await {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(RtspError::Connect("pull ended".into()))),
+                // Ended between the lookup and the message: it has left the map by now.
+                Err(_) => Err(RtspError::Connect("pull ended".into())),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A viewer waits for the pull: the answer comes once the camera plays or fails.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<Published, RtspError>>")]
+pub struct WaitReady {
+    pub creds: Option<Credentials>,
+}
+
+enum State {
+    Connecting(Vec<oneshot::Sender<Result<Published, RtspError>>>),
+    Playing(Published),
+    Ended,
+}
+
+/// The tracks a camera gave us.
+struct Setup {
+    demuxed: Demuxed,
+    video: usize,
+    width: u32,
+    height: u32,
+    /// The AAC track and its transcoder.
+    audio: Option<(usize, AacToOpus)>,
+}
+
+/// One pulled camera: the retina session and the stream's fan-out.
+pub struct RtspSource {
+    url: RtspUrl,
+    transport: RtspTransport,
+    registry: Arc<Registry>,
+    pulls: Arc<Pulls>,
+    id: String,
+    state: State,
+    fanout: FanOut,
+    video_stream: usize,
+    audio: Option<(usize, AacToOpus)>,
+    last_frame: Instant,
+    /// Since when nobody watches (or wants to): the pull stops [`IDLE`] after.
+    idle_since: Option<Instant>,
+    lost: u64,
+    span: tracing::Span,
+}
+
+impl RtspSource {
+    fn new(url: RtspUrl, transport: RtspTransport, registry: Arc<Registry>, pulls: Arc<Pulls>) -> Self {
+        let id = format!("rtsp-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let span = info_span!("rtsp", url = %url.name(), id = %id);
+        RtspSource {
+            url,
+            transport,
+            registry,
+            pulls,
+            id,
+            state: State::Connecting(Vec::new()),
+            fanout: FanOut::default(),
+            video_stream: 0,
+            audio: None,
+            last_frame: Instant::now(),
+            idle_since: Some(Instant::now()),
+            lost: 0,
+            span,
+        }
+    }
+
+    /// The camera plays: register the stream, answer the waiting viewers, take the frames.
+    fn on_connected(&mut self, setup: Setup, ctx: &mut Context<Self>) {
+        let has_audio = setup.audio.is_some();
+        let published = Published {
+            media_session_id: self.id.clone(),
+            source: StreamSource::of(&ctx.address()),
+            video: Some(Codec::H264),
+            has_audio,
+        };
+        let info = self.stream_info(has_audio, setup.width, setup.height);
+        if self.registry.add_session(info, ctx.address().recipient()).is_err() {
+            return self.end(Err(RtspError::NameInUse), ctx);
+        }
+        if self.registry.claim_name(self.url.name(), published.clone()).is_err() {
+            warn!(parent: &self.span, "RTSP stream name is taken by another publisher");
+            self.registry.remove_session(&self.id);
+            return self.end(Err(RtspError::NameInUse), ctx);
+        }
+        info!(parent: &self.span, width = setup.width, height = setup.height, audio = has_audio,
+            transport = ?self.transport, "RTSP pull playing");
+        self.video_stream = setup.video;
+        self.audio = setup.audio;
+        self.last_frame = Instant::now();
+        ctx.add_stream(setup.demuxed);
+        if let State::Connecting(waiters) =
+            std::mem::replace(&mut self.state, State::Playing(published.clone()))
+        {
+            for w in waiters {
+                let _ = w.send(Ok(published.clone()));
+            }
+        }
+    }
+
+    fn stream_info(&self, has_audio: bool, width: u32, height: u32) -> StreamInfo {
+        StreamInfo {
+            media_session_id: self.id.clone(),
+            name: self.url.name().to_string(),
+            published: true,
+            has_video: true,
+            has_audio,
+            status: StreamStatus::Publishing,
+            info: String::new(),
+            record: false,
+            record_name: None,
+            width,
+            height,
+            bitrate: 0,
+            min_bitrate: 0,
+            max_bitrate: 0,
+            quality: 0,
+            audio_codec: if has_audio { Codec::Opus.wcs_name().into() } else { String::new() },
+            video_codec: Codec::H264.wcs_name().into(),
+            create_date: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            media_provider: MEDIA_PROVIDER.into(),
+            media_type: "publish".into(),
+            transport: match self.transport {
+                RtspTransport::Tcp => "TCP".into(),
+                RtspTransport::Udp => "UDP".into(),
+            },
+            session_id: String::new(),
+            app_key: "defaultApp".into(),
+            custom: None,
+            audio_state: None,
+            video_state: None,
+        }
+    }
+
+    fn on_item(&mut self, item: CodecItem) {
+        match item {
+            CodecItem::VideoFrame(v) if v.stream_id() == self.video_stream => {
+                self.last_frame = Instant::now();
+                if v.loss() > 0 {
+                    // Packets were lost: hold video until the next keyframe.
+                    self.lost += u64::from(v.loss());
+                    debug!(parent: &self.span, lost = v.loss(), "RTSP video packets lost");
+                    self.fanout.lost_frame();
+                }
+                let t = v.timestamp();
+                let rtp_time = rescale(t.elapsed(), t.clock_rate().get(), 90_000);
+                let keyframe = v.is_random_access_point();
+                let data = v.into_data();
+                let keyframe = keyframe && crate::media::is_keyframe(&data, true);
+                let _ = self.fanout.forward(Frame {
+                    codec: Codec::H264,
+                    keyframe,
+                    rtp_time,
+                    captured: Instant::now(),
+                    data: data.into(),
+                });
+            }
+            CodecItem::AudioFrame(a) => {
+                let Self { audio, fanout, span, .. } = self;
+                let Some((stream, tc)) = audio.as_mut() else { return };
+                if a.stream_id() != *stream {
+                    return;
+                }
+                let t = a.timestamp();
+                let pts = rescale(t.elapsed(), t.clock_rate().get(), tc.sample_rate());
+                if let Err(e) = tc.push(a.data(), pts) {
+                    debug!(parent: &*span, error = %e, "RTSP AAC frame dropped");
+                }
+                let now = Instant::now();
+                while let Some(p) = tc.pop() {
+                    let _ = fanout.forward(Frame {
+                        codec: Codec::Opus,
+                        keyframe: false,
+                        rtp_time: p.ts48k,
+                        captured: now,
+                        data: p.data.into(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// End the pull: `Err` answers waiting viewers with the failure; viewers of a playing
+    /// stream get STOPPED "Stopped by publisher stop" (or the `Stop` reason).
+    fn end(&mut self, why: Result<&'static str, RtspError>, ctx: &mut Context<Self>) {
+        let state = std::mem::replace(&mut self.state, State::Ended);
+        match state {
+            State::Ended => return,
+            State::Connecting(waiters) => {
+                let e = why.clone().err().unwrap_or(RtspError::Connect("stopped".into()));
+                for w in waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+            State::Playing(_) => {}
+        }
+        let reason = match &why {
+            Ok(r) => r,
+            Err(e) => {
+                // Nobody watches a pull that never played; the failure was logged where it happened.
+                debug!(parent: &self.span, error = %e, "RTSP pull gone");
+                info::STOPPED_BY_PUBLISHER
+            }
+        };
+        if why.is_ok() {
+            info!(parent: &self.span, reason, frames = self.fanout.frames(), lost_packets = self.lost,
+                "RTSP pull ended");
+        }
+        self.fanout.end(reason);
+        self.registry.release_name(self.url.name(), &self.id);
+        self.registry.remove_session(&self.id);
+        let me = ctx.address();
+        self.pulls.remove_if(self.url.name(), |_, a| *a == me);
+        ctx.stop();
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if !matches!(self.state, State::Playing(_)) {
+            return;
+        }
+        if self.last_frame.elapsed() > STALL_TIMEOUT {
+            warn!(parent: &self.span, "RTSP camera sent nothing for {STALL_TIMEOUT:?}, dropping it");
+            return self.end(Ok(info::STOPPED_BY_PUBLISHER), ctx);
+        }
+        if !self.fanout.is_empty() {
+            self.idle_since = None;
+            return;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= IDLE {
+            info!(parent: &self.span, "RTSP pull has had no viewer for {IDLE:?}, stopping");
+            self.end(Ok(info::STOPPED_BY_PUBLISHER), ctx);
+        }
+    }
+}
+
+/// `t` ticks of a `from` Hz clock in a `to` Hz clock (negative times clamp to 0).
+fn rescale(t: i64, from: u32, to: u32) -> u64 {
+    let t = t.max(0) as u128;
+    (t * to as u128 / from.max(1) as u128) as u64
+}
+
+/// DESCRIBE, SETUP, PLAY. Errors carry the detail for the log (without credentials: the URL
+/// has none, they travel apart).
+async fn connect(url: RtspUrl, transport: RtspTransport) -> Result<Setup, RtspError> {
+    let opts =
+        SessionOptions::default().creds(url.creds.clone()).user_agent(format!("sluice/{}", crate::VERSION));
+    let mut session = Session::describe(url.url.clone(), opts).await.map_err(classify)?;
+    let streams = session.streams();
+    let video = streams.iter().position(|s| s.media() == "video" && s.encoding_name() == "h264");
+    let Some(video) = video else {
+        let offered: Vec<String> =
+            streams.iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
+        return Err(RtspError::NoCodecs(format!("no H.264 video; the camera offers {offered:?}")));
+    };
+    let audio = streams.iter().position(|s| s.media() == "audio" && s.encoding_name() == "mpeg4-generic");
+    let setup_opts = || {
+        let t = match transport {
+            RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
+            RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
+        };
+        SetupOptions::default().transport(t).frame_format(FRAME_FORMAT)
+    };
+    session.setup(video, setup_opts()).await.map_err(classify)?;
+    let mut audio_setup = None;
+    if let Some(a) = audio {
+        match session.setup(a, setup_opts()).await {
+            Ok(()) => audio_setup = Some(a),
+            Err(e) => debug!(error = %e, "RTSP audio track not set up; video only"),
+        }
+    }
+    // The AudioSpecificConfig is known from the SDP (fmtp `config`); without it, no audio.
+    let audio = audio_setup.and_then(|a| {
+        let asc = match session.streams()[a].parameters() {
+            Some(ParametersRef::Audio(p)) => p.extra_data().to_vec(),
+            _ => return None,
+        };
+        match AacToOpus::new(&asc) {
+            Ok(t) => Some((a, t)),
+            Err(e) => {
+                info!(error = %e, "RTSP AAC track not playable; video only");
+                None
+            }
+        }
+    });
+    let (width, height) = match session.streams()[video].parameters() {
+        Some(ParametersRef::Video(v)) => v.pixel_dimensions(),
+        _ => (0, 0),
+    };
+    let playing = session.play(PlayOptions::default()).await.map_err(classify)?;
+    let demuxed = playing.demuxed().map_err(classify)?;
+    Ok(Setup { demuxed, video, width, height, audio })
+}
+
+/// The WCS error for a retina failure.
+fn classify(e: retina::Error) -> RtspError {
+    match e.status_code() {
+        Some(404) => RtspError::NotFound,
+        _ => RtspError::Connect(e.to_string()),
+    }
+}
+
+impl Actor for RtspSource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        info!(parent: &self.span, "RTSP pull connecting");
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(self.url.clone(), self.transport));
+        attempt
+            .into_actor(self)
+            .map(|res, act, ctx| match res {
+                Ok(Ok(setup)) => act.on_connected(setup, ctx),
+                Ok(Err(e)) => {
+                    warn!(parent: &act.span, error = %e, detail = %detail(&e), "RTSP pull failed");
+                    act.end(Err(e), ctx);
+                }
+                Err(_) => {
+                    warn!(parent: &act.span, "RTSP pull timed out after {CONNECT_TIMEOUT:?}");
+                    act.end(Err(RtspError::Connect("timeout".into())), ctx);
+                }
+            })
+            .spawn(ctx);
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+    }
+
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        // Deregister whatever way the actor goes.
+        if !matches!(self.state, State::Ended) {
+            self.end(Ok(info::STOPPED_BY_PUBLISHER), ctx);
+        }
+        Running::Stop
+    }
+}
+
+fn detail(e: &RtspError) -> &str {
+    match e {
+        RtspError::Connect(d) | RtspError::NoCodecs(d) => d,
+        _ => "",
+    }
+}
+
+impl StreamHandler<Result<CodecItem, retina::Error>> for RtspSource {
+    fn handle(&mut self, item: Result<CodecItem, retina::Error>, ctx: &mut Context<Self>) {
+        match item {
+            Ok(i) => self.on_item(i),
+            Err(e) => {
+                warn!(parent: &self.span, error = %e, "RTSP stream failed");
+                self.end(Ok(info::STOPPED_BY_PUBLISHER), ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        info!(parent: &self.span, "RTSP camera closed the stream");
+        self.end(Ok(info::STOPPED_BY_PUBLISHER), ctx);
+    }
+}
+
+impl Handler<WaitReady> for RtspSource {
+    type Result = MessageResult<WaitReady>;
+    fn handle(&mut self, m: WaitReady, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if m.creds != self.url.creds {
+            info!(parent: &self.span, "viewer's credentials differ from the running pull's: refused");
+            let _ = tx.send(Err(RtspError::Restricted));
+            return MessageResult(rx);
+        }
+        // A viewer is on its way: the idle clock restarts.
+        if self.idle_since.is_some() {
+            self.idle_since = Some(Instant::now());
+        }
+        match &mut self.state {
+            State::Connecting(waiters) => waiters.push(tx),
+            State::Playing(p) => {
+                let _ = tx.send(Ok(p.clone()));
+            }
+            State::Ended => {
+                let _ = tx.send(Err(RtspError::Connect("pull ended".into())));
+            }
+        }
+        MessageResult(rx)
+    }
+}
+
+impl Handler<AddSubscriber> for RtspSource {
+    type Result = ();
+    fn handle(&mut self, m: AddSubscriber, _: &mut Context<Self>) {
+        self.idle_since = None;
+        self.fanout.add(m);
+    }
+}
+
+impl Handler<RemoveSubscriber> for RtspSource {
+    type Result = ();
+    fn handle(&mut self, m: RemoveSubscriber, _: &mut Context<Self>) {
+        self.fanout.remove(m.id);
+        if self.fanout.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+}
+
+impl Handler<RequestKeyframe> for RtspSource {
+    type Result = ();
+    fn handle(&mut self, _: RequestKeyframe, _: &mut Context<Self>) {}
+}
+
+impl Handler<GetGop> for RtspSource {
+    type Result = GopReply;
+    fn handle(&mut self, _: GetGop, _: &mut Context<Self>) -> GopReply {
+        GopReply { frames: self.fanout.gop().to_vec(), has_video: true }
+    }
+}
+
+impl Handler<Stop> for RtspSource {
+    type Result = ();
+    fn handle(&mut self, m: Stop, ctx: &mut Context<Self>) {
+        self.end(Ok(m.reason), ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_validated_and_credentials_taken_out() {
+        let u = RtspUrl::parse("rtsp://admin:p%40ss@cam.local:8554/live/main?x=1").unwrap();
+        assert_eq!(u.name(), "rtsp://cam.local:8554/live/main?x=1");
+        assert_eq!(u.creds, Some(Credentials { username: "admin".into(), password: "p@ss".into() }));
+        assert!(!format!("{u:?}").contains("p@ss") && !format!("{u:?}").contains("admin"));
+        assert_eq!(RtspUrl::parse("RTSP://10.0.0.5/cam").unwrap().name(), "rtsp://10.0.0.5/cam");
+        assert_eq!(RtspUrl::parse("rtsp://[::1]:554/x").unwrap().host(), "[::1]");
+        for bad in ["rtsp:/x", "rtsp://", "rtsps://cam/x", "rtsp:cam", "rtsp://:554/x", "rtsp://a b/x"] {
+            assert_eq!(RtspUrl::parse(bad), Err(RtspError::WrongFormat), "{bad}");
+        }
+        assert!(is_rtsp_name("rtsp://x") && is_rtsp_name("RTSPS://x") && is_rtsp_name("rtsp:x"));
+        assert!(!is_rtsp_name("cam1") && !is_rtsp_name("vod://x") && !is_rtsp_name("rtspcam"));
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("rtsp://u:p@host/x"), "rtsp://***@host/x");
+        assert_eq!(redact("rtsp://u:p@w@host:1/x@y"), "rtsp://***@host:1/x@y");
+        assert_eq!(redact("rtsp://host/x@y"), "rtsp://host/x@y");
+        assert_eq!(redact("nonsense u:p@x"), "nonsense u:p@x");
+    }
+
+    #[test]
+    fn allow_list() {
+        let p = |s: &str| s.parse::<HostPattern>().unwrap();
+        assert!(p("*.cams.example.com").matches("door.cams.example.com"));
+        assert!(!p("*.cams.example.com").matches("cams.example.com.evil.net"));
+        assert!(p("192.168.1.*").matches("192.168.1.20"));
+        assert!(!p("192.168.1.*").matches("192.168.10.2"));
+        assert!(p("CAM1").matches("cam1"));
+        assert!(p("[::1]").matches("[::1]"));
+        assert!(p("*").matches("anything"));
+        assert!("a/b".parse::<HostPattern>().is_err() && "".parse::<HostPattern>().is_err());
+        let pulls = RtspPolicy { allow: vec![p("127.0.0.1")], ..Default::default() };
+        let check = |name: &str| {
+            let url = RtspUrl::parse(name)?;
+            if pulls.allow.iter().any(|p| p.matches(url.host())) {
+                Ok(())
+            } else {
+                Err(RtspError::Restricted)
+            }
+        };
+        assert_eq!(check("rtsp://127.0.0.1:8554/cam"), Ok(()));
+        assert_eq!(check("rtsp://10.0.0.1/cam"), Err(RtspError::Restricted));
+        assert_eq!(check("rtsp://127.0.0.1@10.0.0.1/cam"), Err(RtspError::Restricted));
+    }
+
+    #[test]
+    fn clocks() {
+        assert_eq!(rescale(90_000, 90_000, 90_000), 90_000);
+        assert_eq!(rescale(44_100, 44_100, 48_000), 48_000);
+        assert_eq!(rescale(-5, 90_000, 90_000), 0);
+    }
+}

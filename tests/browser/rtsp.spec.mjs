@@ -1,0 +1,80 @@
+// RTSP pull seen from browsers: a real RTSP server (GStreamer's, tests/support/rtsp_camera.py,
+// H.264 test pattern + AAC tone) on loopback is played by URL in two Chromium pages at once
+// through the Player demo page; both decode frames and sound, and the camera sees one client.
+// A closed port and a wrong path show the WCS error strings.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { after, before, test } from 'node:test';
+
+import { REPO_ROOT, TEST_TIMEOUT_MS, expectFramesDecoded, fixture, textOf, waitForText } from './harness.mjs';
+
+const PLAYER = '/client/examples/demo/streaming/player/player.html';
+
+let fx;
+let camera;
+before(async () => {
+    fx = await fixture();
+    camera = await startCamera();
+});
+after(async () => {
+    camera?.child.kill('SIGKILL');
+    await fx?.close();
+});
+
+/** The test camera on a free port: `{port, clients(), child}`. */
+function startCamera() {
+    const child = spawn('/usr/bin/python3', [`${REPO_ROOT}/tests/support/rtsp_camera.py`, '0'],
+        { stdio: ['ignore', 'pipe', 'inherit'] });
+    let clients = 0;
+    return new Promise((resolve, reject) => {
+        const lines = createInterface({ input: child.stdout });
+        lines.on('line', (l) => {
+            const ready = /^ready (\d+)/.exec(l);
+            if (ready) resolve({ port: +ready[1], clients: () => clients, child });
+            if (l.startsWith('client ')) clients += 1;
+        });
+        child.once('exit', (code) => reject(new Error(`RTSP camera exited (${code})`)));
+        setTimeout(() => reject(new Error('RTSP camera not ready in 10 s')), 10_000);
+    });
+}
+
+async function openPlayer(label, name) {
+    const page = await (await fx.browser(label)).newPage('player');
+    const { server } = fx;
+    await page.goto(server.webUrl(`${PLAYER}?ws=${server.ws}&streamName=${encodeURIComponent(name)}`));
+    await page.click('#playBtn');
+    return page;
+}
+
+test('two Chromium pages play one camera, pulled once', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    await fx.run(async () => {
+        const url = `rtsp://127.0.0.1:${camera.port}/cam`;
+        const pages = await Promise.all([openPlayer('viewer1', url), openPlayer('viewer2', url)]);
+        for (const page of pages) {
+            await waitForText(page, '#status', 'PLAYING');
+        }
+        for (const page of pages) {
+            const frames = await expectFramesDecoded(page, '#remoteVideo video', { audio: true });
+            t.diagnostic(`${frames.width}x${frames.height} ${frames.codec}, ${frames.decoded} frames, ` +
+                `${frames.audioSamples} audio samples in the window`);
+            assert.deepEqual([frames.width, frames.height], [640, 360]);
+        }
+        assert.equal(camera.clients(), 1, 'the camera was pulled more than once');
+    })(t);
+});
+
+test('a closed port and a wrong path fail with the WCS strings', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    await fx.run(async () => {
+        const cases = [
+            ['rtsp://127.0.0.1:1/cam', 'Failed to connect to rtsp stream'],
+            [`rtsp://127.0.0.1:${camera.port}/nope`, 'Rtsp stream not found'],
+        ];
+        for (const [url, info] of cases) {
+            const page = await openPlayer('failing', url);
+            await waitForText(page, '#status', 'FAILED');
+            assert.equal(await textOf(page, '#info'), info, url);
+        }
+    })(t);
+});
