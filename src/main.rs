@@ -97,6 +97,8 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         record_arbiter.handle(),
         registry.clone(),
     );
+    // VOD sources (file reads, AAC transcoding) get an arbiter of their own.
+    let vod_arbiter = actix::Arbiter::new();
     // RTMP connections and RTSP pulls (ingest IO, AAC transcoding): the ingest arbiter.
     let ingest_arbiter = actix::Arbiter::new();
     let rtsp =
@@ -114,6 +116,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         registry,
         snapshots,
         recordings,
+        media_dir: cfg.media_dir.clone(),
+        vod_arbiter: vod_arbiter.handle(),
+        vod: Default::default(),
         rtsp,
         socket,
         media_arbiter: media_arbiter.handle(),
@@ -205,6 +210,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     media_arbiter.stop();
     turn_arbiter.stop();
     record_arbiter.stop();
+    vod_arbiter.stop();
     ingest_arbiter.stop();
     res
 }

@@ -18,10 +18,12 @@ use serde_json::json;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use sluice_actors::messages::Stop;
 use sluice_actors::picture::Format;
 use sluice_actors::protocol::{info, StreamStatus};
 use sluice_actors::registry::Filter;
 use sluice_actors::snapshot::{SnapshotError, TakeSnapshot};
+use sluice_actors::vod::{self, VodError, VodUri};
 use sluice_actors::Core;
 
 #[derive(Deserialize, Default, Debug)]
@@ -153,6 +155,99 @@ async fn snapshot(
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct VodBody {
+    uri: Option<String>,
+    local_stream_name: Option<String>,
+    #[serde(rename = "loop")]
+    looping: Option<bool>,
+}
+
+fn vod_body(body: &[u8]) -> Result<VodBody, HttpResponse> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(VodBody::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// `/vod/startup {"uri": "vod-live://a.mp4", "localStreamName": "a", "loop": false}`: start a
+/// shared VOD stream now, under `localStreamName` (default: the uri). 200, 404 file not found,
+/// 409 name in use, 500 unusable file.
+async fn vod_startup(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse {
+    let b = match vod_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(mut uri) = b.uri.as_deref().and_then(VodUri::parse) else {
+        return bad_request("uri must be vod-live://<file> or vod://<file>".into());
+    };
+    uri.shared = true; // startup only makes shared streams, as WCS
+    let name = b.local_stream_name.filter(|n| !n.is_empty()).unwrap_or_else(|| uri.as_name());
+    if core.registry.name_published(&name) {
+        return HttpResponse::Conflict().json(json!({ "error": info::NAME_IN_USE }));
+    }
+    let path = match vod::resolve(&core.media_dir, &uri.path) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(uri = %uri.as_name(), %why, "VOD file refused");
+            return HttpResponse::NotFound().json(json!({ "error": vod::FILE_NOT_FOUND }));
+        }
+    };
+    let open = vod::OpenVod { uri, path, name, looping: b.looping.unwrap_or(false), start_now: true };
+    match vod::open(open, &core.vod_arbiter, core.registry.clone(), core.vod.clone()).await {
+        Ok(Ok(_)) => HttpResponse::Ok().finish(),
+        Ok(Err(VodError::NameInUse)) => HttpResponse::Conflict().json(json!({ "error": info::NAME_IN_USE })),
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+        Err(_) => HttpResponse::InternalServerError().json(json!({ "error": "VOD service unavailable" })),
+    }
+}
+
+fn vod_matching(core: &Core, b: &VodBody) -> Vec<vod::VodEntry> {
+    let mut v: Vec<vod::VodEntry> = core
+        .vod
+        .iter()
+        .filter(|e| b.local_stream_name.as_ref().is_none_or(|n| *n == e.local_stream_name))
+        .filter(|e| b.uri.as_ref().is_none_or(|u| *u == e.uri))
+        .map(|e| e.clone())
+        .collect();
+    v.sort_by(|a, b| a.local_media_session_id.cmp(&b.local_media_session_id));
+    v
+}
+
+async fn vod_find(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse {
+    let b = match vod_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let found = vod_matching(&core, &b);
+    if found.is_empty() {
+        return HttpResponse::NotFound().json(json!({ "error": info::STREAM_NOT_FOUND }));
+    }
+    HttpResponse::Ok().json(found)
+}
+
+async fn vod_find_all(core: web::Data<Arc<Core>>) -> HttpResponse {
+    HttpResponse::Ok().json(vod_matching(&core, &VodBody::default()))
+}
+
+async fn vod_terminate(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse {
+    let b = match vod_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let found = vod_matching(&core, &b);
+    for e in &found {
+        if let Some(c) = &e.control {
+            c.do_send(Stop { reason: info::STOPPED_BY_REST_TERMINATE });
+        }
+    }
+    match found.len() {
+        0 => HttpResponse::NotFound().json(json!({ "error": info::STREAM_NOT_FOUND })),
+        _ => HttpResponse::Ok().finish(),
+    }
+}
+
 /// How long `/health` waits for an arbiter to run a task before calling it stuck.
 const HEALTH_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -169,15 +264,18 @@ async fn arbiter_answers(arbiter: &actix::ArbiterHandle) -> bool {
 }
 
 /// `/health` (REST and web ports): 200 `{"status": "ok", ...}` when the media socket is bound
-/// and the media and recording arbiters and the snapshot service answer; 503 with
+/// and the media, recording and VOD arbiters and the snapshot service answer; 503 with
 /// `"status": "unavailable"` and the failing `checks` otherwise, or `"status": "stopping"` once
 /// a graceful shutdown has begun (load balancers stop sending clients).
 pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
-    let (media, recording) =
-        tokio::join!(arbiter_answers(&core.media_arbiter), arbiter_answers(core.recordings.arbiter()));
+    let (media, recording, vod) = tokio::join!(
+        arbiter_answers(&core.media_arbiter),
+        arbiter_answers(core.recordings.arbiter()),
+        arbiter_answers(&core.vod_arbiter),
+    );
     let snapshots = core.snapshots.connected();
     let stopping = core.shutdown.is_stopping();
-    let status = match (stopping, media && recording && snapshots) {
+    let status = match (stopping, media && recording && vod && snapshots) {
         (true, _) => "stopping",
         (false, true) => "ok",
         (false, false) => "unavailable",
@@ -189,7 +287,8 @@ pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
     HttpResponse::build(code).json(json!({
         "status": status,
         "version": sluice_actors::VERSION,
-        "checks": { "mediaArbiter": media, "recordingArbiter": recording, "snapshots": snapshots },
+        "checks": { "mediaArbiter": media, "recordingArbiter": recording, "vodArbiter": vod,
+                    "snapshots": snapshots },
         "published": published,
         "playing": playing,
         "recording": core.recordings.list().len(),
@@ -211,6 +310,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/stream/find_all", web::to(find_all))
             .route("/stream/terminate", web::to(terminate))
             .route("/stream/snapshot", web::to(snapshot))
+            .route("/vod/startup", web::to(vod_startup))
+            .route("/vod/find", web::to(vod_find))
+            .route("/vod/find_all", web::to(vod_find_all))
+            .route("/vod/terminate", web::to(vod_terminate))
             .route("/health", web::get().to(health))
             .configure(crate::rest_recording::routes),
     )

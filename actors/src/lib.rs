@@ -11,13 +11,17 @@
 //!   viewer. Each owns one WebRTC engine peer ([`engine::Peer`], a `str0m::Rtc` in ICE-lite mode).
 //!   They all run on one dedicated *media arbiter* (a thread of its own), apart from the web
 //!   workers, so a restarted web worker never takes media with it.
-//! - [`turn::TurnServer`] and one [`turn::Allocation`] per allocation: the embedded TURN server
-//!   (UDP and TCP clients, relayed UDP) for browsers behind firewalls, on a *TURN arbiter* of its
-//!   own; its protocol and policy code is pure, in [`turn_core`].
+//! - [`recorder::Recorder`], one per recorded stream: one more sink of the stream, like a
+//!   viewer, writing a crash-safe fragmented MP4 ([`fmp4`], pure code). Recorders run on a
+//!   *recording arbiter* of their own, so file IO never blocks the media arbiter;
+//!   [`recorder::Recordings`] is the table sessions and REST start and stop them through.
 //! - Streams from outside WebRTC are source actors like a publisher, with the same fan-out:
 //!   [`vod::VodSource`] (MP4 files), [`rtmp::RtmpConnection`] (encoders publishing over RTMP) and
 //!   [`rtsp::RtspSource`] (IP cameras pulled over RTSP). File reads, ingest IO and AAC→Opus
 //!   transcoding run on arbiters of their own (VOD, ingest), never on the media arbiter.
+//! - [`turn::TurnServer`] and one [`turn::Allocation`] per allocation: the embedded TURN server
+//!   (UDP and TCP clients, relayed UDP) for browsers behind firewalls, on a *TURN arbiter* of its
+//!   own; its protocol and policy code is pure, in [`turn_core`].
 //! - The stream registry ([`registry::Registry`]) is deliberately *not* an actor: it is a pair of
 //!   `DashMap`s (published names; every media session by id) that sessions and REST read and
 //!   write synchronously. "Claim this name unless taken" must be atomic, and `DashMap::entry`
@@ -60,6 +64,7 @@ pub mod subscriber;
 pub mod transcode;
 pub mod turn;
 pub mod turn_core;
+pub mod vod;
 
 use std::sync::Arc;
 
@@ -83,6 +88,12 @@ pub struct Core {
     pub candidates: CandidateConfig,
     /// Pictures of live streams, decoded off the media path.
     pub snapshots: actix::Addr<snapshot::SnapshotHub>,
+    /// The media folder VOD files are read from.
+    pub media_dir: std::path::PathBuf,
+    /// VOD sources run here: file reads and AAC transcoding stay off the media arbiter.
+    pub vod_arbiter: ArbiterHandle,
+    /// Running VOD sources, for `/vod/find`.
+    pub vod: Arc<vod::VodCatalog>,
     /// Recordings in progress; their actors run on a recording arbiter of their own.
     pub recordings: Arc<recorder::Recordings>,
     /// RTSP pulls (`rtsp://` play names), running on the ingest arbiter with RTMP ingest.

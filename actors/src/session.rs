@@ -35,6 +35,7 @@ use crate::recorder::{RecordTarget, RecordingFailed};
 use crate::registry::{ClaimError, Published};
 use crate::snapshot::{SnapshotError, TakeSnapshot};
 use crate::subscriber::Subscriber;
+use crate::vod::{self, VodError, VodUri};
 use crate::Core;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -185,10 +186,33 @@ impl Session {
         if crate::rtsp::is_rtsp_name(&req.name) {
             return self.play_rtsp(req, ctx);
         }
-        let Some(source) = core.registry.lookup(&req.name) else {
+        if let Some(source) = core.registry.lookup(&req.name) {
+            return self.start_play(req, source, ctx);
+        }
+        let Some(uri) = VodUri::parse(&req.name) else {
             return self.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx);
         };
-        self.start_play(req, source, ctx);
+        let path = match vod::resolve(&core.media_dir, &uri.path) {
+            Ok(p) => p,
+            Err(why) => {
+                warn!(parent: &self.span, name = %req.name, %why, "VOD file refused");
+                return self.fail_stream(&req, false, vod::FILE_NOT_FOUND, ctx);
+            }
+        };
+        let open = vod::OpenVod { name: uri.as_name(), uri, path, looping: false, start_now: false };
+        let rx = vod::open(open, &core.vod_arbiter, core.registry.clone(), core.vod.clone());
+        async move { rx.await.unwrap_or(Err(VodError::Read)) }
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(source) => act.start_play(req, source, ctx),
+                // Two viewers raced to start one vod-live source: join the winner.
+                Err(VodError::NameInUse) => match act.core.registry.lookup(&req.name) {
+                    Some(source) => act.start_play(req, source, ctx),
+                    None => act.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx),
+                },
+                Err(e) => act.fail_stream(&req, false, &e.to_string(), ctx),
+            })
+            .spawn(ctx);
     }
 
     /// Play an `rtsp://` URL: join (or start) its shared pull once the camera plays. The name
@@ -390,7 +414,6 @@ impl Actor for Session {
         }));
     }
 
-
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         for (_, h) in self.streams.drain() {
             h.stop(info::STOPPED_BY_SESSION_DISCONNECT);
@@ -426,7 +449,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.stop();
             }
             Err(e) => {
-                warn!(parent: &self.span, error = %e, "websocket protocol error, closing");
+                match &e {
+                    // A browser that goes away without a close frame: an ordinary disconnect.
+                    ws::ProtocolError::Io(_) => info!(parent: &self.span, error = %e, "client went away"),
+                    _ => warn!(parent: &self.span, error = %e, "websocket protocol error, closing"),
+                }
                 let code = match e {
                     ws::ProtocolError::Overflow => ws::CloseCode::Size,
                     _ => ws::CloseCode::Protocol,
@@ -470,9 +497,7 @@ impl Handler<StatusChanged> for Session {
             // finished, so the recordName it carries names a complete file the page can play.
             let finished = self.core.recordings.finished_name(&info.media_session_id);
             ctx.wait(finished.into_actor(self).map(move |name, act, ctx| {
-                if name.is_some() {
-                    info.record_name = name;
-                }
+                info.record_name = name;
                 ctx.text(p::status_event(&info));
                 act.close_if_done(ctx);
             }));

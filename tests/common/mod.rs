@@ -34,6 +34,8 @@ pub struct Server {
     /// The RTMP ingest port (0 when started with `--no-rtmp`).
     pub rtmp: u16,
     pub log: PathBuf,
+    /// The server's `--media-dir` (VOD files go here; records under `records/`).
+    pub media_dir: PathBuf,
 }
 
 impl Server {
@@ -70,6 +72,7 @@ impl Server {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("no {k} port in {line:?}; log {}", log.display()))
         };
+        let media_dir = dir.join("media");
         Server {
             ws: port("ws"),
             rest: port("rest"),
@@ -82,6 +85,7 @@ impl Server {
                 .unwrap_or(0),
             child,
             log,
+            media_dir,
         }
     }
 
@@ -282,6 +286,10 @@ pub struct PeerStats {
     /// Video frames this peer has written (publishers).
     pub video_sent: AtomicU64,
     pub video_codec: Mutex<Option<Codec>>,
+    /// The newest video frame received, and when the first and last ones arrived.
+    pub last_video: Mutex<Option<Arc<[u8]>>>,
+    pub first_video_at: Mutex<Option<Instant>>,
+    pub last_video_at: Mutex<Option<Instant>>,
     pub first_keyframe: Mutex<Option<Instant>>,
 }
 
@@ -533,6 +541,10 @@ fn run_peer(
                             let codec = d.params.spec().codec;
                             *stats.video_codec.lock().expect("lock") = Some(codec);
                             stats.video_frames.fetch_add(1, Ordering::Relaxed);
+                            let now = Instant::now();
+                            stats.first_video_at.lock().expect("lock").get_or_insert(now);
+                            *stats.last_video_at.lock().expect("lock") = Some(now);
+                            *stats.last_video.lock().expect("lock") = Some(d.data.clone());
                             let key = match &d.codec_extra {
                                 str0m::format::CodecExtra::H264(x) => x.is_keyframe,
                                 str0m::format::CodecExtra::Vp8(x) => x.is_keyframe,
