@@ -69,10 +69,9 @@ test('official SDK: a second browser plays until the publisher stops; unknown na
         t.diagnostic(`viewer ${frames.width}x${frames.height} ${frames.codec}, ${frames.decoded} frames in the window`);
         assert.deepEqual([frames.width, frames.height], await capturedSize(publisher));
 
-        await t.test('the viewer also plays the sound', {
-            todo: 'server bug: the play answer gives the audio and the video m-line different msid ' +
-                'stream ids, and the official SDK shows only the last ontrack stream (video only)',
-        }, async () => {
+        // The play answer puts audio and video in one msid stream, so the official SDK's
+        // `srcObject = event.streams[0]` carries both.
+        await t.test('the viewer also plays the sound', async () => {
             await expectFramesDecoded(viewer, '#remote video', { audio: true });
         });
 
