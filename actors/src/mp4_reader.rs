@@ -161,23 +161,17 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
         let Some(codec) = stbl.stsd.codecs.first() else { continue };
         let raw = sample_table(stbl);
         match (handler.as_str(), codec) {
-            ("vide", StsdCodec::Avc1(a)) if video.is_none() => {
+            ("vide", StsdCodec::Avc1(mp4_atom::Avc1 { visual, avcc, .. }))
+            | ("vide", StsdCodec::Avc3(mp4_atom::Avc3 { visual, avcc, .. }))
+                if video.is_none() =>
+            {
                 let setup = VideoSetup::H264 {
-                    sps: a.avcc.sequence_parameter_sets.clone(),
-                    pps: a.avcc.picture_parameter_sets.clone(),
-                    length_size: a.avcc.length_size,
+                    sps: avcc.sequence_parameter_sets.clone(),
+                    pps: avcc.picture_parameter_sets.clone(),
+                    length_size: avcc.length_size,
                 };
                 let t = Track { id, kind: TrackKind::Video, timescale, raw };
-                video = Some((setup, t, a.visual.width as u32, a.visual.height as u32));
-            }
-            ("vide", StsdCodec::Avc3(a)) if video.is_none() => {
-                let setup = VideoSetup::H264 {
-                    sps: a.avcc.sequence_parameter_sets.clone(),
-                    pps: a.avcc.picture_parameter_sets.clone(),
-                    length_size: a.avcc.length_size,
-                };
-                let t = Track { id, kind: TrackKind::Video, timescale, raw };
-                video = Some((setup, t, a.visual.width as u32, a.visual.height as u32));
+                video = Some((setup, t, visual.width as u32, visual.height as u32));
             }
             ("vide", StsdCodec::Vp08(v)) if video.is_none() => {
                 let t = Track { id, kind: TrackKind::Video, timescale, raw };
