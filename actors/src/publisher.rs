@@ -8,8 +8,10 @@
 //!
 //! Keyframes: Chromium's encoder sends none on its own after the first, so a joining viewer
 //! would wait forever. The publisher asks the browser for one (PLI) whenever a subscriber
-//! connects or asks, at most once per [`KEYFRAME_MIN_INTERVAL`]; a request inside that window is
-//! deferred to its end rather than lost.
+//! connects or asks. While a requested keyframe is on its way (up to [`KEYFRAME_IN_FLIGHT`]) it
+//! serves every new request; otherwise a request goes out at once, at most once per
+//! [`KEYFRAME_MIN_INTERVAL`] (a request inside that window is deferred to its end, not lost).
+//!
 //! Backpressure is the fan-out's ([`crate::fanout`]).
 
 use std::sync::Arc;
@@ -32,7 +34,9 @@ use crate::protocol::{info, mute_change, MuteState, StreamInfo, StreamStatus};
 use crate::registry::Registry;
 
 /// Minimum spacing of keyframe requests sent to the publishing browser.
-pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(300);
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a requested keyframe is waited for before a new request may be sent for a joiner.
+pub const KEYFRAME_IN_FLIGHT: Duration = Duration::from_millis(500);
 /// A publisher that has not connected (ICE + DTLS) by then is failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -54,6 +58,8 @@ pub struct Publisher {
     fanout: FanOut,
     last_keyframe_request: Option<Instant>,
     keyframe_request_deferred: bool,
+    /// A keyframe was requested and has not arrived yet: it will serve every joiner meanwhile.
+    keyframe_in_flight: bool,
     span: tracing::Span,
 }
 
@@ -74,6 +80,7 @@ impl Publisher {
             fanout: FanOut::default(),
             last_keyframe_request: None,
             keyframe_request_deferred: false,
+            keyframe_in_flight: false,
             span,
         }
     }
@@ -104,6 +111,10 @@ impl Publisher {
 
     fn request_keyframe(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        // A keyframe already asked for and not yet arrived serves this request too.
+        if self.keyframe_in_flight && self.last_keyframe_request.is_some_and(|t| now - t < KEYFRAME_IN_FLIGHT) {
+            return;
+        }
         if let Some(last) = self.last_keyframe_request {
             let next = last + KEYFRAME_MIN_INTERVAL;
             if now < next {
@@ -119,6 +130,7 @@ impl Publisher {
         }
         if self.link.peer.request_keyframe() {
             self.last_keyframe_request = Some(now);
+            self.keyframe_in_flight = true;
             self.drive(ctx);
         }
     }
@@ -157,6 +169,9 @@ impl PeerActor for Publisher {
                 }
             }
             PeerEvent::Frame(f) => {
+                if f.keyframe {
+                    self.keyframe_in_flight = false;
+                }
                 if self.state == State::Live && self.fanout.forward(f) {
                     self.request_keyframe(ctx);
                 }
