@@ -374,3 +374,166 @@ fn full_disk_fails_recording_not_the_stream() {
     unpublish(&mut ws, &id, &name);
     drop(peer);
 }
+
+/// With the default folders (records inside the media folder), a recording plays back as
+/// `vod://records/<file>` without copying: the VOD reader takes the fragmented MP4 as written,
+/// and the frames come out byte for byte as the publisher sent them.
+#[test]
+fn recording_plays_back_as_vod() {
+    let s = Server::start();
+    let records = s.log.parent().expect("server dir").join("media").join("records");
+    let mut ws = Wcs::connect(&s);
+    // A server without VOD answers "Stream not found" for any vod:// name.
+    let (_, missing) =
+        request_play(&mut ws, "vod://records/none.mp4", &Offering::new(false, Video::H264).sdp);
+    if missing.as_ref().err().is_some_and(|st| st["info"] == "Stream not found") {
+        eprintln!("this build has no VOD: skipped");
+        return;
+    }
+    let name = new_id("vodrec");
+    let (id, peer, _) = publish_recorded(&mut ws, &name, Video::H264);
+    std::thread::sleep(Duration::from_secs(3));
+    let file = record_name(&unpublish(&mut ws, &id, &name));
+    drop(peer);
+    assert!(records.join(&file).is_file(), "{file} not in {}", records.display());
+
+    let (_id, viewer) = play(&mut ws, &format!("vod://records/{file}"));
+    viewer.wait_until(STEP, "recorded video and audio", |p| {
+        p.video_frames.load(std::sync::atomic::Ordering::Relaxed) > 30
+            && p.audio_frames.load(std::sync::atomic::Ordering::Relaxed) > 50
+    });
+    assert_eq!(viewer.corrupt(), 0, "frames differ from what was published");
+}
+
+/// The pid of the server started with `--records-dir <records>`.
+fn server_pid(records: &Path) -> u32 {
+    let want = records.to_str().expect("utf-8 path");
+    for e in std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.windows(2).any(|w| w[0] == b"--records-dir" && w[1] == want.as_bytes()) {
+            return pid;
+        }
+    }
+    panic!("no server process with --records-dir {want}");
+}
+
+/// Server CPU time (user + system), seconds, from /proc/<pid>/stat (clock ticks of 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server stat");
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: state is field 0, utime field 11, stime field 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Server CPU share (1.0 = one core) over `secs`, after `settle` seconds. Meanwhile `ws` is
+/// read, so its session answers the server's pings and stays open.
+fn cpu_share(pid: u32, settle: f64, secs: f64, ws: &mut Wcs) -> f64 {
+    let _ = ws.try_expect("-", Duration::from_secs_f64(settle), |_| false);
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    let _ = ws.try_expect("-", Duration::from_secs_f64(secs), |_| false);
+    (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64()
+}
+
+/// BENCHMARKS.md "Recording": CPU cost of recording one 2.5 Mbps 720p H.264 + Opus stream, as a
+/// fraction of the cost of forwarding it to one subscriber. A real x264 clip (1280x720, 30 fps,
+/// CBR 2.5 Mbps with filler) is published; the server's CPU is read in three phases, publisher
+/// alone, publisher + one viewer, publisher + recording, repeated `BENCH_ROUNDS` times
+/// (interleaved, so drift of the baseline cancels) for `BENCH_SECS` each. Run on a release build:
+/// `cargo test --release --test recording -- --ignored --nocapture recording_cpu_vs_forwarding`
+#[test]
+#[ignore = "benchmark: run explicitly, on a release build"]
+fn recording_cpu_vs_forwarding() {
+    let env = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (secs, rounds) = (env("BENCH_SECS", 15.0), env("BENCH_ROUNDS", 3.0) as usize);
+    let settle = 2.0;
+    let total = rounds as f64 * 3.0 * (secs + settle + 1.0) + 10.0;
+    let clip_path = ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size=1280x720:rate=30:duration={total}"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "60",
+            "-b:v",
+            "2500k",
+            "-minrate",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "2500k",
+            "-x264-params",
+            "nal-hrd=cbr:aud=1",
+            "-f",
+            "h264",
+        ],
+        &format!("bench-720p-2500k-{}s.h264", total as u64),
+    );
+    let data = std::fs::read(&clip_path).expect("clip");
+    let clip = Clip::from_annexb(&data, usize::MAX);
+    let mbps = data.len() as f64 * 8.0 / (clip.frames.len() as f64 / 30.0) / 1e6;
+    let dir = Dir::new("bench");
+    let s = start(&dir.0);
+    let pid = server_pid(&dir.0);
+    let mut ws = Wcs::connect(&s);
+    let name = new_id("bench");
+    let (id, publisher) = publish_clip(&mut ws, &name, clip.clone());
+    let body = json!({"mediaSessionId": id}).to_string();
+
+    let (mut alone, mut forwarding, mut recording) = (Vec::new(), Vec::new(), Vec::new());
+    let mut recorded = 0.0;
+    for _ in 0..rounds {
+        alone.push(cpu_share(pid, settle, secs, &mut ws));
+
+        let mut vws = Wcs::connect(&s);
+        let (play_id, viewer) = play(&mut vws, &name);
+        forwarding.push(cpu_share(pid, settle, secs, &mut ws));
+        assert!(viewer.video() as f64 > 20.0 * secs, "viewer got {} frames", viewer.video());
+        vws.send("stopStream", json!({"mediaSessionId": play_id, "name": name}));
+        drop(viewer);
+        vws.close();
+
+        let (code, started) = s.rest("/rest-api/stream/startRecording", Some(&body));
+        assert_eq!(code, 200, "{started}");
+        recording.push(cpu_share(pid, settle, secs, &mut ws));
+        let (_, stopped) = s.rest("/rest-api/stream/stopRecording", Some(&body));
+        let p = probe(&dir.0.join(stopped["fileName"].as_str().expect("fileName")));
+        assert_eq!(p.codecs, vec!["h264", "opus"]);
+        recorded += p.duration;
+    }
+    drop(publisher);
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (a, f, r) = (mean(&alone), mean(&forwarding), mean(&recording));
+    let per_round: Vec<String> = (0..rounds)
+        .map(|i| format!("{:.0}%", 100.0 * (recording[i] - alone[i]) / (forwarding[i] - alone[i])))
+        .collect();
+    eprintln!(
+        "clip {} frames, {mbps:.2} Mbit/s; {rounds} rounds of {secs} s per phase; recorded {recorded:.1} s in all\n\
+         server CPU (1.0 = one core): publisher alone {a:.4} {alone:.4?}\n\
+         + 1 viewer {f:.4} {forwarding:.4?}\n\
+         + recording {r:.4} {recording:.4?}\n\
+         forwarding to one viewer costs {:.4}, recording costs {:.4}: recording = {:.0}% of forwarding \
+         (per round {})",
+        clip.frames.len(),
+        f - a,
+        r - a,
+        100.0 * (r - a) / (f - a),
+        per_round.join(", ")
+    );
+    assert!(recorded > 0.8 * secs * rounds as f64, "the benchmark did not run as intended");
+}

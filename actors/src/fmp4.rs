@@ -745,7 +745,10 @@ pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 2 < data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+        if data[i + 2] > 1 {
+            // No start code can begin at i, i + 1 or i + 2 (the skip ffmpeg's scanner makes).
+            i += 3;
+        } else if data[i + 2] == 1 && data[i] == 0 && data[i + 1] == 0 {
             starts.push(i + 3);
             i += 3;
         } else {
@@ -886,6 +889,10 @@ mod tests {
         assert!(annexb_to_avcc(&[1, 2, 3]).is_empty());
         assert!(annexb_to_avcc(&[]).is_empty());
         assert!(annexb_to_avcc(&[0, 0, 1]).is_empty());
+        // Start codes at every alignment and after bytes > 1 (the scanner skips by 3).
+        let au = [7, 7, 0, 0, 1, 0x41, 9, 0, 0, 0, 1, 0x65, 2, 2, 2, 0, 0, 1, 0x06, 5];
+        let nals: Vec<&[u8]> = annexb_nals(&au).collect();
+        assert_eq!(nals, vec![&[0x41, 9][..], &[0x65, 2, 2, 2][..], &[0x06, 5][..]]);
     }
 
     #[test]

@@ -72,8 +72,11 @@ pub const KEYFRAME_WAIT: Duration = Duration::from_secs(5);
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest wait for a recorder to finish its file before a final status goes out anyway.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Final names of finished recordings are kept this long for a late [`Recordings::finished_name`].
-const FINISHED_KEEP: Duration = Duration::from_secs(60);
+/// Final names of finished recordings, for a late [`Recordings::finished_name`] (a recording
+/// stopped over REST long before its stream ends): kept this long once more than
+/// [`FINISHED_MAX`] are held.
+const FINISHED_KEEP: Duration = Duration::from_secs(3600);
+const FINISHED_MAX: usize = 1000;
 
 /// Sink ids of recorders, in a range apart from viewers' ids (which count up from 1).
 static NEXT_SINK_ID: AtomicU64 = AtomicU64::new(1 << 62);
@@ -372,20 +375,21 @@ impl Recordings {
     }
 
     /// The final file name of a stream's recording once it is finished: waits (at most
-    /// [`FINISH_TIMEOUT`]) for a recording in progress to finish its file, or answers the name
-    /// of one finished lately. `None` if there was none.
+    /// [`FINISH_TIMEOUT`], then answers the current name) for a recording in progress to finish
+    /// its file, or answers the name of one finished before. `None` if there is no file (none
+    /// was recorded, or it had no media).
     pub fn finished_name(self: &Arc<Self>, media_session_id: &str) -> impl Future<Output = Option<String>> {
         let me = self.clone();
         let id = media_session_id.to_string();
-        let addr = self.active.get(&id).map(|a| a.addr.clone());
+        let active = self.active.get(&id).map(|a| (a.addr.clone(), a.info.file_name.clone()));
         async move {
-            if let Some(addr) = addr {
-                let reply = tokio::time::timeout(FINISH_TIMEOUT, addr.send(Finish { leave: false })).await;
-                if let Ok(Ok(name)) = reply {
-                    return name;
+            if let Some((addr, current)) = active {
+                match tokio::time::timeout(FINISH_TIMEOUT, addr.send(Finish { leave: false })).await {
+                    Ok(Ok(name)) => return name,
+                    Err(_) => return Some(current), // still finishing: the file is there
+                    Ok(Err(_)) => {}                // stopped before the request reached it
                 }
             }
-            // Finished (and stopped) before the request reached it.
             me.finished.get(&id).and_then(|f| f.0.clone())
         }
     }
@@ -409,7 +413,9 @@ impl Recordings {
     /// A recorder is done: forget it, remember its final name for a while.
     fn done(&self, media_session_id: &str, sink_id: u64, final_name: Option<String>) {
         self.active.remove_if(media_session_id, |_, a| a.sink_id == sink_id);
-        self.finished.retain(|_, (_, at)| at.elapsed() < FINISHED_KEEP);
+        if self.finished.len() > FINISHED_MAX {
+            self.finished.retain(|_, (_, at)| at.elapsed() < FINISHED_KEEP);
+        }
         self.finished.insert(media_session_id.to_string(), (final_name, Instant::now()));
     }
 }
@@ -699,7 +705,7 @@ mod tests {
         assert_eq!(sanitize("../x"), "_._x.mp4");
         assert_eq!(sanitize(""), "record.mp4");
         assert_eq!(sanitize(".mp4"), "_mp4.mp4");
-        assert_eq!(sanitize("a.MP4"), "a.MP4");
+        assert_eq!(sanitize("a.MP4"), "a.mp4");
         // A template can't escape either.
         assert_eq!(sanitize(&render_name("../{streamName}", &vars("x"))), "_._x.mp4");
     }
