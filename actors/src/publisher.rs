@@ -112,7 +112,8 @@ impl Publisher {
     fn request_keyframe(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         // A keyframe already asked for and not yet arrived serves this request too.
-        if self.keyframe_in_flight && self.last_keyframe_request.is_some_and(|t| now - t < KEYFRAME_IN_FLIGHT) {
+        if self.keyframe_in_flight && self.last_keyframe_request.is_some_and(|t| now - t < KEYFRAME_IN_FLIGHT)
+        {
             return;
         }
         if let Some(last) = self.last_keyframe_request {

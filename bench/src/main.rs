@@ -291,7 +291,13 @@ fn load_clip(path: &str) -> Vec<(Vec<u8>, bool)> {
 }
 
 /// The publisher: synthetic H.264 (or a clip) + Opus, keyframes every `gop` s and on request.
-fn run_publisher(mut rtc: Rtc, socket: UdpSocket, mids: Vec<(Mid, MediaKind)>, a: Args, stop: Arc<AtomicBool>) {
+fn run_publisher(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    mids: Vec<(Mid, MediaKind)>,
+    a: Args,
+    stop: Arc<AtomicBool>,
+) {
     let clip = a.clip.as_deref().map(load_clip);
     // Clip position; with --keyframe-requested the clip starts after its first keyframe.
     let mut clip_pos = if a.keyframe_requested { 1 } else { 0 };
@@ -511,12 +517,20 @@ fn http_post(base: &str, path: &str, body: &str) -> (u16, String) {
 }
 
 /// Start a publisher of `name`; returns its WebSocket (keep it open) and thread.
-fn publish(server: &Server, a: &Args, name: &str, stop: Arc<AtomicBool>) -> (Wcs, std::thread::JoinHandle<()>) {
+fn publish(
+    server: &Server,
+    a: &Args,
+    name: &str,
+    stop: Arc<AtomicBool>,
+) -> (Wcs, std::thread::JoinHandle<()>) {
     let mut ws = Wcs::connect(&server.ws);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut rtc = new_rtc(false, &sock);
     let (sdp, pending, mids) = offer(&mut rtc, Direction::SendOnly, true);
-    ws.send("publishStream", json!({"mediaSessionId": format!("{name}-pub"), "name": name, "published": true, "sdp": sdp}));
+    ws.send(
+        "publishStream",
+        json!({"mediaSessionId": format!("{name}-pub"), "name": name, "published": true, "sdp": sdp}),
+    );
     let ans = ws.wait(|v| v["message"] == "setRemoteSDP");
     let answer = SdpAnswer::from_sdp_string(ans["data"][1].as_str().unwrap_or("")).expect("answer");
     rtc.sdp_api().accept_answer(pending, answer).expect("accept");
@@ -544,7 +558,8 @@ fn run_snapshots(a: &Args, server: &Server) {
             std::thread::sleep(Duration::from_millis(300));
         }
         let t0 = Instant::now();
-        let (code, body) = http_post(&server.rest, "/rest-api/stream/snapshot", &json!({"streamName": name}).to_string());
+        let (code, body) =
+            http_post(&server.rest, "/rest-api/stream/snapshot", &json!({"streamName": name}).to_string());
         let took = t0.elapsed().as_secs_f64() * 1000.0;
         if code == 200 && body.contains("\"data\"") {
             ms.push(took);
@@ -568,7 +583,8 @@ fn run_snapshots(a: &Args, server: &Server) {
     let mode = if a.keyframe_requested { "keyframe requested" } else { "keyframe held" };
     println!("snapshots ({mode}): {n} ok, {failures} failed, latency p50 {p50:.1} ms, p99 {p99:.1} ms");
     if let Some(path) = &a.json {
-        let v = json!({"mode": mode, "ok": n, "failed": failures, "p50_ms": p50, "p99_ms": p99, "clip": a.clip});
+        let v =
+            json!({"mode": mode, "ok": n, "failed": failures, "p50_ms": p50, "p99_ms": p99, "clip": a.clip});
         std::fs::write(path, v.to_string()).expect("write json");
     }
 }
