@@ -296,10 +296,13 @@ impl Peer {
             return Ok(false);
         };
         let freq = Frequency::new(frame.codec.clock_rate()).expect("non-zero clock rate");
-        writer
-            .write(pt, frame.captured, MediaTime::new(frame.rtp_time, freq), frame.data.clone())
-            .map_err(|e| EngineError::Rtc(e.to_string()))?;
-        Ok(true)
+        match writer.write(pt, frame.captured, MediaTime::new(frame.rtp_time, freq), frame.data.clone()) {
+            Ok(()) => Ok(true),
+            // str0m's queue of frames waiting to be packetized is full: this viewer cannot keep
+            // up. Dropping the frame is the backpressure; the viewer's decoder asks for a keyframe.
+            Err(str0m::RtcError::WriteWithoutPoll) => Ok(false),
+            Err(e) => Err(EngineError::Rtc(e.to_string())),
+        }
     }
 
     /// Ask the publishing browser for a keyframe (PLI).
