@@ -53,6 +53,9 @@ cargo build --locked --workspace --all-targets
 echo "== cargo test"
 cargo test --locked --workspace
 
+echo "== load tool smoke run (figures are printed, not asserted; it fails if viewers get no media)"
+target/debug/sluice-bench --spawn target/debug/sluice --subscribers 4 --step 2 --step-secs 1 --duration 60
+
 echo "== browser tests"
 SLUICE_BIN="$PWD/target/debug/sluice" bash tests/browser/run.sh
 echo "== all tests passed"

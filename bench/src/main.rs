@@ -638,7 +638,8 @@ fn main() {
     );
     let mut step_no = 0;
     let json_rows = Arc::new(Mutex::new(Vec::new()));
-    while subs.len() < a.subscribers && start.elapsed().as_secs_f64() < a.duration {
+    let mut refused = false;
+    while !refused && subs.len() < a.subscribers && start.elapsed().as_secs_f64() < a.duration {
         step_no += 1;
         let first_new = subs.len();
         let target = (subs.len() + a.step).min(a.subscribers);
@@ -661,6 +662,7 @@ fn main() {
             });
             let Some(sdp) = ans["data"][1].as_str() else {
                 eprintln!("subscriber {i} refused: {ans}");
+                refused = true;
                 break;
             };
             let answer = SdpAnswer::from_sdp_string(sdp).expect("answer");
@@ -747,11 +749,22 @@ fn main() {
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap_or_default()).expect("write json");
     }
+    // A run where subscribers did not all connect, or the last step received nothing, is a
+    // failure of the server, not a figure: exit non-zero (CI runs a small smoke run).
+    let last = steps.last().cloned().unwrap_or(Value::Null);
+    let healthy = last["connected"].as_u64() == Some(subs.len() as u64)
+        && last["packets"].as_u64().unwrap_or(0) > 0
+        && subs.len() == a.subscribers;
     stop.store(true, Ordering::Relaxed);
     if let Some((_ws, t)) = publisher {
         let _ = t.join();
     }
     for w in workers {
         let _ = w.join();
+    }
+    if !healthy || refused {
+        eprintln!("sluice-bench: subscribers did not all connect and receive media: {last}");
+        drop(server); // stops the spawned server: exit() runs no destructors
+        std::process::exit(1);
     }
 }
