@@ -63,9 +63,19 @@ pub fn warm_up() {
     drop(rtc);
 }
 
+/// One DTLS certificate for every peer of the process, as SFUs do: generating a key pair per
+/// peer costs CPU on every join. Each answer carries its fingerprint as usual.
+fn dtls_cert() -> Option<&'static str0m::config::DtlsCert> {
+    static CERT: std::sync::OnceLock<Option<str0m::config::DtlsCert>> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| str0m::crypto::from_feature_flags().dtls_provider.generate_certificate()).as_ref()
+}
+
 fn base_config() -> RtcConfig {
-    RtcConfig::new()
-        .set_ice_lite(true)
+    let cfg = match dtls_cert() {
+        Some(cert) => RtcConfig::new().set_dtls_cert(cert.clone()),
+        None => RtcConfig::new(), // str0m generates one per peer
+    };
+    cfg.set_ice_lite(true)
         .set_send_buffer_video(SEND_BUFFER_VIDEO)
         .set_send_buffer_audio(SEND_BUFFER_AUDIO)
         .set_stats_interval(None)
