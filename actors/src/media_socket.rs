@@ -67,8 +67,8 @@ const BIND_ATTEMPTS: usize = 20;
 
 impl MediaSocket {
     /// UDP and TCP on one port number. A fixed port is tried once; port 0 retries with another
-    /// OS-picked UDP port while the same TCP port is in use.
-    fn bind_pair(bind: std::net::IpAddr, port: u16) -> io::Result<(UdpSocket, SocketAddr, TcpListener)> {
+    /// OS-picked UDP port while the same TCP port is in use (the TURN server binds this way too).
+    pub fn bind_pair(bind: std::net::IpAddr, port: u16) -> io::Result<(UdpSocket, SocketAddr, TcpListener)> {
         // Ports that failed stay bound until the end, so the OS does not hand them out again.
         let mut tried = Vec::new();
         loop {

@@ -185,10 +185,9 @@ fn now_unix() -> u64 {
 
 /// Bind the TURN ports and start the server on `arbiter`.
 pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::Result<TurnHandle> {
-    let udp = std::net::UdpSocket::bind((site.bind, cfg.port))?;
+    let (udp, udp_local, tcp_main) = crate::media_socket::MediaSocket::bind_pair(site.bind, cfg.port)?;
     socket_buffers(&udp, LISTENER_SOCKET_BUFFER);
-    let udp_local = udp.local_addr()?;
-    let mut listeners = vec![std::net::TcpListener::bind(udp_local)?];
+    let mut listeners = vec![tcp_main];
     if let Some(p) = cfg.tcp_port {
         listeners.push(std::net::TcpListener::bind((site.bind, p))?);
     }
