@@ -10,31 +10,13 @@ use common::*;
 use serde_json::json;
 
 fn clip(seconds: u32, size: &str) -> Vec<u8> {
-    let path = ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc=size={size}:rate=30"),
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-bf",
-            "0",
-            "-x264-params",
-            "aud=1",
-            "-f",
-            "h264",
-        ],
-        &format!("testsrc-{size}-{seconds}.h264"),
-    );
+    let (src, secs) = (format!("testsrc=size={size}:rate=30"), seconds.to_string());
+    let args: Vec<&str> = ["-f", "lavfi", "-i", &src, "-t", &secs]
+        .into_iter()
+        .chain(X264_BASELINE.iter().copied())
+        .chain(["-x264-params", "aud=1", "-f", "h264"])
+        .collect();
+    let path = ffmpeg(&args, &format!("testsrc-{size}-{seconds}.h264"));
     std::fs::read(path).expect("clip")
 }
 

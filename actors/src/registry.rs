@@ -113,6 +113,18 @@ impl Registry {
         })
     }
 
+    /// Set a stream's status and info, in the actor's own copy and in its registry record;
+    /// returns the stream object to send to its client.
+    pub fn set_status(&self, info: &mut StreamInfo, status: StreamStatus, text: &str) -> StreamInfo {
+        info.status = status;
+        info.info = text.to_string();
+        self.update(&info.media_session_id, |i| {
+            i.status = status;
+            i.info = text.to_string();
+        })
+        .unwrap_or_else(|| info.clone())
+    }
+
     pub fn remove_session(&self, id: &str) {
         self.streams.remove(id);
     }

@@ -79,13 +79,8 @@ impl Subscriber {
     }
 
     fn set_status(&mut self, status: StreamStatus, text: &str) {
-        let updated = self.registry.update(&self.info.media_session_id, |i| {
-            i.status = status;
-            i.info = text.to_string();
-        });
-        self.info.status = status;
-        self.info.info = text.to_string();
-        self.session.do_send(StatusChanged(updated.unwrap_or_else(|| self.info.clone())));
+        let info = self.registry.set_status(&mut self.info, status, text);
+        self.session.do_send(StatusChanged(info));
     }
 
     fn end(&mut self, status: StreamStatus, reason: &str, ctx: &mut Context<Self>) {

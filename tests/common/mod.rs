@@ -665,6 +665,11 @@ pub fn publish_clip(ws: &mut Wcs, name: &str, clip: Clip) -> (String, Peer) {
     (id, peer)
 }
 
+/// ffmpeg output options for H.264 as browsers decode it in WebRTC: Constrained Baseline,
+/// 4:2:0, a keyframe every 30 frames, no B-frames.
+pub const X264_BASELINE: &[&str] =
+    &["-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-g", "30", "-bf", "0"];
+
 /// Make a test clip with ffmpeg in a temp folder; returns the file path.
 pub fn ffmpeg(args: &[&str], out_name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sluice-media-{}", std::process::id()));
