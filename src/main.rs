@@ -26,6 +26,9 @@ use sluice_actors::{CandidateConfig, Core};
 
 use crate::config::{Cli, Config};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// WebSocket upgrade on any path: WCS pages put the stream name in the URL path.
 async fn websocket(
     req: HttpRequest,

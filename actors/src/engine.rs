@@ -91,6 +91,18 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
     // order enabled here decides what a publisher sends: H.264 first, VP8 second. A player gets
     // exactly its publisher's codec, so nothing is ever transcoded.
     let mut cfg = base_config().enable_opus(true, false);
+    if let Role::Play { .. } = role {
+        // No transport-wide sequence numbers towards viewers: the server does no send-side
+        // bandwidth estimation, and str0m keeps a record of the last 1000 packets sent for TWCC
+        // (~90 KB per viewer). Publishers keep TWCC: their browser's estimator needs our feedback.
+        let mut exts = str0m::rtp::ExtensionMap::empty();
+        for (id, ext) in cfg.extension_map().iter() {
+            if *ext != str0m::rtp::Extension::TransportSequenceNumber {
+                exts.set(id, ext.clone());
+            }
+        }
+        cfg = cfg.set_extension_map(exts);
+    }
     cfg = match role {
         Role::Publish => cfg.enable_h264(true).enable_vp8(true),
         Role::Play { video: Some(Codec::H264) } => cfg.enable_h264(true),
@@ -217,12 +229,20 @@ impl Peer {
         mut transmit: impl FnMut(Transmit),
         mut event: impl FnMut(PeerEvent),
     ) -> Result<Instant, EngineError> {
+        let mut immediate = 0;
         loop {
             if !self.rtc.is_alive() {
                 return Err(EngineError::Closed);
             }
             let out = self.rtc.poll_output().map_err(|e| EngineError::Rtc(e.to_string()))?;
             match out {
+                // A deadline already reached (str0m packetizes a written frame on its next
+                // timeout) is served here and now: a timer armed for "now" would cost a timer
+                // registration and another actor poll per frame per viewer.
+                Output::Timeout(at) if immediate < MAX_IMMEDIATE_TIMEOUTS && at <= Instant::now() => {
+                    immediate += 1;
+                    self.timeout(Instant::now())?;
+                }
                 Output::Timeout(at) => return Ok(at),
                 Output::Transmit(t) => transmit(Transmit {
                     proto: if t.proto == Protocol::Tcp { Proto::Tcp } else { Proto::Udp },
@@ -365,6 +385,9 @@ pub fn stun_server_ufrag(buf: &[u8]) -> Option<String> {
     let msg = str0m::ice::StunMessage::parse(buf).ok()?;
     msg.split_username().map(|(server, _)| server.to_string())
 }
+
+/// Deadlines already due that [`Peer::poll`] serves itself before handing one to the timer.
+const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 
 /// How far ahead a timer is armed at most, even if the engine asks for later.
 pub const MAX_TIMER: Duration = Duration::from_secs(1);
