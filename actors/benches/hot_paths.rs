@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the hot paths, without sockets:
 //! - `fanout_write`: one video frame written to N connected subscriber peers (the server's real
-//!   engine peers, ICE+DTLS done in memory against str0m clients): H.264 packetizing, RTP
-//!   headers, SRTP protect and draining the transmits, per subscriber.
+//!   engine peers, ICE+DTLS done in memory against str0m clients): H.264 packetizing once per
+//!   frame (as the stream's fan-out does), then RTP headers, SRTP protect and draining the
+//!   transmits, per subscriber.
 //! - `vod_avcc_to_annexb`: converting an MP4 sample to Annex-B for a VOD source.
 //!
 //! Run: `cargo bench -p sluice-actors --bench hot_paths`
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_actors::engine::{negotiate, Candidates, Peer, Proto, Role};
+use sluice_actors::engine::{negotiate, Candidates, Peer, Proto, Role, StreamPacketizer};
 use sluice_actors::media::{Codec, Frame};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
@@ -84,16 +85,16 @@ fn fanout_write(c: &mut Criterion) {
         // 2500-byte frames: 600 kbit/s at 30 fps, 3 RTP packets each.
         g.throughput(Throughput::Elements((n * 3) as u64));
         let mut k = 0u64;
+        let mut packetizer = StreamPacketizer::default();
         g.bench_with_input(BenchmarkId::new("600kbps_frame_to_subscribers", n), &n, |b, _| {
             b.iter(|| {
                 k += 1;
                 let f = h264(k, k == 1, 2500);
                 let mut sent = 0usize;
-                let now = Instant::now();
+                let packets = packetizer.packetize(&f);
                 for p in peers.iter_mut() {
-                    p.write_frame(&f).unwrap();
-                    // As the subscriber actor does: time advances, then the peer is drained.
-                    let _ = p.timeout(now);
+                    p.write_frame(&f, &packets).unwrap();
+                    // As the subscriber actor does: the peer is drained after the write.
                     let _ = p.poll(|_| sent += 1, |_| {});
                 }
                 sent

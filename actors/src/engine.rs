@@ -6,11 +6,14 @@
 //! [`negotiate`] turns a browser's SDP offer into a `Peer` plus the SDP answer to send back.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
+use str0m::rtp::RtpWrite;
+use str0m::unversioned::{H264Packetizer, Packetizer, Vp8Packetizer};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::error::EngineError;
@@ -43,6 +46,55 @@ pub struct Candidates {
     pub udp: bool,
     /// Offer ICE-TCP passive candidates (same port number).
     pub tcp: bool,
+}
+
+/// RTP payload bytes per packet: what str0m's own payloader uses (its datagram MTU target less
+/// the SRTP tag, aligned to the SRTP block), so packets are cut exactly as before.
+const PAYLOAD_MTU: usize = (1150 - 16) & !15;
+
+/// One frame cut into RTP payloads. Made once per stream by [`StreamPacketizer`] and shared by
+/// every viewer: str0m keeps payloads as `Arc<[u8]>`, so the viewers' NACK histories share the
+/// bytes too and a viewer costs only its packet headers.
+#[derive(Debug, Default)]
+pub struct Packets {
+    payloads: Vec<Arc<[u8]>>,
+}
+
+impl Packets {
+    pub fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+}
+
+/// A stream's packetizer state (H.264 parameter sets are aggregated with the next NAL unit).
+#[derive(Debug, Default)]
+pub struct StreamPacketizer {
+    h264: H264Packetizer,
+    vp8: Vp8Packetizer,
+}
+
+impl StreamPacketizer {
+    /// Cut a frame into RTP payloads. A frame the packetizer rejects yields no packets (the
+    /// viewers' decoders then ask for a keyframe).
+    pub fn packetize(&mut self, frame: &Frame) -> Packets {
+        let chunks = match frame.codec {
+            // One Opus packet is one RTP payload: shared as is, no copy.
+            Codec::Opus => return Packets { payloads: vec![frame.data.clone()] },
+            Codec::H264 => self.h264.packetize(PAYLOAD_MTU, &frame.data),
+            Codec::Vp8 => self.vp8.packetize(PAYLOAD_MTU, &frame.data),
+        };
+        match chunks {
+            Ok(c) => Packets { payloads: c.into_iter().map(Arc::from).collect() },
+            Err(e) => {
+                tracing::debug!(error = %e, codec = ?frame.codec, "frame not packetized");
+                Packets::default()
+            }
+        }
+    }
 }
 
 /// A negotiated peer, ready to be moved into its actor.
@@ -147,7 +199,16 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
         }
     }
     Ok(Negotiated {
-        peer: Peer { rtc, video_mid: None, audio_mid: None, pts: [None; 3], connected: false },
+        peer: Peer {
+            rtc,
+            video_mid: None,
+            audio_mid: None,
+            pts: [None; 3],
+            // Outgoing sequence numbers start low and random (RFC 3550), below 2^15 so the SRTP
+            // rollover counter starts at 0 as the viewer expects.
+            seq: [rand::random::<u16>() as u64 & 0x7fff, rand::random::<u16>() as u64 & 0x7fff],
+            connected: false,
+        },
         answer_sdp,
         local_ufrag,
         video: media.video,
@@ -191,6 +252,8 @@ pub struct Peer {
     audio_mid: Option<Mid>,
     /// Subscriber side: our payload type per codec (H264, VP8, Opus), found on first use.
     pts: [Option<Option<Pt>>; 3],
+    /// Subscriber side: next RTP sequence number of the video and the audio stream.
+    seq: [u64; 2],
     connected: bool,
 }
 
@@ -298,15 +361,17 @@ impl Peer {
         }
     }
 
-    /// Write a frame of the stream this peer plays. Returns false when this peer cannot carry
-    /// it (not connected yet, no such media, or no payload type for its codec): the caller skips it.
-    pub fn write_frame(&mut self, frame: &Frame) -> Result<bool, EngineError> {
-        if !self.connected {
+    /// Write a frame of the stream this peer plays, as the stream's shared RTP payloads (see
+    /// [`StreamPacketizer`]): this peer only stamps its own headers and encrypts. Returns false
+    /// when this peer cannot carry it (not connected yet, no such media, or no payload type for
+    /// its codec): the caller skips it.
+    pub fn write_frame(&mut self, frame: &Frame, packets: &Packets) -> Result<bool, EngineError> {
+        if !self.connected || packets.is_empty() {
             return Ok(false);
         }
-        let mid = match frame.kind() {
-            FrameKind::Video => self.video_mid,
-            FrameKind::Audio => self.audio_mid,
+        let (mid, seq_slot) = match frame.kind() {
+            FrameKind::Video => (self.video_mid, 0),
+            FrameKind::Audio => (self.audio_mid, 1),
         };
         let Some(mid) = mid else { return Ok(false) };
         let slot = match frame.codec {
@@ -322,17 +387,28 @@ impl Peer {
                 pt
             }
         };
-        let (Some(pt), Some(writer)) = (pt, self.rtc.writer(mid)) else {
+        let Some(pt) = pt else { return Ok(false) };
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return Ok(false);
         };
-        let freq = Frequency::new(frame.codec.clock_rate()).expect("non-zero clock rate");
-        match writer.write(pt, frame.captured, MediaTime::new(frame.rtp_time, freq), frame.data.clone()) {
-            Ok(()) => Ok(true),
-            // str0m's queue of frames waiting to be packetized is full: this viewer cannot keep
-            // up. Dropping the frame is the backpressure; the viewer's decoder asks for a keyframe.
-            Err(str0m::RtcError::WriteWithoutPoll) => Ok(false),
-            Err(e) => Err(EngineError::Rtc(e.to_string())),
+        let video = frame.kind() == FrameKind::Video;
+        // The RTP timestamp is the source's, truncated to 32 bits as on the wire.
+        let time = frame.rtp_time as u32;
+        let last = packets.payloads.len() - 1;
+        for (i, payload) in packets.payloads.iter().enumerate() {
+            let seq = self.seq[seq_slot];
+            self.seq[seq_slot] += 1;
+            // Video: the marker ends the frame, and packets are kept to answer NACKs. Opus
+            // packets are not retransmitted (as str0m's own payloader does).
+            let w = RtpWrite::new(pt, seq.into(), time, frame.captured, payload.clone())
+                .marker(video && i == last)
+                .nackable(video);
+            stream.write_rtp(w);
         }
+        // Written packets leave on the engine's next timeout.
+        self.timeout(Instant::now())?;
+        Ok(true)
     }
 
     /// Ask the publishing browser for a keyframe (PLI).

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::Value;
 
+use crate::engine::StreamPacketizer;
 use crate::media::{Frame, FrameKind};
 
 /// Longest GOP held for snapshots, in the video clock (90 kHz): 3 s.
@@ -36,6 +37,8 @@ struct Sink {
 #[derive(Default)]
 pub struct FanOut {
     sinks: HashMap<u64, Sink>,
+    /// Frames are packetized here, once, for every viewer.
+    packetizer: StreamPacketizer,
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
     frames: u64,
@@ -96,6 +99,10 @@ impl FanOut {
         self.frames += 1;
         let frame = Arc::new(frame);
         let mut want_keyframe = self.hold(&frame);
+        if self.sinks.is_empty() {
+            return want_keyframe;
+        }
+        let packets = Arc::new(self.packetizer.packetize(&frame));
         self.sinks.retain(|_, s| {
             if frame.kind() == FrameKind::Video {
                 if s.wait_keyframe && !frame.keyframe {
@@ -103,7 +110,7 @@ impl FanOut {
                 }
                 s.wait_keyframe = false;
             }
-            match s.frames.try_send(Forward(frame.clone())) {
+            match s.frames.try_send(Forward(frame.clone(), packets.clone())) {
                 Ok(()) => true,
                 Err(SendError::Full(_)) => {
                     s.wait_keyframe = true;

@@ -26,10 +26,11 @@ pub struct Stop {
     pub reason: &'static str,
 }
 
-/// A frame of the stream a sink is attached to, shared by all its sinks.
+/// A frame of the stream a sink is attached to, shared by all its sinks, with its RTP payloads
+/// cut once for every viewer.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct Forward(pub std::sync::Arc<crate::media::Frame>);
+pub struct Forward(pub std::sync::Arc<crate::media::Frame>, pub std::sync::Arc<crate::engine::Packets>);
 
 /// The stream's source ended: viewers get STOPPED with `reason`, recorders finish their file.
 #[derive(Message, Debug, Clone)]

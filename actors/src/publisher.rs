@@ -99,8 +99,8 @@ impl Publisher {
         info!(parent: &self.span, %status, reason, frames = self.fanout.frames(), sinks = self.fanout.len(), "publisher ended");
         self.registry.release_name(&self.info.name, &self.info.media_session_id);
         self.fanout.end(info::STOPPED_BY_PUBLISHER);
-        self.set_status(status, reason);
-        self.registry.remove_session(&self.info.media_session_id);
+        let info = self.registry.finish(&mut self.info, status, reason);
+        self.session.do_send(StatusChanged(info));
         ctx.stop();
     }
 

@@ -615,7 +615,7 @@ impl Actor for Recorder {
 
 impl Handler<Forward> for Recorder {
     type Result = ();
-    fn handle(&mut self, Forward(frame): Forward, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Forward(frame, _): Forward, ctx: &mut Context<Self>) {
         if self.state == State::Finalizing {
             return;
         }

@@ -125,6 +125,15 @@ impl Registry {
         .unwrap_or_else(|| info.clone())
     }
 
+    /// The session's final status: recorded, then the session leaves the registry, and the
+    /// status to tell the client is returned. Removed before the client hears it, so a REST
+    /// find that follows the status does not list the session any more.
+    pub fn finish(&self, info: &mut StreamInfo, status: StreamStatus, text: &str) -> StreamInfo {
+        let last = self.set_status(info, status, text);
+        self.remove_session(&info.media_session_id);
+        last
+    }
+
     pub fn remove_session(&self, id: &str) {
         self.streams.remove(id);
     }

@@ -90,8 +90,8 @@ impl Subscriber {
         self.state = State::Ended;
         info!(parent: &self.span, %status, reason, frames = self.frames_out, "subscriber ended");
         self.source.leave.do_send(RemoveSubscriber { id: self.id });
-        self.set_status(status, reason);
-        self.registry.remove_session(&self.info.media_session_id);
+        let info = self.registry.finish(&mut self.info, status, reason);
+        self.session.do_send(StatusChanged(info));
         ctx.stop();
     }
 }
@@ -171,7 +171,7 @@ impl Handler<Datagram> for Subscriber {
 
 impl Handler<Forward> for Subscriber {
     type Result = ();
-    fn handle(&mut self, Forward(frame): Forward, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Forward(frame, packets): Forward, ctx: &mut Context<Self>) {
         if self.state != State::Playing {
             return;
         }
@@ -181,7 +181,7 @@ impl Handler<Forward> for Subscriber {
             }
             self.video_started = true;
         }
-        match self.link.peer.write_frame(&frame) {
+        match self.link.peer.write_frame(&frame, &packets) {
             Ok(true) => {
                 self.frames_out += 1;
                 self.drive(ctx);
