@@ -19,11 +19,12 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use crate::error::EngineError;
 use crate::media::{Codec, Frame, FrameKind};
 
-/// Packets kept per outgoing video stream to answer NACKs (and as str0m's send queue). Each
-/// held packet is ~1.2 KB of memory per subscriber: str0m's default of 1000 costs ~1.2 MB per
-/// viewer. 160 packets are ~2 s of video at 600 kbit/s and ~0.6 s at 2.5 Mbit/s, longer than a
-/// NACK is worth on any network a live viewer can use (measured in BENCHMARKS.md).
-const SEND_BUFFER_VIDEO: usize = 160;
+/// Packets kept per outgoing video stream to answer NACKs (and as str0m's send queue). The
+/// payloads are shared with the stream (see [`StreamPacketizer`]); what each viewer pays is str0m's
+/// ~430-byte packet record, so 128 packets cost ~55 KB per viewer. 128 packets are 0.5 s of video
+/// at 2.5 Mbit/s (Janus keeps 500 ms by default) and 2 s at 600 kbit/s: a retransmission asked
+/// for later than that comes too late for a live viewer anyway (BENCHMARKS.md, memory).
+const SEND_BUFFER_VIDEO: usize = 128;
 /// Packets kept per outgoing audio stream (one Opus frame is one packet, 20 ms each).
 const SEND_BUFFER_AUDIO: usize = 50;
 
