@@ -10,14 +10,23 @@
 //!
 //! The server is started by the tool (`--spawn <binary>`, default target/release/sluice) on
 //! random loopback ports, or an external one is used (`--ws`, `--pid`).
+//!
+//! `--janus` measures Janus's streaming plugin the same way, for a side-by-side comparison
+//! (see [`janus`], [`rtp`] and bench/side-by-side.sh); `--compare` prints the two JSON results
+//! next to each other ([`compare`]).
+
+mod compare;
+mod janus;
+mod rtp;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -29,8 +38,51 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
+const LONG_ABOUT: &str =
+    "Load tool for sluice (or any WCS-protocol server), and for Janus's streaming plugin.
+
+One publisher (synthetic H.264 at --bitrate, --fps, a keyframe every --gop s, plus Opus 50 \
+packets/s) and subscribers added --step at a time up to --subscribers. Each subscriber is a \
+str0m peer in RTP mode (nothing decoded) polled by --threads worker threads. Per step: \
+subscribers connected (ICE+DTLS up), packets/s received, loss (sequence gaps), join times \
+(request sent -> first RTP packet, -> first keyframe packet; p50/p99 over the step's new \
+subscribers), the server's CPU % and RSS from /proc/<pid>, server CPU microseconds per \
+packet received by the subscribers, this tool's own CPU % (bench%: publisher and subscribers) \
+and the whole machine's (all%, 100 per busy core): when all% nears the number of cores, the \
+step measures the machine rather than the server.
+
+Sluice (default): the tool starts --spawn on random 127.0.0.1 ports (or uses --ws/--pid). \
+The publisher is a WebRTC peer (publishStream) that answers keyframe requests at once; \
+subscribers send playStream; join times start when playStream is sent.
+
+Janus (--janus): the tool writes a loopback-only Janus configuration in a temporary folder \
+(WebSocket transport on 127.0.0.1, streaming plugin only, one RTP mountpoint: H.264 pt 96 \
+profile-level-id=42e01f packetization-mode=1 + Opus pt 111 on random 127.0.0.1 ports), starts \
+--janus-bin on it and kills it at the end. The publisher sends the same frames as plain RTP \
+to the mountpoint, packetized as str0m packetizes them for sluice (payloads up to 1120 bytes, \
+SPS+PPS in a STAP-A, FU-A); an RTP mountpoint gets no keyframe requests, so keyframes come \
+every --gop s only, and new viewers get Janus's stored keyframe (videobufferkf, \
+--janus-keyframe-buffer). Each subscriber has its own WebSocket and Janus session, as a \
+browser would: create, attach janus.plugin.streaming, watch (Janus offers with its ICE \
+candidates), str0m answers with its host candidate, start; keepalives every 25 s. Join times \
+start when watch is sent. CPU and RSS are read from the janus process.
+Janus's ICE (libnice) ignores loopback interfaces, and sends no checks to 127.0.0.1 candidates: \
+run the tool inside a network namespace where a veth carries 127.0.0.2 (--janus-ice-ip); \
+Janus gathers on that address only, and the Janus subscribers' sockets are bound to it. \
+bench/side-by-side.sh makes such a namespace and runs both servers with the same arguments. \
+Candidates outside 127.0.0.0/8 are dropped from Janus's offers. With --janus-ws URL --pid PID \
+an external Janus is used: it must have an RTP mountpoint --janus-mountpoint fed on \
+127.0.0.1 ports --janus-rtp (video:audio).
+
+--compare A.json B.json ... prints results written by --json side by side.";
+
 #[derive(Parser, Debug, Clone)]
-#[command(name = "sluice-bench", version, about = "Load tool for sluice (or any WCS-protocol server)", long_about = None)]
+#[command(
+    name = "sluice-bench",
+    version,
+    about = "Load tool for sluice (or any WCS-protocol server), and for Janus's streaming plugin",
+    long_about = LONG_ABOUT
+)]
 struct Args {
     /// Subscribers to reach
     #[arg(long, default_value_t = 50)]
@@ -94,6 +146,54 @@ struct Args {
     /// `--media-dir` of the spawned server (for `--play vod://...`)
     #[arg(long)]
     media_dir: Option<String>,
+    /// Stop adding subscribers after a step with more loss than this, in percent, or with
+    /// subscribers not connected (0: never)
+    #[arg(long, default_value_t = 0.0)]
+    stop_loss: f64,
+    /// Measure Janus's streaming plugin instead of sluice (see below)
+    #[arg(long)]
+    janus: bool,
+    /// Use a running Janus at this WebSocket URL (implies --janus; --pid for CPU and RSS)
+    #[arg(long)]
+    janus_ws: Option<String>,
+    /// Janus binary started by --janus
+    #[arg(long, default_value = "janus")]
+    janus_bin: String,
+    /// Janus's library folder, holding plugins/ and transports/ [default: found under /usr/lib]
+    #[arg(long)]
+    janus_lib: Option<String>,
+    /// Streaming mountpoint id
+    #[arg(long, default_value_t = 10)]
+    janus_mountpoint: u64,
+    /// RTP ports (video:audio) on 127.0.0.1 of an external Janus's mountpoint
+    #[arg(long, default_value = "5004:5002")]
+    janus_rtp: String,
+    /// Mountpoint option videobufferkf: Janus stores the latest keyframe and sends it to each
+    /// new viewer at once
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    janus_keyframe_buffer: bool,
+    /// Janus's event_loops: 0 is Janus's default, a thread per handle; N shares N loops
+    #[arg(long, default_value_t = 0)]
+    janus_event_loops: usize,
+    /// Mountpoint option threads: helper threads relaying to the viewers (0: Janus's default,
+    /// the mountpoint's receiving thread relays to all)
+    #[arg(long, default_value_t = 0)]
+    janus_relay_threads: usize,
+    /// UDP ports Janus's ICE agents use
+    #[arg(long, default_value = "20000-40000")]
+    janus_rtp_port_range: String,
+    /// The only address Janus gathers ICE candidates on (ice_enforce_list)
+    #[arg(long, default_value = "127.0.0.2")]
+    janus_ice_ip: String,
+    /// Print the results of earlier runs (files written by --json) side by side, and exit
+    #[arg(long, num_args = 1.., value_name = "JSON")]
+    compare: Vec<String>,
+}
+
+impl Args {
+    fn is_janus(&self) -> bool {
+        self.janus || self.janus_ws.is_some()
+    }
 }
 
 fn parse_bitrate(s: &str) -> u64 {
@@ -104,6 +204,16 @@ fn parse_bitrate(s: &str) -> u64 {
         _ => (s.as_str(), 1.0),
     };
     (num.parse::<f64>().unwrap_or(600.0) * mul) as u64
+}
+
+/// The whole machine's busy CPU time in seconds (all cores: 2 cores fully busy for 1 s is 2.0).
+fn machine_busy() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    busy / 100.0
 }
 
 /// /proc readings of the server: CPU seconds (user+system) and RSS bytes.
@@ -135,6 +245,17 @@ struct Server {
     ws: String,
     rest: String,
     pid: u32,
+    /// Janus mode: where the mountpoint takes RTP.
+    janus: Option<JanusTarget>,
+}
+
+struct JanusTarget {
+    video: SocketAddr,
+    audio: SocketAddr,
+    /// The generated configuration and log of a spawned Janus (removed at the end unless the
+    /// run failed).
+    dir: Option<PathBuf>,
+    keep_dir: bool,
 }
 
 impl Drop for Server {
@@ -143,13 +264,42 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(JanusTarget { dir: Some(d), keep_dir, .. }) = &self.janus {
+            if *keep_dir {
+                eprintln!("Janus configuration and log kept in {}", d.display());
+            } else {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
     }
 }
 
+fn start_janus(a: &Args) -> Server {
+    if let Some(ws) = &a.janus_ws {
+        let (v, au) = a.janus_rtp.split_once(':').expect("--janus-rtp VIDEO:AUDIO");
+        let port = |p: &str| p.parse::<u16>().expect("--janus-rtp VIDEO:AUDIO");
+        let target = JanusTarget {
+            video: SocketAddr::from(([127, 0, 0, 1], port(v))),
+            audio: SocketAddr::from(([127, 0, 0, 1], port(au))),
+            dir: None,
+            keep_dir: false,
+        };
+        let pid = a.pid.unwrap_or(0);
+        return Server { child: None, ws: ws.clone(), rest: String::new(), pid, janus: Some(target) };
+    }
+    let j = janus::spawn(a);
+    let target = JanusTarget { video: j.video, audio: j.audio, dir: Some(j.dir), keep_dir: false };
+    let pid = j.child.id();
+    Server { child: Some(j.child), ws: j.ws, rest: String::new(), pid, janus: Some(target) }
+}
+
 fn start_server(a: &Args) -> Server {
+    if a.is_janus() {
+        return start_janus(a);
+    }
     if let Some(ws) = &a.ws {
         let rest = a.rest.clone().unwrap_or_else(|| "http://127.0.0.1:8081".into());
-        return Server { child: None, ws: ws.clone(), rest, pid: a.pid.unwrap_or(0) };
+        return Server { child: None, ws: ws.clone(), rest, pid: a.pid.unwrap_or(0), janus: None };
     }
     let mut child = Command::new(&a.spawn)
         .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1", "--ws-port", "0", "--rest-port", "0"])
@@ -174,6 +324,7 @@ fn start_server(a: &Args) -> Server {
         rest: format!("http://127.0.0.1:{}", port("rest")),
         child: Some(child),
         pid,
+        janus: None,
     }
 }
 
@@ -589,12 +740,62 @@ fn run_snapshots(a: &Args, server: &Server) {
     }
 }
 
+/// A subscriber's engine and counters; the counters stay with the caller.
+fn new_sub(rtc: Rtc, socket: UdpSocket, play_sent: Instant) -> (Sub, Arc<SubStats>) {
+    let stats = Arc::new(SubStats::default());
+    (Sub { rtc, socket, stats: stats.clone(), play_sent, seqs: HashMap::new(), alive: true }, stats)
+}
+
+/// One sluice subscriber: playStream over its own WCS WebSocket, str0m offers.
+fn join_sluice(server: &Server, name: &str, i: usize) -> Result<(Sub, Arc<SubStats>, Wcs), String> {
+    let mut ws = Wcs::connect(&server.ws);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut rtc = new_rtc(true, &sock);
+    let (sdp, pending, _) = offer(&mut rtc, Direction::RecvOnly, true);
+    let id = format!("{name}-sub-{i}");
+    let play_sent = Instant::now();
+    ws.send("playStream", json!({"mediaSessionId": id, "name": name, "published": false, "sdp": sdp}));
+    let ans = ws.wait(|v| {
+        (v["message"] == "setRemoteSDP" && v["data"][0] == id.as_str())
+            || (v["message"] == "notifyStreamStatusEvent" && v["data"][0]["status"] == "FAILED")
+    });
+    let Some(sdp) = ans["data"][1].as_str() else {
+        return Err(format!("subscriber {i} refused: {ans}"));
+    };
+    let answer = SdpAnswer::from_sdp_string(sdp).expect("answer");
+    rtc.sdp_api().accept_answer(pending, answer).expect("accept");
+    let (sub, stats) = new_sub(rtc, sock, play_sent);
+    Ok((sub, stats, ws))
+}
+
+/// p50 and p99 of the join times of these subscribers, in ms (first RTP, first keyframe).
+fn join_times(subs: &[Arc<SubStats>]) -> Value {
+    let ms = |v: u64| v as f64 / 1000.0;
+    let mut rtp: Vec<f64> =
+        subs.iter().map(|s| s.first_rtp_us.load(Ordering::Relaxed)).filter(|v| *v > 0).map(ms).collect();
+    let mut key: Vec<f64> =
+        subs.iter().map(|s| s.first_key_us.load(Ordering::Relaxed)).filter(|v| *v > 0).map(ms).collect();
+    json!({
+        "join_rtp_ms_p50": percentile(&mut rtp, 0.5), "join_rtp_ms_p99": percentile(&mut rtp, 0.99),
+        "join_key_ms_p50": percentile(&mut key, 0.5), "join_key_ms_p99": percentile(&mut key, 0.99),
+    })
+}
+
 fn main() {
     let mut a = Args::parse();
+    if !a.compare.is_empty() {
+        compare::print(&a.compare);
+        return;
+    }
     if a.step == 0 {
         a.step = (a.subscribers / 5).max(1);
     }
-    let server = start_server(&a);
+    if a.is_janus() && (a.snapshots > 0 || a.play.is_some()) {
+        eprintln!("sluice-bench: --snapshots and --play are for sluice only");
+        std::process::exit(2);
+    }
+    let mut server = start_server(&a);
     let stop = Arc::new(AtomicBool::new(false));
     if a.snapshots > 0 {
         run_snapshots(&a, &server);
@@ -603,7 +804,14 @@ fn main() {
     // Publisher (unless the subscribers play a name of their own, e.g. a VOD file).
     let own_name = format!("bench-{}", std::process::id());
     let name = a.play.clone().unwrap_or_else(|| own_name.clone());
-    let publisher = a.play.is_none().then(|| publish(&server, &a, &own_name, stop.clone()));
+    let mut publisher = None;
+    let mut rtp_publisher = None;
+    if let Some(j) = &server.janus {
+        let (v, au, a2, s) = (j.video, j.audio, a.clone(), stop.clone());
+        rtp_publisher = Some(std::thread::spawn(move || rtp::run_rtp_publisher(v, au, a2, s)));
+    } else if a.play.is_none() {
+        publisher = Some(publish(&server, &a, &own_name, stop.clone()));
+    }
     std::thread::sleep(Duration::from_millis(500));
     // The baseline: the server with its publisher, before any subscriber.
     let (cpu0, rss0) = proc_stat(server.pid);
@@ -617,12 +825,14 @@ fn main() {
         workers.push(std::thread::spawn(move || run_worker(rx, s)));
         senders.push(tx);
     }
+    let keeper = server.janus.is_some().then(|| janus::Keeper::start(stop.clone()));
 
-    let mut subs: Vec<(Wcs, Arc<SubStats>)> = Vec::new();
+    let mut subs: Vec<Arc<SubStats>> = Vec::new();
+    let mut wcs: Vec<Wcs> = Vec::new();
     let mut steps = Vec::new();
     let start = Instant::now();
     println!(
-        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}",
+        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>5}",
         "step",
         "subs",
         "connected",
@@ -634,90 +844,80 @@ fn main() {
         "key p99",
         "cpu%",
         "RSS MB",
-        "us/pkt"
+        "us/pkt",
+        "bench%",
+        "all%"
     );
     let mut step_no = 0;
-    let json_rows = Arc::new(Mutex::new(Vec::new()));
     let mut refused = false;
+    let mut stopped_at_loss = false;
     while !refused && subs.len() < a.subscribers && start.elapsed().as_secs_f64() < a.duration {
         step_no += 1;
         let first_new = subs.len();
         let target = (subs.len() + a.step).min(a.subscribers);
         while subs.len() < target {
             let i = subs.len();
-            let mut ws = Wcs::connect(&server.ws);
-            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            sock.set_nonblocking(true).expect("nonblocking");
-            let mut rtc = new_rtc(true, &sock);
-            let (sdp, pending, _) = offer(&mut rtc, Direction::RecvOnly, true);
-            let id = format!("{name}-sub-{i}");
-            let play_sent = Instant::now();
-            ws.send(
-                "playStream",
-                json!({"mediaSessionId": id, "name": name, "published": false, "sdp": sdp}),
-            );
-            let ans = ws.wait(|v| {
-                (v["message"] == "setRemoteSDP" && v["data"][0] == id.as_str())
-                    || (v["message"] == "notifyStreamStatusEvent" && v["data"][0]["status"] == "FAILED")
-            });
-            let Some(sdp) = ans["data"][1].as_str() else {
-                eprintln!("subscriber {i} refused: {ans}");
-                refused = true;
-                break;
+            let joined = match &keeper {
+                None => join_sluice(&server, &name, i).map(|(sub, stats, ws)| {
+                    let _ = senders[i % senders.len()].send(sub);
+                    wcs.push(ws);
+                    stats
+                }),
+                Some(k) => janus::join(&server.ws, a.janus_mountpoint, &a.janus_ice_ip).and_then(|j| {
+                    let (sub, stats) = new_sub(j.rtc, j.socket, j.watch_sent);
+                    let _ = senders[i % senders.len()].send(sub);
+                    let mut ws = j.ws;
+                    ws.started(&j.start_tx)?;
+                    k.add(ws);
+                    Ok(stats)
+                }),
             };
-            let answer = SdpAnswer::from_sdp_string(sdp).expect("answer");
-            rtc.sdp_api().accept_answer(pending, answer).expect("accept");
-            let stats = Arc::new(SubStats::default());
-            let sub =
-                Sub { rtc, socket: sock, stats: stats.clone(), play_sent, seqs: HashMap::new(), alive: true };
-            let _ = senders[i % senders.len()].send(sub);
-            subs.push((ws, stats));
+            match joined {
+                Ok(stats) => subs.push(stats),
+                Err(e) => {
+                    eprintln!("subscriber {i}: {e}");
+                    refused = true;
+                    break;
+                }
+            }
         }
         // Let joins settle, then measure a window.
         std::thread::sleep(Duration::from_millis(1500));
-        for (ws, _) in subs.iter_mut() {
+        for ws in wcs.iter_mut() {
             ws.keepalive();
         }
         let (c0, _) = proc_stat(server.pid);
-        let p0: u64 = subs.iter().map(|(_, s)| s.packets.load(Ordering::Relaxed)).sum();
-        let l0: u64 = subs.iter().map(|(_, s)| s.lost.load(Ordering::Relaxed)).sum();
+        let (b0, m0) = (proc_stat(std::process::id()).0, machine_busy());
+        let p0: u64 = subs.iter().map(|s| s.packets.load(Ordering::Relaxed)).sum();
+        let l0: u64 = subs.iter().map(|s| s.lost.load(Ordering::Relaxed)).sum();
         let t0 = Instant::now();
         std::thread::sleep(Duration::from_secs_f64(a.step_secs));
         let secs = t0.elapsed().as_secs_f64();
         let (c1, rss) = proc_stat(server.pid);
-        let p1: u64 = subs.iter().map(|(_, s)| s.packets.load(Ordering::Relaxed)).sum();
-        let l1: u64 = subs.iter().map(|(_, s)| s.lost.load(Ordering::Relaxed)).sum();
-        let connected = subs.iter().filter(|(_, s)| s.connected.load(Ordering::Relaxed)).count();
+        let (b1, m1) = (proc_stat(std::process::id()).0, machine_busy());
+        let p1: u64 = subs.iter().map(|s| s.packets.load(Ordering::Relaxed)).sum();
+        let l1: u64 = subs.iter().map(|s| s.lost.load(Ordering::Relaxed)).sum();
+        let connected = subs.iter().filter(|s| s.connected.load(Ordering::Relaxed)).count();
         let pkts = p1 - p0;
         let lost = l1.saturating_sub(l0);
         let loss = if pkts + lost > 0 { lost as f64 * 100.0 / (pkts + lost) as f64 } else { 0.0 };
-        let ms = |v: u64| v as f64 / 1000.0;
-        let mut rtp: Vec<f64> = subs[first_new..]
-            .iter()
-            .map(|(_, s)| s.first_rtp_us.load(Ordering::Relaxed))
-            .filter(|v| *v > 0)
-            .map(ms)
-            .collect();
-        let mut key: Vec<f64> = subs[first_new..]
-            .iter()
-            .map(|(_, s)| s.first_key_us.load(Ordering::Relaxed))
-            .filter(|v| *v > 0)
-            .map(ms)
-            .collect();
         let cpu = c1 - c0;
         let us_per_pkt = if pkts > 0 { cpu * 1e6 / pkts as f64 } else { f64::NAN };
-        let row = json!({
+        let mut row = json!({
             "step": step_no, "subscribers": subs.len(), "connected": connected,
-            "packets": pkts, "bytes": subs.iter().map(|(_, s)| s.bytes.load(Ordering::Relaxed)).sum::<u64>(),
+            "packets": pkts, "bytes": subs.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>(),
             "packets_per_s": pkts as f64 / secs, "loss_pct": loss,
-            "join_rtp_ms_p50": percentile(&mut rtp, 0.5), "join_rtp_ms_p99": percentile(&mut rtp, 0.99),
-            "join_key_ms_p50": percentile(&mut key, 0.5), "join_key_ms_p99": percentile(&mut key, 0.99),
             "server_cpu_s": cpu, "server_cpu_pct": cpu * 100.0 / secs, "server_rss_mb": rss as f64 / 1048576.0,
             "rss_per_sub_kb": (rss.saturating_sub(rss0)) as f64 / 1024.0 / subs.len().max(1) as f64,
             "us_cpu_per_packet": us_per_pkt,
+            "bench_cpu_pct": (b1 - b0) * 100.0 / secs, "machine_cpu_pct": (m1 - m0) * 100.0 / secs,
+            "other_cpu_pct": ((m1 - m0) - (b1 - b0) - cpu).max(0.0) * 100.0 / secs,
         });
+        if let (Value::Object(r), Value::Object(j)) = (&mut row, join_times(&subs[first_new..])) {
+            r.extend(j);
+        }
         println!(
-            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2}",
+            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2} {:>7.0} {:>5.0}",
             step_no,
             subs.len(),
             connected,
@@ -729,15 +929,33 @@ fn main() {
             row["join_key_ms_p99"].as_f64().unwrap_or(f64::NAN),
             cpu * 100.0 / secs,
             rss as f64 / 1048576.0,
-            us_per_pkt
+            us_per_pkt,
+            (b1 - b0) * 100.0 / secs,
+            (m1 - m0) * 100.0 / secs
         );
-        json_rows.lock().expect("lock").push(row.clone());
+        if let Some((n, Some(why))) = keeper.as_ref().map(|k| k.hangups()) {
+            eprintln!("Janus hung up {n} subscriber(s), e.g.: {why}");
+        }
         steps.push(row);
+        if a.stop_loss > 0.0 && (loss > a.stop_loss || connected < subs.len()) {
+            stopped_at_loss = true;
+            break;
+        }
     }
     let (cpu_end, rss_end) = proc_stat(server.pid);
+    let kind = if server.janus.is_some() { "janus" } else { "sluice" };
     let summary = json!({
-        "args": {"subscribers": a.subscribers, "bitrate": a.bitrate, "fps": a.fps, "gop": a.gop, "step": a.step, "step_secs": a.step_secs},
-        "server": {"pid": server.pid, "rss_start_mb": rss0 as f64 / 1048576.0, "rss_end_mb": rss_end as f64 / 1048576.0, "cpu_s_total": cpu_end - cpu0},
+        "args": {"subscribers": a.subscribers, "bitrate": a.bitrate, "fps": a.fps, "gop": a.gop, "step": a.step,
+                 "step_secs": a.step_secs, "threads": a.threads, "stop_loss": a.stop_loss},
+        "server": {"kind": kind, "pid": server.pid, "rss_start_mb": rss0 as f64 / 1048576.0,
+                   "rss_end_mb": rss_end as f64 / 1048576.0, "cpu_s_total": cpu_end - cpu0},
+        "janus": server.janus.as_ref().map(|_| json!({
+            "keyframe_buffer": a.janus_keyframe_buffer, "event_loops": a.janus_event_loops,
+            "relay_threads": a.janus_relay_threads,
+            "external": a.janus_ws.is_some(),
+        })),
+        "join_all": join_times(&subs),
+        "stopped_at_loss": stopped_at_loss,
         "steps": steps,
     });
     println!(
@@ -750,20 +968,34 @@ fn main() {
         std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap_or_default()).expect("write json");
     }
     // A run where subscribers did not all connect, or the last step received nothing, is a
-    // failure of the server, not a figure: exit non-zero (CI runs a small smoke run).
+    // failure of the server, not a figure: exit non-zero (CI runs a small smoke run). A ramp
+    // stopped by --stop-loss ends on purpose, but its last step must still have had media.
     let last = steps.last().cloned().unwrap_or(Value::Null);
-    let healthy = last["connected"].as_u64() == Some(subs.len() as u64)
-        && last["packets"].as_u64().unwrap_or(0) > 0
-        && subs.len() == a.subscribers;
+    let healthy = if stopped_at_loss {
+        last["packets"].as_u64().unwrap_or(0) > 0
+    } else {
+        last["connected"].as_u64() == Some(subs.len() as u64)
+            && last["packets"].as_u64().unwrap_or(0) > 0
+            && subs.len() == a.subscribers
+    };
     stop.store(true, Ordering::Relaxed);
     if let Some((_ws, t)) = publisher {
         let _ = t.join();
+    }
+    if let Some(t) = rtp_publisher {
+        let _ = t.join();
+    }
+    if let Some(k) = keeper {
+        k.join();
     }
     for w in workers {
         let _ = w.join();
     }
     if !healthy || refused {
         eprintln!("sluice-bench: subscribers did not all connect and receive media: {last}");
+        if let Some(j) = server.janus.as_mut() {
+            j.keep_dir = true;
+        }
         drop(server); // stops the spawned server: exit() runs no destructors
         std::process::exit(1);
     }
