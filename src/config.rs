@@ -44,6 +44,10 @@ pub struct Cli {
     /// The single media port, UDP and ICE-TCP [default: 31000]
     #[arg(long, env = "SLUICE_MEDIA_PORT")]
     pub media_port: Option<u16>,
+    /// Threads that carry viewers' media (viewers are spread over them; publishers and the
+    /// media socket run on the first) [default: the number of CPU cores]
+    #[arg(long, env = "SLUICE_MEDIA_THREADS")]
+    pub media_threads: Option<usize>,
     /// Address written into ICE candidates; browsers send media there. Behind NAT or in a
     /// container, set the host's public address [default: the host's primary address]
     #[arg(long, env = "SLUICE_PUBLIC_IP")]
@@ -139,6 +143,7 @@ pub struct FileConfig {
     pub rest_port: Option<u16>,
     pub http_port: Option<u16>,
     pub media_port: Option<u16>,
+    pub media_threads: Option<usize>,
     pub public_ip: Option<IpAddr>,
     pub media_dir: Option<PathBuf>,
     pub records_dir: Option<PathBuf>,
@@ -170,6 +175,8 @@ pub struct Config {
     pub rest_port: u16,
     pub http_port: u16,
     pub media_port: u16,
+    /// Media threads (at least 1): viewers are spread over them.
+    pub media_threads: usize,
     pub public_ip: IpAddr,
     pub media_dir: PathBuf,
     pub records_dir: PathBuf,
@@ -209,6 +216,11 @@ impl Config {
             rest_port: cli.rest_port.or(file.rest_port).unwrap_or(8081),
             http_port: cli.http_port.or(file.http_port).unwrap_or(9091),
             media_port: cli.media_port.or(file.media_port).unwrap_or(31000),
+            media_threads: cli
+                .media_threads
+                .or(file.media_threads)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
             public_ip: cli.public_ip.or(file.public_ip).unwrap_or_else(primary_address),
             records_dir: cli.records_dir.or(file.records_dir).unwrap_or_else(|| media_dir.join("records")),
             record_template: cli

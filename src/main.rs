@@ -87,6 +87,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     }
     // Media actors live on an arbiter (thread) of their own, apart from the web workers.
     let media_arbiter = actix::Arbiter::new();
+    // More media threads carry viewers only (publishers and the socket stay on the first).
+    let viewer_arbiters: Vec<actix::Arbiter> =
+        (1..cfg.media_threads).map(|_| actix::Arbiter::new()).collect();
     let socket = MediaSocket::start(cfg.bind, cfg.media_port, &media_arbiter.handle())
         .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
     let media_port = socket.local_addr().port();
@@ -125,6 +128,10 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         rtsp,
         socket,
         media_arbiter: media_arbiter.handle(),
+        viewer_arbiters: std::iter::once(media_arbiter.handle())
+            .chain(viewer_arbiters.iter().map(|a| a.handle()))
+            .collect(),
+        next_viewer: Default::default(),
         candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
         shutdown: Default::default(),
     });
@@ -211,6 +218,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let servers = futures_util::future::try_join3(ws_server, rest_server, web_server);
     let res = servers.await.map(|_| ());
     media_arbiter.stop();
+    for a in &viewer_arbiters {
+        a.stop();
+    }
     turn_arbiter.stop();
     record_arbiter.stop();
     vod_arbiter.stop();

@@ -268,8 +268,9 @@ async fn arbiter_answers(arbiter: &actix::ArbiterHandle) -> bool {
 /// `"status": "unavailable"` and the failing `checks` otherwise, or `"status": "stopping"` once
 /// a graceful shutdown has begun (load balancers stop sending clients).
 pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
+    let media_threads = futures_util::future::join_all(core.viewer_arbiters.iter().map(arbiter_answers));
     let (media, recording, vod) = tokio::join!(
-        arbiter_answers(&core.media_arbiter),
+        async { media_threads.await.into_iter().all(|ok| ok) && arbiter_answers(&core.media_arbiter).await },
         arbiter_answers(core.recordings.arbiter()),
         arbiter_answers(&core.vod_arbiter),
     );

@@ -72,6 +72,17 @@ use actix::ArbiterHandle;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+impl Core {
+    /// The arbiter the next viewer runs on.
+    pub fn viewer_arbiter(&self) -> &ArbiterHandle {
+        if self.viewer_arbiters.is_empty() {
+            return &self.media_arbiter;
+        }
+        let i = self.next_viewer.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.viewer_arbiters[i % self.viewer_arbiters.len()]
+    }
+}
+
 /// Where the server tells browsers to send media: the advertised addresses and transports.
 #[derive(Debug, Clone)]
 pub struct CandidateConfig {
@@ -85,6 +96,10 @@ pub struct Core {
     pub registry: Arc<registry::Registry>,
     pub socket: Arc<media_socket::MediaSocket>,
     pub media_arbiter: ArbiterHandle,
+    /// Where viewers run, round-robin: the media arbiter and one more per extra media thread.
+    /// Frames reach them by message from any thread, so a stream's viewers use every core.
+    pub viewer_arbiters: Vec<ArbiterHandle>,
+    pub next_viewer: std::sync::atomic::AtomicUsize,
     pub candidates: CandidateConfig,
     /// Pictures of live streams, decoded off the media path.
     pub snapshots: actix::Addr<snapshot::SnapshotHub>,

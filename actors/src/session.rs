@@ -262,7 +262,7 @@ impl Session {
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
         let (session, events) = (ctx.address().recipient(), ctx.address().recipient());
         let (info2, registry, publisher) = (info.clone(), core.registry.clone(), source.source.clone());
-        let addr = Subscriber::start_in_arbiter(&core.media_arbiter, move |_| {
+        let addr = Subscriber::start_in_arbiter(core.viewer_arbiter(), move |_| {
             Subscriber::new(id, link, info2, session, events, registry, publisher)
         });
         if let Err(e) = core.registry.add_session(info, addr.clone().recipient()) {
