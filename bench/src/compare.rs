@@ -1,6 +1,7 @@
 //! `--compare`: results of several runs (JSON written by `--json`) side by side.
 //!
-//! Per run: the most subscribers reached with less than 1 % loss and all of them connected
+//! Per run: the most subscribers reached with less than 1 % loss (sequence gaps) and at least
+//! 99 % of the published packets delivered to each (deliv%), all of them connected
 //! (every step up to it passing; ">=" when the ramp ended without failing), the server's CPU,
 //! CPU per packet and RSS per subscriber at that step, and join times (p50/p99 over all
 //! subscribers of the run, and over the first step's, joined on an unloaded server). Steps
@@ -21,7 +22,9 @@ fn disturbed(s: &Value) -> bool {
 fn last_good(steps: &[Value]) -> (Option<usize>, bool) {
     let mut good = None;
     for (i, s) in steps.iter().enumerate() {
+        let deliv = f(&s["delivered_pct"]);
         let ok = f(&s["loss_pct"]) < 1.0
+            && (deliv.is_nan() || deliv >= 99.0)
             && s["connected"] == s["subscribers"]
             && s["packets"].as_u64().unwrap_or(0) > 0;
         if !ok {
@@ -68,14 +71,14 @@ pub fn print(files: &[String]) {
         args["step_secs"]
     );
     // Per-step rows, one block of columns per run.
-    const BLOCK: usize = 59;
+    const BLOCK: usize = 66;
     let mut names = " ".repeat(5);
     let mut head = format!("{:>5}", "subs");
     for (k, _) in &runs {
         names += &format!(" | {k:^BLOCK$}");
         head += &format!(
-            " | {:>5} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6}",
-            "conn", "pkts/s", "loss%", "cpu%", "us/pkt", "RSS MB", "bench%", "other%"
+            " | {:>5} {:>8} {:>6} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6}",
+            "conn", "pkts/s", "loss%", "deliv%", "cpu%", "us/pkt", "RSS MB", "bench%", "other%"
         );
     }
     println!("{names}\n{head}");
@@ -87,10 +90,11 @@ pub fn print(files: &[String]) {
             match steps(v).get(i) {
                 Some(s) => {
                     line += &format!(
-                        " | {:>5} {:>8.0} {:>6.2} {:>6.1} {:>7.2} {:>7.1} {:>6.0} {:>5.0}{}",
+                        " | {:>5} {:>8.0} {:>6.2} {:>6.1} {:>6.1} {:>7.2} {:>7.1} {:>6.0} {:>5.0}{}",
                         s["connected"].to_string(),
                         f(&s["packets_per_s"]),
                         f(&s["loss_pct"]),
+                        f(&s["delivered_pct"]),
                         f(&s["server_cpu_pct"]),
                         f(&s["us_cpu_per_packet"]),
                         f(&s["server_rss_mb"]),
@@ -113,13 +117,15 @@ pub fn print(files: &[String]) {
     }
     println!("{head}");
     let mut lines: Vec<(String, Vec<String>)> = [
-        "max subscribers with < 1% loss",
+        "max subscribers, < 1% lost or undelivered",
         "  server CPU % at that step",
         "  server us CPU per packet at that step",
         "  server RSS per subscriber (KB)",
         "  packets/s received at that step",
         "  machine CPU % at that step (200 = 2 cores)",
         "steps disturbed by other processes (!)",
+        "failing step: subs, loss%, deliv%",
+        "  kernel UDP drops subscribers/server",
         "join -> first RTP p50/p99 ms, all",
         "join -> first keyframe p50/p99 ms, all",
         "join -> first RTP p50/p99 ms, 1st step",
@@ -133,6 +139,7 @@ pub fn print(files: &[String]) {
         let st = steps(v);
         let (good, failed) = last_good(&st);
         let g = good.map(|i| st[i].clone()).unwrap_or(Value::Null);
+        let bad = if failed { st.get(good.map_or(0, |i| i + 1)) } else { None };
         let max = match good {
             None => "0".to_string(),
             Some(_) if failed => g["subscribers"].to_string(),
@@ -148,6 +155,12 @@ pub fn print(files: &[String]) {
             format!("{:.0}", f(&g["packets_per_s"])),
             format!("{:.0}", f(&g["machine_cpu_pct"])),
             st.iter().filter(|s| disturbed(s)).count().to_string(),
+            bad.map_or("none".into(), |b| {
+                format!("{} {:.1} {:.1}", b["subscribers"], f(&b["loss_pct"]), f(&b["delivered_pct"]))
+            }),
+            bad.map_or("-".into(), |b| {
+                format!("{}/{}", b["kernel_drops_subscribers"], b["kernel_drops_others"])
+            }),
             pair(&v["join_all"], "join_rtp_ms_p50", "join_rtp_ms_p99"),
             pair(&v["join_all"], "join_key_ms_p50", "join_key_ms_p99"),
             pair(&first, "join_rtp_ms_p50", "join_rtp_ms_p99"),

@@ -47,9 +47,13 @@ str0m peer in RTP mode (nothing decoded) polled by --threads worker threads. Per
 subscribers connected (ICE+DTLS up), packets/s received, loss (sequence gaps), join times \
 (request sent -> first RTP packet, -> first keyframe packet; p50/p99 over the step's new \
 subscribers), the server's CPU % and RSS from /proc/<pid>, server CPU microseconds per \
-packet received by the subscribers, this tool's own CPU % (bench%: publisher and subscribers) \
+packet received by the subscribers, deliv% (packets received over packets published times \
+subscribers: sluice renumbers what it sends, so frames it skips for a slow viewer leave no \
+sequence gap, only a deficit here), this tool's own CPU % (bench%: publisher and subscribers) \
 and the whole machine's (all%, 100 per busy core): when all% nears the number of cores, the \
-step measures the machine rather than the server.
+step measures the machine rather than the server. drop-c and drop-s: datagrams the kernel \
+dropped for full receive buffers at the subscribers' sockets (the tool fell behind) and at all \
+other sockets of the network namespace (the server's), from /proc/net/udp.
 
 Sluice (default): the tool starts --spawn on random 127.0.0.1 ports (or uses --ws/--pid). \
 The publisher is a WebRTC peer (publishStream) that answers keyframe requests at once; \
@@ -146,8 +150,8 @@ struct Args {
     /// `--media-dir` of the spawned server (for `--play vod://...`)
     #[arg(long)]
     media_dir: Option<String>,
-    /// Stop adding subscribers after a step with more loss than this, in percent, or with
-    /// subscribers not connected (0: never)
+    /// Stop adding subscribers after a step with more loss than this, in percent (sequence
+    /// gaps, or packets not delivered: see deliv%), or with subscribers not connected (0: never)
     #[arg(long, default_value_t = 0.0)]
     stop_loss: f64,
     /// Measure Janus's streaming plugin instead of sluice (see below)
@@ -206,14 +210,46 @@ fn parse_bitrate(s: &str) -> u64 {
     (num.parse::<f64>().unwrap_or(600.0) * mul) as u64
 }
 
-/// The whole machine's busy CPU time in seconds (all cores: 2 cores fully busy for 1 s is 2.0).
-fn machine_busy() -> f64 {
+/// Datagrams the kernel dropped for full receive buffers (/proc/net/udp, this network
+/// namespace): at the subscribers' sockets, and at all others (the server's, mostly).
+fn udp_drops(subs: &[Arc<SubStats>]) -> (u64, u64) {
+    let ours: std::collections::HashSet<String> = subs
+        .iter()
+        .filter_map(|s| match s.local.get() {
+            // /proc/net/udp prints the address as a native-endian u32, then the port.
+            Some(SocketAddr::V4(a)) => {
+                Some(format!("{:08X}:{:04X}", u32::from_ne_bytes(a.ip().octets()), a.port()))
+            }
+            _ => None,
+        })
+        .collect();
+    let (mut mine, mut others) = (0, 0);
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(drops)) = (f.get(1), f.get(12).and_then(|d| d.parse::<u64>().ok())) else {
+                continue;
+            };
+            if ours.contains(*local) {
+                mine += drops;
+            } else {
+                others += drops;
+            }
+        }
+    }
+    (mine, others)
+}
+
+/// The whole machine's busy CPU time in seconds (all cores: 2 cores fully busy for 1 s is 2.0),
+/// and the part of it spent in interrupts (irq + softirq: packet delivery, charged to no process).
+fn machine_busy() -> (f64, f64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<f64> =
         s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal: all but idle and iowait.
     let busy: f64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
-    busy / 100.0
+    let irq: f64 = v.iter().skip(5).take(2).sum();
+    (busy / 100.0, irq / 100.0)
 }
 
 /// /proc readings of the server: CPU seconds (user+system) and RSS bytes.
@@ -469,12 +505,18 @@ fn run_publisher(
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
+                    if is_rtp(&t.contents) {
+                        PUBLISHED.fetch_add(1, Ordering::Relaxed);
+                    }
                     let _ = socket.send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(Event::Connected)) => connected = true,
                 Ok(Output::Event(Event::KeyframeRequest(_))) => want_key = true,
                 Ok(Output::Event(_)) => {}
-                Err(_) => return,
+                Err(e) => {
+                    eprintln!("publisher: engine error, publishing stops: {e}");
+                    return;
+                }
             }
         };
         let wake = deadline.min(next_v).min(next_a);
@@ -541,6 +583,15 @@ fn run_publisher(
     }
 }
 
+/// RTP packets the publisher sent: what each subscriber should receive.
+pub static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+
+/// An (S)RTP packet, not RTCP (whose packet types 200-206 read as payload types 72-78) nor
+/// STUN or DTLS.
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] >> 6 == 2 && !(64..=95).contains(&(d[1] & 0x7f))
+}
+
 /// With a clip, only an explicit request makes a keyframe jump (the clip has its own GOP);
 /// the very first frame of a `--keyframe-requested` run must not be one.
 fn want_key_clip(key: bool, keyframe_requested: bool, vn: u64) -> bool {
@@ -556,6 +607,8 @@ struct SubStats {
     lost: AtomicU64,
     first_rtp_us: AtomicU64,
     first_key_us: AtomicU64,
+    /// The subscriber's UDP socket address.
+    local: std::sync::OnceLock<SocketAddr>,
 }
 
 struct Sub {
@@ -743,6 +796,9 @@ fn run_snapshots(a: &Args, server: &Server) {
 /// A subscriber's engine and counters; the counters stay with the caller.
 fn new_sub(rtc: Rtc, socket: UdpSocket, play_sent: Instant) -> (Sub, Arc<SubStats>) {
     let stats = Arc::new(SubStats::default());
+    if let Ok(l) = socket.local_addr() {
+        let _ = stats.local.set(l);
+    }
     (Sub { rtc, socket, stats: stats.clone(), play_sent, seqs: HashMap::new(), alive: true }, stats)
 }
 
@@ -832,12 +888,13 @@ fn main() {
     let mut steps = Vec::new();
     let start = Instant::now();
     println!(
-        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>5}",
+        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>5} {:>7} {:>7}",
         "step",
         "subs",
         "connected",
         "pkts/s",
         "loss%",
+        "deliv%",
         "rtp p50",
         "rtp p99",
         "key p50",
@@ -846,7 +903,9 @@ fn main() {
         "RSS MB",
         "us/pkt",
         "bench%",
-        "all%"
+        "all%",
+        "drop-c",
+        "drop-s"
     );
     let mut step_no = 0;
     let mut refused = false;
@@ -883,46 +942,69 @@ fn main() {
         }
         // Let joins settle, then measure a window.
         std::thread::sleep(Duration::from_millis(1500));
-        for ws in wcs.iter_mut() {
-            ws.keepalive();
-        }
+        // Answer the server's pings (sluice drops a client silent for 50 s), the publisher's too.
+        let mut tend = |wcs: &mut Vec<Wcs>| {
+            for ws in wcs.iter_mut().chain(publisher.as_mut().map(|(ws, _)| ws)) {
+                ws.keepalive();
+            }
+        };
+        tend(&mut wcs);
         let (c0, _) = proc_stat(server.pid);
-        let (b0, m0) = (proc_stat(std::process::id()).0, machine_busy());
+        let (b0, (m0, i0)) = (proc_stat(std::process::id()).0, machine_busy());
+        let d0 = udp_drops(&subs);
+        let q0 = PUBLISHED.load(Ordering::Relaxed);
         let p0: u64 = subs.iter().map(|s| s.packets.load(Ordering::Relaxed)).sum();
         let l0: u64 = subs.iter().map(|s| s.lost.load(Ordering::Relaxed)).sum();
         let t0 = Instant::now();
-        std::thread::sleep(Duration::from_secs_f64(a.step_secs));
+        while t0.elapsed().as_secs_f64() < a.step_secs {
+            let left = a.step_secs - t0.elapsed().as_secs_f64();
+            std::thread::sleep(Duration::from_secs_f64(left.clamp(0.0, 10.0)));
+            if t0.elapsed().as_secs_f64() < a.step_secs {
+                tend(&mut wcs);
+            }
+        }
         let secs = t0.elapsed().as_secs_f64();
         let (c1, rss) = proc_stat(server.pid);
-        let (b1, m1) = (proc_stat(std::process::id()).0, machine_busy());
+        let (b1, (m1, i1)) = (proc_stat(std::process::id()).0, machine_busy());
+        let q1 = PUBLISHED.load(Ordering::Relaxed);
+        let d1 = udp_drops(&subs);
+        let (cdrop, sdrop) = (d1.0.saturating_sub(d0.0), d1.1.saturating_sub(d0.1));
         let p1: u64 = subs.iter().map(|s| s.packets.load(Ordering::Relaxed)).sum();
         let l1: u64 = subs.iter().map(|s| s.lost.load(Ordering::Relaxed)).sum();
         let connected = subs.iter().filter(|s| s.connected.load(Ordering::Relaxed)).count();
         let pkts = p1 - p0;
         let lost = l1.saturating_sub(l0);
         let loss = if pkts + lost > 0 { lost as f64 * 100.0 / (pkts + lost) as f64 } else { 0.0 };
+        // Received over what the publisher sent times subscribers: this also counts frames a
+        // server skips for a viewer (sluice renumbers what it sends: no sequence gap shows them).
+        let expected = (q1 - q0) * subs.len() as u64;
+        let delivered = if expected > 0 { pkts as f64 * 100.0 / expected as f64 } else { f64::NAN };
         let cpu = c1 - c0;
         let us_per_pkt = if pkts > 0 { cpu * 1e6 / pkts as f64 } else { f64::NAN };
         let mut row = json!({
             "step": step_no, "subscribers": subs.len(), "connected": connected,
             "packets": pkts, "bytes": subs.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>(),
-            "packets_per_s": pkts as f64 / secs, "loss_pct": loss,
+            "packets_per_s": pkts as f64 / secs, "loss_pct": loss, "delivered_pct": delivered,
+            "published_per_s": (q1 - q0) as f64 / secs,
+            "kernel_drops_subscribers": cdrop, "kernel_drops_others": sdrop,
             "server_cpu_s": cpu, "server_cpu_pct": cpu * 100.0 / secs, "server_rss_mb": rss as f64 / 1048576.0,
             "rss_per_sub_kb": (rss.saturating_sub(rss0)) as f64 / 1024.0 / subs.len().max(1) as f64,
             "us_cpu_per_packet": us_per_pkt,
             "bench_cpu_pct": (b1 - b0) * 100.0 / secs, "machine_cpu_pct": (m1 - m0) * 100.0 / secs,
-            "other_cpu_pct": ((m1 - m0) - (b1 - b0) - cpu).max(0.0) * 100.0 / secs,
+            "irq_cpu_pct": (i1 - i0) * 100.0 / secs,
+            "other_cpu_pct": ((m1 - m0) - (i1 - i0) - (b1 - b0) - cpu).max(0.0) * 100.0 / secs,
         });
         if let (Value::Object(r), Value::Object(j)) = (&mut row, join_times(&subs[first_new..])) {
             r.extend(j);
         }
         println!(
-            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2} {:>7.0} {:>5.0}",
+            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>6.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2} {:>7.0} {:>5.0} {:>7} {:>7}",
             step_no,
             subs.len(),
             connected,
             pkts as f64 / secs,
             loss,
+            delivered,
             row["join_rtp_ms_p50"].as_f64().unwrap_or(f64::NAN),
             row["join_rtp_ms_p99"].as_f64().unwrap_or(f64::NAN),
             row["join_key_ms_p50"].as_f64().unwrap_or(f64::NAN),
@@ -931,13 +1013,17 @@ fn main() {
             rss as f64 / 1048576.0,
             us_per_pkt,
             (b1 - b0) * 100.0 / secs,
-            (m1 - m0) * 100.0 / secs
+            (m1 - m0) * 100.0 / secs,
+            cdrop,
+            sdrop
         );
         if let Some((n, Some(why))) = keeper.as_ref().map(|k| k.hangups()) {
             eprintln!("Janus hung up {n} subscriber(s), e.g.: {why}");
         }
         steps.push(row);
-        if a.stop_loss > 0.0 && (loss > a.stop_loss || connected < subs.len()) {
+        if a.stop_loss > 0.0
+            && (loss > a.stop_loss || 100.0 - delivered > a.stop_loss || connected < subs.len())
+        {
             stopped_at_loss = true;
             break;
         }

@@ -118,6 +118,7 @@ impl RtpOut {
         self.buf.extend_from_slice(&self.ssrc.to_be_bytes());
         self.buf.extend_from_slice(payload);
         let _ = sock.send_to(&self.buf, self.dest);
+        crate::PUBLISHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.seq = self.seq.wrapping_add(1);
     }
 }
