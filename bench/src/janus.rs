@@ -10,7 +10,8 @@
 //!
 //! Janus's ICE (libnice) ignores loopback interfaces: run inside a network namespace where a
 //! veth carries 127.0.0.2 (bench/side-by-side.sh makes one). Janus gathers on that address only
-//! (`ice_enforce_list`), and candidates outside 127.0.0.0/8 are dropped from its offers, so no
+//! (`ice_enforce_list`), the subscribers' sockets are bound to it too (Janus sends no check to a
+//! 127.0.0.1 candidate), and candidates outside 127.0.0.0/8 are dropped from its offers, so no
 //! traffic leaves the loopback range.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -424,9 +425,8 @@ impl Keeper {
     /// Handles Janus hung up, with the first reason.
     pub fn hangups(&self) -> (usize, Option<String>) {
         let s = self.sessions.lock().expect("lock");
-        let mut h = s.iter().filter_map(|j| j.hangup.clone());
-        let first = h.next();
-        (first.iter().count() + h.count(), first)
+        let reasons: Vec<&String> = s.iter().filter_map(|j| j.hangup.as_ref()).collect();
+        (reasons.len(), reasons.first().map(|r| r.to_string()))
     }
 
     pub fn join(mut self) {

@@ -5,8 +5,9 @@
 //! WebSocket protocol. Subscribers run str0m in RTP mode: nothing is depacketized or decoded,
 //! packets are counted and sequence gaps measured. For each step the tool prints subscribers
 //! connected, packets and bytes received, loss, join times (playStream sent -> first RTP, ->
-//! first keyframe), the server's CPU seconds and RSS (from /proc/<pid>), and server CPU per
-//! forwarded packet. Output: a table on stdout, and JSON with `--json`.
+//! first keyframe), the share of published packets delivered (deliv%), the server's CPU seconds
+//! and RSS (from /proc/<pid>), server CPU per forwarded packet, the tool's and the machine's
+//! CPU, and the kernel's UDP drops. Output: a table on stdout, and JSON with `--json`.
 //!
 //! The server is started by the tool (`--spawn <binary>`, default target/release/sluice) on
 //! random loopback ports, or an external one is used (`--ws`, `--pid`).
