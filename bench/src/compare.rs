@@ -120,6 +120,7 @@ pub fn print(files: &[String]) {
         "max subscribers, < 1% lost or undelivered",
         "  server CPU % at that step",
         "  server us CPU per packet at that step",
+        "server us CPU per packet, median of passing",
         "  server RSS per subscriber (KB)",
         "  packets/s received at that step",
         "  machine CPU % at that step (200 = 2 cores)",
@@ -151,6 +152,12 @@ pub fn print(files: &[String]) {
             max,
             format!("{:.0}", f(&g["server_cpu_pct"])),
             format!("{:.2}", f(&g["us_cpu_per_packet"])),
+            {
+                let mut v: Vec<f64> =
+                    st[..good.map_or(0, |i| i + 1)].iter().map(|s| f(&s["us_cpu_per_packet"])).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                v.get(v.len() / 2).map_or("-".into(), |m| format!("{m:.2}"))
+            },
             format!("{:.0}", f(&g["rss_per_sub_kb"])),
             format!("{:.0}", f(&g["packets_per_s"])),
             format!("{:.0}", f(&g["machine_cpu_pct"])),
