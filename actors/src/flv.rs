@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::FlvError;
-use crate::media::{Codec, Frame};
+use crate::media::{h264_sps_dimensions, Codec, Frame};
 use crate::mp4_reader::avcc_to_annexb;
 use crate::transcode::AacToOpus;
 
@@ -92,7 +92,7 @@ impl AvcConfig {
 
     /// Picture size from the first SPS (0x0 when it cannot be read).
     pub fn dimensions(&self) -> (u32, u32) {
-        self.sps.first().and_then(|s| sps_dimensions(s)).unwrap_or((0, 0))
+        self.sps.first().and_then(|s| h264_sps_dimensions(s)).unwrap_or((0, 0))
     }
 }
 
@@ -305,120 +305,6 @@ impl FlvToFrames {
     }
 }
 
-/// Width and height from an H.264 SPS NAL unit (header byte included): enough of the SPS is
-/// parsed to reach the frame size and cropping. `None` if it is malformed.
-pub fn sps_dimensions(nal: &[u8]) -> Option<(u32, u32)> {
-    // Remove emulation prevention bytes (00 00 03 -> 00 00).
-    let mut rbsp = Vec::with_capacity(nal.len());
-    let mut zeros = 0;
-    for &b in nal.get(1..)? {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        rbsp.push(b);
-    }
-    let mut r = Bits { data: &rbsp, pos: 0 };
-    let profile = r.bits(8)?;
-    r.bits(16)?; // constraint flags, level
-    r.ue()?; // seq_parameter_set_id
-    let mut chroma_format = 1;
-    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
-        chroma_format = r.ue()?;
-        if chroma_format == 3 {
-            r.bits(1)?;
-        }
-        r.ue()?;
-        r.ue()?;
-        r.bits(1)?;
-        if r.bits(1)? == 1 {
-            for i in 0..if chroma_format == 3 { 12 } else { 8 } {
-                if r.bits(1)? == 1 {
-                    let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i64, 8i64);
-                    for _ in 0..size {
-                        if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
-                        }
-                        last = if next == 0 { last } else { next };
-                    }
-                }
-            }
-        }
-    }
-    r.ue()?; // log2_max_frame_num
-    let poc_type = r.ue()?;
-    if poc_type == 0 {
-        r.ue()?;
-    } else if poc_type == 1 {
-        r.bits(1)?;
-        r.se()?;
-        r.se()?;
-        for _ in 0..r.ue()?.min(255) {
-            r.se()?;
-        }
-    }
-    r.ue()?; // max_num_ref_frames
-    r.bits(1)?;
-    let w_mbs = r.ue()? + 1;
-    let h_map = r.ue()? + 1;
-    let frame_mbs_only = r.bits(1)?;
-    if frame_mbs_only == 0 {
-        r.bits(1)?;
-    }
-    r.bits(1)?;
-    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
-    if r.bits(1)? == 1 {
-        cl = r.ue()?;
-        cr = r.ue()?;
-        ct = r.ue()?;
-        cb = r.ue()?;
-    }
-    let (cx, cy) = match chroma_format {
-        0 => (1, 2 - frame_mbs_only),
-        1 => (2, 2 * (2 - frame_mbs_only)),
-        2 => (2, 2 - frame_mbs_only),
-        _ => (1, 2 - frame_mbs_only),
-    };
-    let w = (w_mbs * 16).checked_sub((cl + cr) * cx)?;
-    let h = (h_map * 16 * (2 - frame_mbs_only)).checked_sub((ct + cb) * cy)?;
-    Some((w as u32, h as u32))
-}
-
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    fn bits(&mut self, n: u32) -> Option<u64> {
-        let mut v = 0u64;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | ((byte >> (7 - self.pos % 8)) & 1) as u64;
-            self.pos += 1;
-        }
-        Some(v)
-    }
-
-    fn ue(&mut self) -> Option<u64> {
-        let mut zeros = 0;
-        while self.bits(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u64 << zeros) - 1 + self.bits(zeros)?)
-    }
-
-    fn se(&mut self) -> Option<i64> {
-        let k = self.ue()? as i64;
-        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,8 +336,8 @@ mod tests {
         let c = AvcConfig::parse(&record()).unwrap();
         assert_eq!((c.length_size, c.sps.len(), c.pps.len()), (4, 1, 1));
         assert_eq!(c.dimensions(), (640, 360));
-        assert_eq!(sps_dimensions(&SPS_HIGH_720P), Some((1280, 720)));
-        assert_eq!(sps_dimensions(&SPS_HIGH_720P[..6]), None);
+        assert_eq!(h264_sps_dimensions(&SPS_HIGH_720P), Some((1280, 720)));
+        assert_eq!(h264_sps_dimensions(&SPS_HIGH_720P[..6]), None);
         for cut in 0..record().len() {
             assert!(AvcConfig::parse(&record()[..cut]).is_err(), "cut at {cut}");
         }
@@ -552,7 +438,7 @@ mod tests {
             }
             let _ = f.video(i, &body, now);
             let _ = f.audio(i, &body, now, &mut out);
-            let _ = sps_dimensions(&body);
+            let _ = h264_sps_dimensions(&body);
             out.clear();
         }
     }

@@ -336,19 +336,20 @@ const AOT_PS: u32 = 29;
 impl AscInfo {
     fn parse(asc: &[u8]) -> Result<AscInfo, TranscodeError> {
         let bad = |reason: &str| TranscodeError::BadConfig { asc: asc.to_vec(), reason: reason.to_string() };
-        let mut bits = BitReader { data: asc, pos: 0 };
+        let mut bits = crate::media::BitReader::new(asc);
+        let mut read = |n| bits.bits(n).map(|v| v as u32);
         let short = || bad("truncated");
-        let mut aot = bits.read(5).ok_or_else(short)?;
+        let mut aot = read(5).ok_or_else(short)?;
         if aot == 31 {
-            aot = 32 + bits.read(6).ok_or_else(short)?;
+            aot = 32 + read(6).ok_or_else(short)?;
         }
-        let index = bits.read(4).ok_or_else(short)? as usize;
+        let index = read(4).ok_or_else(short)? as usize;
         let rate = match index {
-            15 => bits.read(24).ok_or_else(short)?,
+            15 => read(24).ok_or_else(short)?,
             i if i < AAC_RATES.len() => AAC_RATES[i],
             _ => return Err(bad("reserved sampling frequency index")),
         };
-        let channel_config = bits.read(4).ok_or_else(short)?;
+        let channel_config = read(4).ok_or_else(short)?;
         match aot {
             0 => return Err(bad("audio object type 0 (null)")),
             AOT_AAC_LC => {}
@@ -380,7 +381,7 @@ impl AscInfo {
             _ => return Err(bad(&format!("reserved channel configuration {channel_config}"))),
         };
         // GASpecificConfig: frameLengthFlag.
-        if bits.read(1).ok_or_else(short)? == 1 {
+        if read(1).ok_or_else(short)? == 1 {
             return Err(TranscodeError::Unsupported("960-sample AAC frames".into()));
         }
         Ok(AscInfo { rate, channels })
@@ -397,24 +398,6 @@ fn aot_name(aot: u32) -> &'static str {
         39 => "ER AAC-ELD",
         42 => "USAC",
         _ => "not AAC-LC",
-    }
-}
-
-/// MSB-first bit reader over a byte slice.
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl BitReader<'_> {
-    fn read(&mut self, n: usize) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Some(v)
     }
 }
 
