@@ -268,9 +268,10 @@ async fn arbiter_answers(arbiter: &actix::ArbiterHandle) -> bool {
 /// `"status": "unavailable"` and the failing `checks` otherwise, or `"status": "stopping"` once
 /// a graceful shutdown has begun (load balancers stop sending clients).
 pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
+    // Every media thread: the viewers' arbiters include the media arbiter.
     let media_threads = futures_util::future::join_all(core.viewer_arbiters.iter().map(arbiter_answers));
     let (media, recording, vod) = tokio::join!(
-        async { media_threads.await.into_iter().all(|ok| ok) && arbiter_answers(&core.media_arbiter).await },
+        async { media_threads.await.into_iter().all(|ok| ok) },
         arbiter_answers(core.recordings.arbiter()),
         arbiter_answers(&core.vod_arbiter),
     );

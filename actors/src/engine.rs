@@ -62,10 +62,6 @@ pub struct Packets {
 }
 
 impl Packets {
-    pub fn len(&self) -> usize {
-        self.payloads.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.payloads.is_empty()
     }

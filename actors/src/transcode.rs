@@ -717,6 +717,13 @@ mod tests {
             .collect()
     }
 
+    /// Stereo AAC with a different sine on each channel (left `fl` Hz, right `fr` Hz).
+    fn stereo_aac(fl: u32, fr: u32, rate: u32, secs: f32) -> Aac {
+        let (l, r) = (sine(fl, rate, secs), sine(fr, rate, secs));
+        let merge = "[0:a][1:a]amerge=inputs=2";
+        ffmpeg_aac(&["-f", "lavfi", "-i", &l, "-f", "lavfi", "-i", &r, "-filter_complex", merge], 2)
+    }
+
     fn sine(freq: u32, rate: u32, secs: f32) -> String {
         format!("sine=frequency={freq}:sample_rate={rate}:duration={secs}")
     }
@@ -803,22 +810,7 @@ mod tests {
     #[test]
     fn stereo_48k_keeps_both_channels_and_the_timing() {
         // Left 440 Hz, right 1000 Hz: proves the channels are neither swapped nor mixed.
-        let (l, r) = (sine(440, 48000, 2.0), sine(1000, 48000, 2.0));
-        let aac = ffmpeg_aac(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                &l,
-                "-f",
-                "lavfi",
-                "-i",
-                &r,
-                "-filter_complex",
-                "[0:a][1:a]amerge=inputs=2",
-            ],
-            2,
-        );
+        let aac = stereo_aac(440, 1000, 48000, 2.0);
         assert_eq!(aac.rate, 48000);
         let (t, packets) = transcode(&aac);
         assert_eq!(t.channels(), 2);
@@ -1000,22 +992,7 @@ mod tests {
     /// `cargo test --release -p sluice-actors transcode -- --nocapture`.
     #[test]
     fn transcode_speed_10s_44k1_stereo() {
-        let (l, r) = (sine(440, 44100, 10.0), sine(660, 44100, 10.0));
-        let aac = ffmpeg_aac(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                &l,
-                "-f",
-                "lavfi",
-                "-i",
-                &r,
-                "-filter_complex",
-                "[0:a][1:a]amerge=inputs=2",
-            ],
-            2,
-        );
+        let aac = stereo_aac(440, 660, 44100, 10.0);
         let started = Instant::now();
         let (_, packets) = transcode(&aac);
         let took = started.elapsed();
