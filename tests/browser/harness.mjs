@@ -16,6 +16,8 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
+
 import { chromium } from 'playwright-core';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -407,6 +409,23 @@ export function serveSdkPages() {
         '/ours/': join(REPO_ROOT, 'static', 'client'),
         '/': join(TESTS_DIR, 'browser', 'pages'),
     });
+}
+
+/**
+ * A suite of SDK-page tests: a server fixture and the SDK pages, started before the suite's
+ * tests and closed after them. Returns `{ fx, files }`, filled in once `before` has run.
+ */
+export function sdkSuite() {
+    const suite = { fx: null, files: null };
+    before(async () => {
+        suite.fx = await fixture();
+        suite.files = await serveSdkPages();
+    });
+    after(async () => {
+        await suite.files?.close();
+        await suite.fx?.close();
+    });
+    return suite;
 }
 
 /**

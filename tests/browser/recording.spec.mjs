@@ -12,10 +12,11 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-    fixture, openSdkPage, rest, serveSdkPages, waitForStatus, waitForText,
+    sdkSuite,
+    fixture, openSdkPage, rest, waitForStatus, waitForText,
 } from './harness.mjs';
 
 const RECORDING = '/client/examples/demo/streaming/stream_recording/recording.html';
@@ -25,16 +26,7 @@ const TIMEOUT_MS = 120_000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-let fx;
-let files;
-before(async () => {
-    fx = await fixture();
-    files = await serveSdkPages();
-});
-after(async () => {
-    await files?.close();
-    await fx?.close();
-});
+const suite = sdkSuite();
 
 /** ffprobe a file: codec names in stream order and the container duration. */
 function probe(path) {
@@ -122,9 +114,9 @@ async function noRecordings(server, ms = 20_000) {
 }
 
 test('Recording page records 10 s; the file plays in <video> and probes as H.264 + Opus', { timeout: TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
-        const { server } = fx;
-        const page = await (await fx.browser('recording')).newPage('recording');
+    await suite.fx.run(async () => {
+        const { server } = suite.fx;
+        const page = await (await suite.fx.browser('recording')).newPage('recording');
         await page.goto(server.webUrl(`/?ws=${server.ws}`));
         await page.click('#demo-stream-recording');
         await page.waitForURL(server.webUrl(`${RECORDING}?ws=${server.ws}`));
@@ -156,10 +148,10 @@ test('Recording page records 10 s; the file plays in <video> and probes as H.264
 });
 
 test('official Web SDK with record: true; getRecordInfo() names a file that plays', { timeout: TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
-        const { server } = fx;
+    await suite.fx.run(async () => {
+        const { server } = suite.fx;
         const name = `websdk-rec-${Date.now().toString(36)}`;
-        const page = await openSdkPage(fx, files, 'websdk-recording', 'official');
+        const page = await openSdkPage(suite.fx, suite.files, 'websdk-recording', 'official');
         await page.evaluate((n) => {
             sdk.create('rec', { name: n, record: true, display: document.getElementById('local') });
             sdk.streams.rec.publish();
@@ -186,10 +178,10 @@ test('official Web SDK with record: true; getRecordInfo() names a file that play
 });
 
 test('VP8 publisher (official SDK, H.264 stripped): the vp08 + Opus MP4 plays in <video>', { timeout: TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
-        const { server } = fx;
+    await suite.fx.run(async () => {
+        const { server } = suite.fx;
         const name = `websdk-vp8-${Date.now().toString(36)}`;
-        const page = await openSdkPage(fx, files, 'websdk-vp8', 'official');
+        const page = await openSdkPage(suite.fx, suite.files, 'websdk-vp8', 'official');
         await page.evaluate((n) => {
             sdk.create('rec', { name: n, record: true, stripCodecs: 'H264', display: document.getElementById('local') });
             sdk.streams.rec.publish();
@@ -215,9 +207,9 @@ test('VP8 publisher (official SDK, H.264 stripped): the vp08 + Opus MP4 plays in
 });
 
 test('publisher browser closed abruptly mid-recording: a complete, playable file', { timeout: TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
-        const { server } = fx;
-        const publisher = await fx.browser('vanishing-publisher');
+    await suite.fx.run(async () => {
+        const { server } = suite.fx;
+        const publisher = await suite.fx.browser('vanishing-publisher');
         const page = await publisher.newPage('recording');
         await page.goto(server.webUrl(`${RECORDING}?ws=${server.ws}`));
         await page.waitForFunction(() => document.getElementById('url').value !== '');
@@ -229,7 +221,7 @@ test('publisher browser closed abruptly mid-recording: a complete, playable file
         await publisher.close(); // no unpublish, no goodbye
         await noRecordings(server);
 
-        const viewer = await (await fx.browser('viewer')).newPage('viewer');
+        const viewer = await (await suite.fx.browser('viewer')).newPage('viewer');
         await viewer.goto(server.webUrl(`${RECORDING}?ws=${server.ws}`));
         await viewer.evaluate(() => {
             const v = document.createElement('video');

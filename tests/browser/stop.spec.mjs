@@ -5,23 +5,14 @@
 // certain instead of a race.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { TEST_TIMEOUT_MS, fixture, openSdkPage, serveSdkPages, statuses, waitForStatus } from './harness.mjs';
+import { sdkSuite, TEST_TIMEOUT_MS, openSdkPage, statuses, waitForStatus } from './harness.mjs';
 
 /** Extra latency of the stop requests on the WebSocket (a slow or proxied signalling path). */
 const STOP_DELAY_MS = 300;
 
-let fx;
-let files;
-before(async () => {
-    fx = await fixture();
-    files = await serveSdkPages();
-});
-after(async () => {
-    await files?.close();
-    await fx?.close();
-});
+const suite = sdkSuite();
 
 /** Relay the page's WebSocket through Playwright, holding back stop requests. */
 async function delayStopRequests(page) {
@@ -40,9 +31,9 @@ async function delayStopRequests(page) {
 
 for (const which of ['ours', 'official']) {
     test(`${which} SDK: stop gives STOPPED and UNPUBLISHED when the stop request lags`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-        await fx.run(async () => {
+        await suite.fx.run(async () => {
             const name = `stop-${which}-${Date.now().toString(36)}`;
-            const page = await openSdkPage(fx, files, `${which}-stop`, which, '', delayStopRequests);
+            const page = await openSdkPage(suite.fx, suite.files, `${which}-stop`, which, '', delayStopRequests);
             await page.evaluate((n) => sdk.publish('pub', n), name);
             await waitForStatus(page, 'pub', 'PUBLISHING');
             await page.evaluate((n) => sdk.play('play', n), name);

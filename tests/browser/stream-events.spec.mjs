@@ -4,22 +4,14 @@
 // publishing to the official one, and the official one publishing to ours.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-    TEST_TIMEOUT_MS, fixture, openSdkPage, serveSdkPages, statuses, waitForStatus, waitForStreamEvents,
+    sdkSuite,
+    TEST_TIMEOUT_MS, openSdkPage, statuses, waitForStatus, waitForStreamEvents,
 } from './harness.mjs';
 
-let fx;
-let files;
-before(async () => {
-    fx = await fixture();
-    files = await serveSdkPages();
-});
-after(async () => {
-    await files?.close();
-    await fx?.close();
-});
+const suite = sdkSuite();
 
 /** Whether the publisher page's local track of `kind` is enabled. */
 function localTrackEnabled(page, kind) {
@@ -28,10 +20,10 @@ function localTrackEnabled(page, kind) {
 
 for (const [pubSdk, viewSdk] of [['ours', 'official'], ['official', 'ours']]) {
     test(`stream events from a ${pubSdk}-SDK publisher reach a ${viewSdk}-SDK viewer`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-        await fx.run(async () => {
+        await suite.fx.run(async () => {
             const name = `events-${pubSdk}-${Date.now().toString(36)}`;
-            const pub = await openSdkPage(fx, files, `${pubSdk}-publisher`, pubSdk);
-            const viewer = await openSdkPage(fx, files, `${viewSdk}-viewer`, viewSdk);
+            const pub = await openSdkPage(suite.fx, suite.files, `${pubSdk}-publisher`, pubSdk);
+            const viewer = await openSdkPage(suite.fx, suite.files, `${viewSdk}-viewer`, viewSdk);
             await pub.evaluate((n) => sdk.publish('pub', n), name);
             await waitForStatus(pub, 'pub', 'PUBLISHING');
             await viewer.evaluate((n) => sdk.play('play', n), name);

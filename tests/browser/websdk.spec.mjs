@@ -3,23 +3,15 @@
 // (a second browser plays; publisher stop; unknown name), with frames decoded.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-    TEST_TIMEOUT_MS, expectFramesDecoded, fixture, openSdkPage, peerConnectionStates, serveSdkPages, statuses,
+    sdkSuite,
+    TEST_TIMEOUT_MS, expectFramesDecoded, openSdkPage, peerConnectionStates, statuses,
     waitForStatus,
 } from './harness.mjs';
 
-let fx;
-let files;
-before(async () => {
-    fx = await fixture();
-    files = await serveSdkPages();
-});
-after(async () => {
-    await files?.close();
-    await fx?.close();
-});
+const suite = sdkSuite();
 
 /** Width and height of the camera picture the SDK shows in the publisher's local display. */
 function capturedSize(page) {
@@ -27,10 +19,10 @@ function capturedSize(page) {
 }
 
 test('official SDK: publish, preview the same name, stop', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
+    await suite.fx.run(async () => {
         const name = `websdk-${Date.now().toString(36)}`;
         // As the Streamer demo: the stream name is in the WebSocket URL path.
-        const page = await openSdkPage(fx, files, 'websdk-streamer', 'official', `/${name}`);
+        const page = await openSdkPage(suite.fx, suite.files, 'websdk-streamer', 'official', `/${name}`);
         await page.evaluate((n) => sdk.publish('pub', n), name);
         await waitForStatus(page, 'pub', 'PUBLISHING');
         const previewId = await page.evaluate((n) => sdk.play('preview', n), name);
@@ -55,10 +47,10 @@ test('official SDK: publish, preview the same name, stop', { timeout: TEST_TIMEO
 });
 
 test('official SDK: a second browser plays until the publisher stops; unknown name fails', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
+    await suite.fx.run(async () => {
         const name = `websdk-play-${Date.now().toString(36)}`;
-        const publisher = await openSdkPage(fx, files, 'websdk-publisher', 'official');
-        const viewer = await openSdkPage(fx, files, 'websdk-viewer', 'official');
+        const publisher = await openSdkPage(suite.fx, suite.files, 'websdk-publisher', 'official');
+        const viewer = await openSdkPage(suite.fx, suite.files, 'websdk-viewer', 'official');
 
         await publisher.evaluate((n) => sdk.publish('pub', n), name);
         await waitForStatus(publisher, 'pub', 'PUBLISHING');
