@@ -49,9 +49,35 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_MEDIA_THREADS")]
     pub media_threads: Option<usize>,
     /// Address written into ICE candidates; browsers send media there. Behind NAT or in a
-    /// container, set the host's public address [default: the host's primary address]
-    #[arg(long, env = "SLUICE_PUBLIC_IP")]
-    pub public_ip: Option<IpAddr>,
+    /// container, set the host's public address. Repeatable (environment: comma-separated), one
+    /// host candidate each, e.g. a LAN and a WAN address [default: the host's primary address]
+    #[arg(long = "public-ip", env = "SLUICE_PUBLIC_IP", value_delimiter = ',', value_name = "IP")]
+    pub public_ip: Vec<IpAddr>,
+    /// Relayed address the TURN server reports to clients [default: the first --public-ip]
+    #[arg(long, env = "SLUICE_TURN_PUBLIC_IP")]
+    pub turn_public_ip: Option<IpAddr>,
+    /// Folder for the server's own state: the generated TLS certificate [default: data]
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for https and wss; reloaded when the file changes. Without
+    /// it, a self-signed certificate is generated at first start and kept in the data folder
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching --tls-cert
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Turn off https and wss (demo pages then get no camera outside localhost)
+    #[arg(long, env = "SLUICE_NO_TLS")]
+    pub no_tls: bool,
+    /// Secure WebSocket signalling port (wss://) [default: 8443]
+    #[arg(long, env = "SLUICE_WSS_PORT")]
+    pub wss_port: Option<u16>,
+    /// https port of the demo pages, SDK and records [default: 8888]
+    #[arg(long, env = "SLUICE_HTTPS_PORT")]
+    pub https_port: Option<u16>,
+    /// https port of the REST API [default: 8444]
+    #[arg(long, env = "SLUICE_REST_HTTPS_PORT")]
+    pub rest_https_port: Option<u16>,
     /// Folder of media files for VOD [default: media]
     #[arg(long, env = "SLUICE_MEDIA_DIR")]
     pub media_dir: Option<PathBuf>,
@@ -144,7 +170,15 @@ pub struct FileConfig {
     pub http_port: Option<u16>,
     pub media_port: Option<u16>,
     pub media_threads: Option<usize>,
-    pub public_ip: Option<IpAddr>,
+    pub public_ip: Option<OneOrMany<IpAddr>>,
+    pub turn_public_ip: Option<IpAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub no_tls: Option<bool>,
+    pub wss_port: Option<u16>,
+    pub https_port: Option<u16>,
+    pub rest_https_port: Option<u16>,
     pub media_dir: Option<PathBuf>,
     pub records_dir: Option<PathBuf>,
     pub record_template: Option<String>,
@@ -167,6 +201,33 @@ pub struct FileConfig {
     pub rtsp_transport: Option<RtspTransport>,
 }
 
+/// A file setting that takes one value or a list (`public_ip = "a"` or `["a", "b"]`).
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// https and wss: where the certificate comes from and the ports.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// An operator's certificate and key (PEM); None: the generated self-signed one.
+    pub files: Option<(PathBuf, PathBuf)>,
+    pub wss_port: u16,
+    pub https_port: u16,
+    pub rest_https_port: u16,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -177,7 +238,15 @@ pub struct Config {
     pub media_port: u16,
     /// Media threads (at least 1): viewers are spread over them.
     pub media_threads: usize,
-    pub public_ip: IpAddr,
+    /// The addresses written into ICE candidates (at least one), in the order given.
+    pub public_ips: Vec<IpAddr>,
+    /// True when `public_ips` was detected, not configured.
+    pub public_ip_detected: bool,
+    /// The relayed address TURN reports.
+    pub turn_public_ip: IpAddr,
+    pub data_dir: PathBuf,
+    /// None when turned off.
+    pub tls: Option<TlsSettings>,
     pub media_dir: PathBuf,
     pub records_dir: PathBuf,
     pub record_template: String,
@@ -210,7 +279,30 @@ impl Config {
         };
         let turn = turn_config(&mut cli, &mut file);
         let media_dir = cli.media_dir.or(file.media_dir).unwrap_or_else(|| "media".into());
+        let mut public_ips = if cli.public_ip.is_empty() {
+            file.public_ip.map(OneOrMany::into_vec).unwrap_or_default()
+        } else {
+            cli.public_ip
+        };
+        let public_ip_detected = public_ips.is_empty();
+        if public_ip_detected {
+            public_ips.push(primary_address());
+        }
+        let tls = (!(cli.no_tls || file.no_tls.unwrap_or(false))).then(|| TlsSettings {
+            files: match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            },
+            wss_port: cli.wss_port.or(file.wss_port).unwrap_or(8443),
+            https_port: cli.https_port.or(file.https_port).unwrap_or(8888),
+            rest_https_port: cli.rest_https_port.or(file.rest_https_port).unwrap_or(8444),
+        });
         Ok(Config {
+            turn_public_ip: cli.turn_public_ip.or(file.turn_public_ip).unwrap_or(public_ips[0]),
+            public_ips,
+            public_ip_detected,
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| "data".into()),
+            tls,
             bind: cli.bind.or(file.bind).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             ws_port: cli.ws_port.or(file.ws_port).unwrap_or(8080),
             rest_port: cli.rest_port.or(file.rest_port).unwrap_or(8081),
@@ -221,7 +313,6 @@ impl Config {
                 .or(file.media_threads)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .max(1),
-            public_ip: cli.public_ip.or(file.public_ip).unwrap_or_else(primary_address),
             records_dir: cli.records_dir.or(file.records_dir).unwrap_or_else(|| media_dir.join("records")),
             record_template: cli
                 .record_template
@@ -244,8 +335,31 @@ impl Config {
         })
     }
 
-    pub fn media_candidate(&self, media_port: u16) -> SocketAddr {
-        SocketAddr::new(self.public_ip, media_port)
+    /// The media socket's candidate addresses.
+    pub fn media_candidates(&self, media_port: u16) -> Vec<SocketAddr> {
+        self.public_ips.iter().map(|ip| SocketAddr::new(*ip, media_port)).collect()
+    }
+
+    /// The first advertised address: where the printed demo URL points.
+    pub fn public_ip(&self) -> IpAddr {
+        self.public_ips[0]
+    }
+
+    /// Why the advertised address may not reach browsers on other machines, if it may not.
+    pub fn public_ip_warning(&self) -> Option<String> {
+        let ip = self.public_ip();
+        let private = match ip {
+            IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+            IpAddr::V6(v6) => v6.is_unique_local() || v6.is_unicast_link_local(),
+        };
+        if !self.public_ip_detected || !(ip.is_loopback() || private) {
+            return None;
+        }
+        let kind = if ip.is_loopback() { "a loopback" } else { "a private" };
+        Some(format!(
+            "the detected address {ip} is {kind} address: browsers on other networks cannot reach it; \
+             behind NAT or in a container set --public-ip (SLUICE_PUBLIC_IP) to the public address"
+        ))
     }
 }
 
@@ -304,7 +418,29 @@ mod tests {
         let cli = Cli { config: Some(f.clone()), ws_port: Some(2000), ..Default::default() };
         let c = Config::load(cli).unwrap();
         assert_eq!((c.ws_port, c.rest_port, c.http_port), (2000, 1001, 9091));
-        assert_eq!(c.public_ip.to_string(), "10.0.0.1");
+        assert_eq!(c.public_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(!c.public_ip_detected && c.public_ip_warning().is_none());
+        assert_eq!(c.turn_public_ip.to_string(), "10.0.0.1");
+        std::fs::write(&f, "public_ip = [\"10.0.0.1\", \"203.0.113.5\"]\n").unwrap();
+        let c = Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap();
+        assert_eq!(c.media_candidates(9).len(), 2);
+        let cli = Cli::parse_from([
+            "sluice",
+            "--public-ip",
+            "192.0.2.7",
+            "--public-ip",
+            "2001:db8::1",
+            "--turn-public-ip",
+            "192.0.2.8",
+        ]);
+        let c = Config::load(cli).unwrap();
+        assert_eq!(c.media_candidates(31000)[1].to_string(), "[2001:db8::1]:31000");
+        assert_eq!(c.turn_public_ip.to_string(), "192.0.2.8");
+        let c = Config::load(Cli::default()).unwrap();
+        assert!(
+            c.public_ip_detected
+                && c.tls.as_ref().is_some_and(|t| t.https_port == 8888 && t.wss_port == 8443)
+        );
         assert_eq!(c.records_dir, PathBuf::from("media/records"));
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Cli { config: Some(f), ..Default::default() }).is_err());

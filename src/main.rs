@@ -9,6 +9,7 @@ mod health_check;
 mod rest;
 mod rest_recording;
 mod shutdown;
+mod tls;
 mod turn_rest;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use clap::Parser;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use sluice_actors::media_socket::MediaSocket;
 use sluice_actors::registry::Registry;
@@ -48,6 +49,14 @@ fn cors() -> DefaultHeaders {
         .add(("Access-Control-Allow-Origin", "*"))
         .add(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
         .add(("Access-Control-Allow-Headers", "content-type, x-requested-with"))
+}
+
+/// An address as the host part of a URL (IPv6 in brackets).
+fn url_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
 }
 
 fn main() -> std::io::Result<()> {
@@ -90,7 +99,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     // More media threads carry viewers only (publishers and the socket stay on the first).
     let viewer_arbiters: Vec<actix::Arbiter> =
         (1..cfg.media_threads).map(|_| actix::Arbiter::new()).collect();
-    let socket = MediaSocket::start(cfg.bind, cfg.media_port, &media_arbiter.handle())
+    let socket = MediaSocket::start(cfg.bind, cfg.media_port, &cfg.public_ips, &media_arbiter.handle())
         .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
     let media_port = socket.local_addr().port();
     let registry = Registry::new();
@@ -132,7 +141,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .chain(viewer_arbiters.iter().map(|a| a.handle()))
             .collect(),
         next_viewer: Default::default(),
-        candidates: CandidateConfig { addrs: vec![cfg.media_candidate(media_port)], tcp: cfg.ice_tcp },
+        candidates: CandidateConfig { addrs: cfg.media_candidates(media_port), tcp: cfg.ice_tcp },
         shutdown: Default::default(),
     });
     let data = web::Data::new(core.clone());
@@ -142,8 +151,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         Some(t) => {
             let site = sluice_actors::turn::TurnSite {
                 bind: cfg.bind,
-                public_ip: cfg.public_ip,
+                public_ip: cfg.turn_public_ip,
                 media: core.candidates.addrs.clone(),
+                media_local: core.socket.reachable_locally(cfg.turn_public_ip.is_ipv4()),
             };
             let h = sluice_actors::turn::start(t, &site, &turn_arbiter.handle())
                 .map_err(|e| std::io::Error::new(e.kind(), format!("TURN port {}: {e}", t.port)))?;
@@ -154,6 +164,32 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let turn_port = turn.as_ref().map(|t| t.udp.port()).unwrap_or(0);
     let turn_rest = web::Data::new(turn_rest::TurnRest::new(turn.as_ref()));
 
+    // https and wss beside http and ws: each server binds its plain port first, then its TLS
+    // port, so `addrs()` lists them in that order.
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let names: Vec<std::net::IpAddr> = cfg.public_ips.clone();
+            match tls::setup(t.files.clone(), &cfg.data_dir, &names) {
+                Ok(tls) => Some((t.clone(), tls)),
+                Err(e) => {
+                    error!("{e}");
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+            }
+        }
+        None => None,
+    };
+    // The same server on its TLS port too (a macro: each server's type is its own closure's).
+    macro_rules! and_tls {
+        ($server:expr, $port:ident) => {
+            match &tls {
+                Some((t, tls)) => $server
+                    .bind_rustls_0_23((cfg.bind, t.$port), tls.config.clone())
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("TLS port {}: {e}", t.$port)))?,
+                None => $server,
+            }
+        };
+    }
     let d = data.clone();
     let ws_server =
         HttpServer::new(move || App::new().app_data(d.clone()).default_service(web::to(websocket)))
@@ -161,6 +197,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .disable_signals()
             .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
             .bind((cfg.bind, cfg.ws_port))?;
+    let ws_server = and_tls!(ws_server, wss_port);
     let d = data.clone();
     let rest_server = HttpServer::new(move || {
         App::new()
@@ -174,6 +211,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     .disable_signals()
     .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
     .bind((cfg.bind, cfg.rest_port))?;
+    let rest_server = and_tls!(rest_server, rest_https_port);
     let d = data.clone();
     let (static_dir, records_dir) = (cfg.static_dir.clone(), cfg.records_dir.clone());
     let web_server = HttpServer::new(move || {
@@ -187,28 +225,59 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     .disable_signals()
     .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
     .bind((cfg.bind, cfg.http_port))?;
+    let web_server = and_tls!(web_server, https_port);
 
     // Our own SIGTERM/SIGINT handling (see shutdown.rs), installed before we say we are ready.
     let signals = shutdown::Signals::install()?;
-    let port = |s: &[std::net::SocketAddr]| s.first().map(|a| a.port()).unwrap_or(0);
+    // Each server's plain port, then its TLS port (bound in that order).
+    let port = |s: &[std::net::SocketAddr], i: usize| s.get(i).map(|a| a.port()).unwrap_or(0);
     let (ws_port, rest_port, http_port) =
-        (port(&ws_server.addrs()), port(&rest_server.addrs()), port(&web_server.addrs()));
+        (port(&ws_server.addrs(), 0), port(&rest_server.addrs(), 0), port(&web_server.addrs(), 0));
+    let (wss_port, rest_https_port, https_port) =
+        (port(&ws_server.addrs(), 1), port(&rest_server.addrs(), 1), port(&web_server.addrs(), 1));
     info!(
-        ws = ws_port, rest = rest_port, http = http_port, media = media_port, public_ip = %cfg.public_ip,
+        ws = ws_port, rest = rest_port, http = http_port, media = media_port, wss = wss_port,
+        https = https_port, rest_https = rest_https_port, public_ips = ?cfg.public_ips,
         "sluice {} started", sluice_actors::VERSION
     );
-    // One machine-readable line on stdout: tests and scripts read the actual ports from it.
+    if let Some(w) = cfg.public_ip_warning() {
+        warn!("{w}");
+    }
+    if let Some((_, tls)) = &tls {
+        info!(cert = %tls.source.cert.display(), self_signed = tls.source.self_signed, "https and wss on");
+    }
+    // Machine-readable lines on stdout: tests and scripts read the actual ports from the first.
     // Errors are ignored: a closed stdout (a daemon, a reader that went away) must not kill us.
     {
         use std::io::Write;
-        let host =
-            if cfg.public_ip.is_loopback() { "127.0.0.1".to_string() } else { cfg.public_ip.to_string() };
+        let host = url_host(cfg.public_ip());
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port} rtmp={rtmp_port}"
+            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port} rtmp={rtmp_port} https={https_port} wss={wss_port} rest_https={rest_https_port}"
         );
-        let _ = writeln!(out, "Open the demo: http://{host}:{http_port}/");
+        let cands: Vec<String> = core
+            .candidates
+            .addrs
+            .iter()
+            .flat_map(|a| {
+                let tcp = core.candidates.tcp.then(|| format!("tcp {a}"));
+                std::iter::once(format!("udp {a}")).chain(tcp)
+            })
+            .collect();
+        let _ = writeln!(out, "ICE candidates: {}", cands.join(", "));
+        if let Some(w) = cfg.public_ip_warning() {
+            let _ = writeln!(out, "Warning: {w}");
+        }
+        if tls.is_some() {
+            let _ = writeln!(out, "Open the demo: https://{host}:{https_port}/");
+            let _ = writeln!(
+                out,
+                "On this machine also: http://localhost:{http_port}/ (a certificate warning on https is expected: the certificate is self-signed unless --tls-cert is given)"
+            );
+        } else {
+            let _ = writeln!(out, "Open the demo: http://{host}:{http_port}/ (no https: browsers offer the camera on localhost only)");
+        }
         let _ = out.flush();
     }
 

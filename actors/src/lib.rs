@@ -48,6 +48,7 @@ pub mod media;
 pub mod media_socket;
 pub mod messages;
 pub mod mp4_reader;
+pub mod opus;
 pub mod peer_link;
 pub mod picture;
 pub mod protocol;

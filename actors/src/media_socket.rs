@@ -7,6 +7,16 @@
 //! SRTCP) goes by the source address STUN taught us. The receive loops run on the media arbiter,
 //! where the sockets are bound and polled; sends are non-blocking and drop on a full buffer (it is
 //! UDP: the engine's NACK/RTX recovers video).
+//!
+//! ## Which address a datagram was sent to
+//! The engine checks each datagram's destination against the candidates it advertised, and drops
+//! STUN checks sent "to an unknown interface". The socket's own address is not that: bound to
+//! `0.0.0.0` it is unspecified, and behind 1:1 NAT (containers, cloud VMs) packets arrive at a
+//! private address while the candidate carries the public one. So every datagram is handed on
+//! with the advertised candidate of its family (the first one when several are advertised: the
+//! engine answers to the source whichever local candidate the pair names). A socket bound to
+//! `::` also receives IPv4 as v4-mapped addresses: sources are reported as plain IPv4, and
+//! IPv4 destinations are mapped back when sending.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -55,6 +65,9 @@ pub struct SocketStats {
 pub struct MediaSocket {
     udp: UdpSocket,
     local: SocketAddr,
+    /// The advertised candidate addresses datagrams are handed on with (see the module doc).
+    to_v4: Option<SocketAddr>,
+    to_v6: Option<SocketAddr>,
     by_ufrag: DashMap<Arc<str>, Arc<Route>>,
     by_source: DashMap<(Proto, SocketAddr), Arc<Route>>,
     tcp_out: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -89,15 +102,26 @@ impl MediaSocket {
     }
 
     /// Bind UDP `bind:port` and TCP on the same port (port 0: the OS picks, TCP follows it), and
-    /// start the receive loops on `arbiter`.
-    pub fn start(bind: std::net::IpAddr, port: u16, arbiter: &ArbiterHandle) -> io::Result<Arc<Self>> {
+    /// start the receive loops on `arbiter`. `advertised`: the addresses written into ICE
+    /// candidates (with port 0 meaning the bound port), whatever address the socket is bound to.
+    pub fn start(
+        bind: std::net::IpAddr,
+        port: u16,
+        advertised: &[std::net::IpAddr],
+        arbiter: &ArbiterHandle,
+    ) -> io::Result<Arc<Self>> {
         let (udp, local, tcp) = Self::bind_pair(bind, port)?;
+        let pick = |v4: bool| {
+            advertised.iter().find(|ip| ip.is_ipv4() == v4).map(|ip| SocketAddr::new(*ip, local.port()))
+        };
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
         let recv = udp.try_clone()?;
         let this = Arc::new(MediaSocket {
             udp,
             local,
+            to_v4: pick(true),
+            to_v6: pick(false),
             by_ufrag: DashMap::new(),
             by_source: DashMap::new(),
             tcp_out: DashMap::new(),
@@ -125,6 +149,34 @@ impl MediaSocket {
         self.local
     }
 
+    /// Where a process on this host reaches the media socket: its own address, or, when it is
+    /// bound to every interface, loopback of the family asked for (`::` takes IPv4 too).
+    pub fn reachable_locally(&self, v4: bool) -> SocketAddr {
+        let ip = match self.local.ip() {
+            ip if !ip.is_unspecified() => ip,
+            std::net::IpAddr::V6(_) if !v4 => std::net::Ipv6Addr::LOCALHOST.into(),
+            _ => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        SocketAddr::new(ip, self.local.port())
+    }
+
+    /// The candidate a datagram from `source` was sent to: the advertised address of its
+    /// family; the socket's own address when none is advertised for that family.
+    fn destination(&self, source: SocketAddr) -> SocketAddr {
+        let advertised = if source.is_ipv4() { self.to_v4 } else { self.to_v6 };
+        advertised.unwrap_or(self.local)
+    }
+
+    /// An address as a socket of this family sends to it (IPv4 as v4-mapped on an IPv6 socket).
+    fn outgoing(&self, to: SocketAddr) -> SocketAddr {
+        match (self.local, to) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            _ => to,
+        }
+    }
+
     /// Make a peer reachable by its ICE ufrag. Done before its SDP answer leaves the server.
     pub fn register(&self, ufrag: &str, peer: Recipient<Datagram>) {
         let ufrag: Arc<str> = ufrag.into();
@@ -145,7 +197,7 @@ impl MediaSocket {
     /// Send one engine transmit. Never blocks: a full socket buffer drops the datagram.
     pub fn send(&self, t: Transmit) {
         let ok = match t.proto {
-            Proto::Udp => match self.udp.send_to(&t.contents, t.destination) {
+            Proto::Udp => match self.udp.send_to(&t.contents, self.outgoing(t.destination)) {
                 Ok(_) => true,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -165,6 +217,7 @@ impl MediaSocket {
 
     fn route(&self, proto: Proto, source: SocketAddr, data: Vec<u8>) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let source = canonical(source);
         let route = match stun_server_ufrag(&data) {
             Some(ufrag) => match self.by_ufrag.get(ufrag.as_str()) {
                 Some(r) => {
@@ -184,7 +237,8 @@ impl MediaSocket {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        route.peer.do_send(Datagram { at: Instant::now(), proto, source, destination: self.local, data });
+        let destination = self.destination(source);
+        route.peer.do_send(Datagram { at: Instant::now(), proto, source, destination, data });
     }
 
     async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
@@ -216,6 +270,7 @@ impl MediaSocket {
 
     /// One ICE-TCP connection: RFC 4571 frames (16-bit length, then the datagram) both ways.
     async fn tcp_conn(self: Arc<Self>, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        let remote = canonical(remote);
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_SEND_QUEUE);
         self.tcp_out.insert(remote, tx);
@@ -250,4 +305,9 @@ impl MediaSocket {
         self.by_source.remove(&(Proto::Tcp, remote));
         debug!(%remote, "ICE-TCP connection closed");
     }
+}
+
+/// A v4-mapped IPv6 address (what a dual-stack socket reports for IPv4) as plain IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }

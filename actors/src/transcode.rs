@@ -84,10 +84,10 @@ pub enum TranscodeError {
     Late { pts: u64, reached: u64 },
     /// libopus refused to create or configure its encoder.
     #[error("opus encoder setup: {0}")]
-    EncoderSetup(#[source] opus::Error),
+    EncoderSetup(#[source] crate::opus::Error),
     /// libopus failed on one packet (it is dropped; the timeline carries on).
     #[error("opus encoding of the packet at ts48k {ts48k} failed: {source}")]
-    Encode { ts48k: u64, source: opus::Error },
+    Encode { ts48k: u64, source: crate::opus::Error },
     /// The resampler failed (setup for this rate, or a chunk).
     #[error("resampling {rate} Hz to 48 kHz: {reason}")]
     Resample { rate: u32, reason: String },
@@ -513,7 +513,7 @@ impl To48k {
 
 /// 48 kHz planar samples → 20 ms Opus packets on a 48 kHz timeline.
 struct Packetizer {
-    encoder: opus::Encoder,
+    encoder: crate::opus::Encoder,
     channels: usize,
     lookahead: u16,
     /// Interleaved samples of the packet being filled.
@@ -531,13 +531,13 @@ struct Packetizer {
 impl Packetizer {
     fn new(channels: u8) -> Result<Self, TranscodeError> {
         let (layout, bitrate) = match channels {
-            1 => (opus::Channels::Mono, BITRATE_MONO),
-            _ => (opus::Channels::Stereo, BITRATE_STEREO),
+            1 => (crate::opus::Channels::Mono, BITRATE_MONO),
+            _ => (crate::opus::Channels::Stereo, BITRATE_STEREO),
         };
-        let mut encoder = opus::Encoder::new(OPUS_RATE, layout, opus::Application::Audio)
-            .map_err(TranscodeError::EncoderSetup)?;
-        encoder.set_bitrate(opus::Bitrate::Bits(bitrate)).map_err(TranscodeError::EncoderSetup)?;
-        let lookahead = encoder.get_lookahead().map_err(TranscodeError::EncoderSetup)?;
+        let mut encoder =
+            crate::opus::Encoder::new(OPUS_RATE, layout).map_err(TranscodeError::EncoderSetup)?;
+        encoder.set_bitrate(bitrate).map_err(TranscodeError::EncoderSetup)?;
+        let lookahead = encoder.lookahead().map_err(TranscodeError::EncoderSetup)?;
         let channels = usize::from(channels);
         Ok(Packetizer {
             encoder,
@@ -744,8 +744,8 @@ mod tests {
     /// Decodes packets with libopus onto their timeline: returns planar 48 kHz channels starting
     /// at the first packet's timestamp, with missing time as silence.
     fn decode_opus(packets: &[OpusPacket], channels: u8) -> Vec<Vec<f32>> {
-        let layout = if channels == 1 { opus::Channels::Mono } else { opus::Channels::Stereo };
-        let mut dec = opus::Decoder::new(48000, layout).unwrap();
+        let layout = if channels == 1 { crate::opus::Channels::Mono } else { crate::opus::Channels::Stereo };
+        let mut dec = crate::opus::Decoder::new(48000, layout).unwrap();
         let ch = usize::from(channels);
         let start = packets[0].ts48k;
         let mut planes = vec![Vec::new(); ch];
@@ -755,7 +755,7 @@ mod tests {
             for plane in &mut planes {
                 plane.resize(at, 0.0);
             }
-            let n = dec.decode_float(&p.data, &mut buf, false).unwrap();
+            let n = dec.decode_float(&p.data, &mut buf).unwrap();
             assert_eq!(n, FRAME_SAMPLES);
             for (c, plane) in planes.iter_mut().enumerate() {
                 plane.extend((0..n).map(|i| buf[i * ch + c]));

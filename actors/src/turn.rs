@@ -177,6 +177,10 @@ pub struct TurnSite {
     pub public_ip: IpAddr,
     /// The media socket addresses browsers send to (always a permitted relay target).
     pub media: Vec<SocketAddr>,
+    /// Where the relays reach the media socket from this host. Behind 1:1 NAT the advertised
+    /// media address is not reachable from inside (no hairpin): a relay sends what a client
+    /// addresses to `media` here instead, and reports what comes from here as from `media`.
+    pub media_local: SocketAddr,
 }
 
 fn now_unix() -> u64 {
@@ -230,6 +234,7 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
         user_bytes_per_sec: cfg.user_kbps.saturating_mul(1000) / 8,
     };
     let (st, pol, pub_ip) = (stats.clone(), policy.clone(), site.public_ip);
+    let media = Arc::new(MediaRoute { public: site.media.clone(), local: site.media_local });
     let server = TurnServer::start_in_arbiter(arbiter, move |ctx| {
         // Runs on the TURN arbiter: register the sockets with its runtime here.
         let udp = match tokio::net::UdpSocket::from_std(udp) {
@@ -256,6 +261,7 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
             policy: pol,
             relay_bind,
             public_ip: pub_ip,
+            media,
             udp,
             udp_local,
             allocations: HashMap::new(),
@@ -427,6 +433,7 @@ pub struct TurnServer {
     policy: Arc<PeerPolicy>,
     relay_bind: IpAddr,
     public_ip: IpAddr,
+    media: Arc<MediaRoute>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     udp_local: SocketAddr,
     allocations: HashMap<FiveTuple, Entry>,
@@ -740,6 +747,8 @@ impl TurnServer {
             state: AllocationState::new(now, lifetime),
             relay: Arc::new(relay),
             relayed,
+            media_alias: self.media.public.first().copied().unwrap_or(self.media.local),
+            media: self.media.clone(),
             sink: sink.clone(),
             budget: user.budget.clone(),
             policy: self.policy.clone(),
@@ -812,6 +821,11 @@ pub struct Allocation {
     state: AllocationState,
     relay: Arc<tokio::net::UdpSocket>,
     relayed: SocketAddr,
+    /// How the server's own media socket is reached ([`TurnSite::media_local`]).
+    media: Arc<MediaRoute>,
+    /// The advertised media address this client last sent to: what the media socket's replies
+    /// are reported as coming from.
+    media_alias: SocketAddr,
     sink: ClientSink,
     budget: Arc<Mutex<TokenBucket>>,
     policy: Arc<PeerPolicy>,
@@ -850,12 +864,18 @@ impl Allocation {
         }
     }
 
-    fn to_peer(&self, peer: SocketAddr, payload: &[u8]) {
+    fn to_peer(&mut self, peer: SocketAddr, payload: &[u8]) {
         if !self.within_budget(payload.len()) {
             TurnStats::inc(&self.stats.dropped);
             return;
         }
-        match self.relay.try_send_to(payload, peer) {
+        let to = if self.media.public.contains(&peer) {
+            self.media_alias = peer;
+            self.media.local
+        } else {
+            peer
+        };
+        match self.relay.try_send_to(payload, to) {
             Ok(_) => {
                 TurnStats::inc(&self.stats.to_peer_packets);
                 self.stats.to_peer_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -867,6 +887,13 @@ impl Allocation {
     fn reply(&self, data: Vec<u8>) {
         self.sink.send(data);
     }
+}
+
+/// The server's own media socket as clients address it and as relays reach it.
+#[derive(Debug)]
+struct MediaRoute {
+    public: Vec<SocketAddr>,
+    local: SocketAddr,
 }
 
 /// Client data for a peer.
@@ -906,8 +933,11 @@ struct FromPeer {
 }
 
 impl StreamHandler<FromPeer> for Allocation {
-    fn handle(&mut self, m: FromPeer, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut m: FromPeer, _ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if SocketAddr::new(m.peer.ip().to_canonical(), m.peer.port()) == self.media.local {
+            m.peer = self.media_alias;
+        }
         if !self.state.has_permission(m.peer.ip(), now) || !self.policy.permits_addr(m.peer) {
             return TurnStats::inc(&self.stats.dropped);
         }
