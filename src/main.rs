@@ -20,7 +20,7 @@ use actix_web_actors::ws;
 use clap::Parser;
 use tracing::{error, info, warn};
 
-use sluice_actors::media_socket::MediaSocket;
+use sluice_actors::media_socket::{LocalRelays, MediaSocket};
 use sluice_actors::registry::Registry;
 use sluice_actors::session::{Session, MAX_FRAME};
 use sluice_actors::{CandidateConfig, Core};
@@ -99,8 +99,22 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     // More media threads carry viewers only (publishers and the socket stay on the first).
     let viewer_arbiters: Vec<actix::Arbiter> =
         (1..cfg.media_threads).map(|_| actix::Arbiter::new()).collect();
-    let socket = MediaSocket::start(cfg.bind, cfg.media_port, &cfg.public_ips, &media_arbiter.handle())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
+    // TURN relays reach the media socket from this host: loopback when bound to every
+    // interface, else the bind address (see LocalRelays).
+    let relay_local = match cfg.bind {
+        b if !b.is_unspecified() => b,
+        _ if cfg.turn_public_ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        _ => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let relays = cfg.turn.as_ref().map(|_| LocalRelays::new(relay_local, cfg.turn_public_ip));
+    let socket = MediaSocket::start(
+        cfg.bind,
+        cfg.media_port,
+        &cfg.public_ips,
+        relays.clone(),
+        &media_arbiter.handle(),
+    )
+    .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
     let media_port = socket.local_addr().port();
     let registry = Registry::new();
     let snapshots = sluice_actors::snapshot::start(registry.clone(), &media_arbiter.handle());
@@ -154,6 +168,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
                 public_ip: cfg.turn_public_ip,
                 media: core.candidates.addrs.clone(),
                 media_local: core.socket.reachable_locally(cfg.turn_public_ip.is_ipv4()),
+                relays: relays.clone(),
             };
             let h = sluice_actors::turn::start(t, &site, &turn_arbiter.handle())
                 .map_err(|e| std::io::Error::new(e.kind(), format!("TURN port {}: {e}", t.port)))?;
@@ -204,6 +219,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .app_data(d.clone())
             .app_data(turn_rest.clone())
             .wrap(cors())
+            .configure(rest::preflights)
             .configure(turn_rest::routes)
             .configure(rest::routes)
     })

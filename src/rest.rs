@@ -8,6 +8,10 @@
 //! `terminate` answers 200 when it stopped something, 404 otherwise. A body that is not JSON or
 //! has fields of the wrong type gets 400 with `{"error": ...}` (WCS documents 500 for "bad
 //! parameters"; both are non-200, which is all the SDK checks). CORS is open, as WCS's default.
+//!
+//! Every method answers GET and POST only (405 otherwise); `OPTIONS` on any path is a CORS
+//! preflight answered 204 without running anything. A destructive call with no selector
+//! (`terminate` with an empty body) is a 400, never "all streams".
 
 use std::sync::Arc;
 
@@ -45,6 +49,9 @@ enum BoolLike {
     Bool(bool),
     Str(String),
 }
+
+/// The 400 of a destructive call with nothing to select what it acts on.
+const NO_SELECTOR: &str = "a selector is required: name, mediaSessionId, published or status";
 
 fn bad_request(msg: String) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({ "error": msg }))
@@ -98,6 +105,14 @@ async fn terminate(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResponse
         Ok(f) => f,
         Err(r) => return r,
     };
+    // An empty body (a stray POST, a body lost on the way) must never mean "every stream".
+    if filter.name.is_none()
+        && filter.media_session_ids.is_none()
+        && filter.published.is_none()
+        && filter.status.is_none()
+    {
+        return bad_request(NO_SELECTOR.into());
+    }
     match core.registry.terminate(&filter, info::STOPPED_BY_REST_TERMINATE) {
         0 => HttpResponse::NotFound().json(json!({ "error": info::STREAM_NOT_FOUND })),
         _ => HttpResponse::Ok().finish(),
@@ -236,6 +251,9 @@ async fn vod_terminate(core: web::Data<Arc<Core>>, body: web::Bytes) -> HttpResp
         Ok(b) => b,
         Err(r) => return r,
     };
+    if b.local_stream_name.is_none() && b.uri.is_none() {
+        return bad_request("localStreamName or uri is required".into());
+    }
     let found = vod_matching(&core, &b);
     for e in &found {
         if let Some(c) = &e.control {
@@ -305,17 +323,40 @@ async fn not_found() -> HttpResponse {
     HttpResponse::build(StatusCode::NOT_FOUND).json(json!({ "error": "no such REST method" }))
 }
 
+/// A CORS preflight (`OPTIONS` on any path): 204 with the CORS headers the front adds to every
+/// answer. It never reaches a handler: a preflight of `terminate` ends nothing.
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent().insert_header(("Access-Control-Max-Age", "600")).finish()
+}
+
+/// A REST method: answers GET and POST (the SDK's REST client sends GET when it has no body),
+/// 405 to any other method.
+pub fn method<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler.clone())).route(web::post().to(handler))
+}
+
+/// Registered first on the REST port, so that every OPTIONS request is a preflight whatever
+/// its path.
+pub fn preflights(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/{any:.*}").guard(actix_web::guard::Options()).to(preflight));
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/rest-api")
-            .route("/stream/find", web::to(find))
-            .route("/stream/find_all", web::to(find_all))
-            .route("/stream/terminate", web::to(terminate))
-            .route("/stream/snapshot", web::to(snapshot))
-            .route("/vod/startup", web::to(vod_startup))
-            .route("/vod/find", web::to(vod_find))
-            .route("/vod/find_all", web::to(vod_find_all))
-            .route("/vod/terminate", web::to(vod_terminate))
+            .service(method("/stream/find", find))
+            .service(method("/stream/find_all", find_all))
+            .service(method("/stream/terminate", terminate))
+            .service(method("/stream/snapshot", snapshot))
+            .service(method("/vod/startup", vod_startup))
+            .service(method("/vod/find", vod_find))
+            .service(method("/vod/find_all", vod_find_all))
+            .service(method("/vod/terminate", vod_terminate))
             .route("/health", web::get().to(health))
             .configure(crate::rest_recording::routes),
     )

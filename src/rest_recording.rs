@@ -116,9 +116,10 @@ async fn find_all(core: web::Data<Arc<Core>>) -> HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stream/startRecording", web::to(start_recording))
-        .route("/stream/stopRecording", web::to(stop_recording))
-        .route("/recorder/startup", web::to(startup))
-        .route("/recorder/terminate", web::to(stop_recording))
-        .route("/recorder/find_all", web::to(find_all));
+    use crate::rest::method;
+    cfg.service(method("/stream/startRecording", start_recording))
+        .service(method("/stream/stopRecording", stop_recording))
+        .service(method("/recorder/startup", startup))
+        .service(method("/recorder/terminate", stop_recording))
+        .service(method("/recorder/find_all", find_all));
 }

@@ -66,7 +66,55 @@ fn terminate_all_and_cors() {
     let mut a = Wcs::connect(&server);
     let (p1, _x) = publish(&mut a, &new_id("t"), Video::H264);
     let (p2, _y) = publish(&mut a, &new_id("t"), Video::Vp8);
-    assert_eq!(server.rest("/rest-api/stream/terminate", Some("{}")).0, 200);
+    // A browser's CORS preflight, an empty POST or GET, `{}`, or another method on any REST
+    // route ends nothing (issue 23: a preflight of terminate used to end every stream).
+    let base = format!("http://127.0.0.1:{}", server.rest);
+    for route in [
+        "stream/terminate",
+        "stream/find",
+        "stream/find_all",
+        "stream/snapshot",
+        "stream/startRecording",
+        "stream/stopRecording",
+        "recorder/startup",
+        "recorder/terminate",
+        "recorder/find_all",
+        "vod/startup",
+        "vod/find",
+        "vod/find_all",
+        "vod/terminate",
+        "turn/credentials",
+        "nonexistent",
+    ] {
+        let url = format!("{base}/rest-api/{route}");
+        let pre = ureq::request("OPTIONS", &url)
+            .set("Origin", "https://elsewhere.example")
+            .set("Access-Control-Request-Method", "POST")
+            .set("Access-Control-Request-Headers", "content-type")
+            .call()
+            .unwrap_or_else(|e| panic!("preflight of {route}: {e}"));
+        assert_eq!(pre.status(), 204, "{route}");
+        assert_eq!(pre.header("access-control-allow-origin"), Some("*"), "{route}");
+        assert!(pre.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")), "{route}");
+        for body in [Some(""), Some("{}"), None] {
+            let code = server.rest(&format!("/rest-api/{route}"), body).0;
+            assert!(code != 500 || route.contains("snapshot"), "{route} {body:?}: {code}");
+        }
+        let put = match ureq::request("PUT", &url).send_string("{}") {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(c, _)) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(put == 405 || put == 404, "{route}: PUT answered {put}");
+    }
+    for id in [&p1, &p2] {
+        assert!(a.status_now(id).is_none(), "stream {id} got a status: {:?}", a.status_now(id));
+    }
+    assert_eq!(server.rest("/rest-api/stream/find_all", None).1.as_array().map(|v| v.len()), Some(2));
+    let (code, body) = server.rest("/rest-api/stream/terminate", Some("{}"));
+    assert_eq!(code, 400, "{body}");
+    // An explicit selector still ends many at once.
+    assert_eq!(server.rest("/rest-api/stream/terminate", Some(r#"{"published": true}"#)).0, 200);
     for id in [p1, p2] {
         assert_eq!(a.status(&id)["status"], "UNPUBLISHED");
     }

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: Chromium for the browser tests, ffmpeg for test media, iproute2 and util-linux
-# for the network namespace, libopus (found through pkg-config) for the AAC -> Opus transcoder.
+# for the network namespaces, nftables for the 1:1 NAT of tests/topology. The build itself needs
+# only the Rust toolchain and a C compiler (no system library, no pkg-config, no cmake).
 # Installed only when missing.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
@@ -16,8 +17,8 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # coturn: turnutils_uclient is the independent TURN client of tests/turn.rs (the daemon is not started).
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The test IP camera of tests/rtsp.rs: GStreamer's RTSP server from Python (H.264 + AAC).
 for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
@@ -47,6 +48,14 @@ export SLUICE_DEPLOY_TOOLS=required
 echo "== npm packages (tests/)"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 
+# The build users run (`cargo run --release`), in a target folder of its own, with pkg-config
+# pointed at an empty folder: it proves no system library is needed. Its binary is the one the
+# topology tests start exactly as `cargo run --release` does.
+echo "== release build with no system libraries visible (PKG_CONFIG_LIBDIR empty, target/fresh)"
+empty_pc="$(mktemp -d)"
+PKG_CONFIG_LIBDIR="$empty_pc" PKG_CONFIG_PATH="" cargo build --release --locked --bin sluice --target-dir target/fresh
+rmdir "$empty_pc"
+
 echo "== cargo build"
 cargo build --locked --workspace --all-targets
 
@@ -58,4 +67,7 @@ target/debug/sluice-bench --spawn target/debug/sluice --subscribers 4 --step 2 -
 
 echo "== browser tests"
 SLUICE_BIN="$PWD/target/debug/sluice" bash tests/browser/run.sh
+
+echo "== topology tests: two network namespaces, the release binary with no flags, then 1:1 NAT"
+SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/run.sh
 echo "== all tests passed"

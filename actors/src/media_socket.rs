@@ -53,6 +53,55 @@ struct Route {
     peer: Recipient<Datagram>,
 }
 
+/// The embedded TURN server's relays as the media socket sees them. A relay reaches the media
+/// socket from a local address (`local`, e.g. 127.0.0.1: see `TurnSite::media_local`), but the
+/// browser behind it knows the relay by its relayed address (`public`, same port). The media
+/// socket reports datagrams from a live relay port as coming from the relayed address, and sends
+/// what it addresses there to the local one; otherwise the browser would see its checks
+/// answered from an unknown address and call its relay candidate peer-reflexive.
+#[derive(Debug)]
+pub struct LocalRelays {
+    local: std::net::IpAddr,
+    public: std::net::IpAddr,
+    ports: DashMap<u16, ()>,
+}
+
+impl LocalRelays {
+    pub fn new(local: std::net::IpAddr, public: std::net::IpAddr) -> Arc<Self> {
+        Arc::new(LocalRelays {
+            local: local.to_canonical(),
+            public: public.to_canonical(),
+            ports: DashMap::new(),
+        })
+    }
+
+    /// A relay socket now bound on `port` (an allocation started).
+    pub fn add(&self, port: u16) {
+        self.ports.insert(port, ());
+    }
+
+    /// The relay on `port` is gone.
+    pub fn remove(&self, port: u16) {
+        self.ports.remove(&port);
+    }
+
+    fn incoming(&self, source: SocketAddr) -> SocketAddr {
+        if source.ip() == self.local && self.ports.contains_key(&source.port()) {
+            SocketAddr::new(self.public, source.port())
+        } else {
+            source
+        }
+    }
+
+    fn outgoing(&self, to: SocketAddr) -> SocketAddr {
+        if to.ip() == self.public && self.ports.contains_key(&to.port()) {
+            SocketAddr::new(self.local, to.port())
+        } else {
+            to
+        }
+    }
+}
+
 /// Counters, read by `/health` and the benchmarks.
 #[derive(Default, Debug)]
 pub struct SocketStats {
@@ -68,6 +117,8 @@ pub struct MediaSocket {
     /// The advertised candidate addresses datagrams are handed on with (see the module doc).
     to_v4: Option<SocketAddr>,
     to_v6: Option<SocketAddr>,
+    /// The embedded TURN server's relays, when it runs.
+    relays: Option<Arc<LocalRelays>>,
     by_ufrag: DashMap<Arc<str>, Arc<Route>>,
     by_source: DashMap<(Proto, SocketAddr), Arc<Route>>,
     tcp_out: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -108,6 +159,7 @@ impl MediaSocket {
         bind: std::net::IpAddr,
         port: u16,
         advertised: &[std::net::IpAddr],
+        relays: Option<Arc<LocalRelays>>,
         arbiter: &ArbiterHandle,
     ) -> io::Result<Arc<Self>> {
         let (udp, local, tcp) = Self::bind_pair(bind, port)?;
@@ -122,6 +174,7 @@ impl MediaSocket {
             local,
             to_v4: pick(true),
             to_v6: pick(false),
+            relays,
             by_ufrag: DashMap::new(),
             by_source: DashMap::new(),
             tcp_out: DashMap::new(),
@@ -167,8 +220,13 @@ impl MediaSocket {
         advertised.unwrap_or(self.local)
     }
 
-    /// An address as a socket of this family sends to it (IPv4 as v4-mapped on an IPv6 socket).
+    /// An address as a socket of this family sends to it (IPv4 as v4-mapped on an IPv6 socket),
+    /// our own relays at their local address.
     fn outgoing(&self, to: SocketAddr) -> SocketAddr {
+        let to = match &self.relays {
+            Some(r) => r.outgoing(to),
+            None => to,
+        };
         match (self.local, to) {
             (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
                 SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
@@ -218,6 +276,10 @@ impl MediaSocket {
     fn route(&self, proto: Proto, source: SocketAddr, data: Vec<u8>) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         let source = canonical(source);
+        let source = match (&self.relays, proto) {
+            (Some(r), Proto::Udp) => r.incoming(source),
+            _ => source,
+        };
         let route = match stun_server_ufrag(&data) {
             Some(ufrag) => match self.by_ufrag.get(ufrag.as_str()) {
                 Some(r) => {

@@ -181,6 +181,8 @@ pub struct TurnSite {
     /// media address is not reachable from inside (no hairpin): a relay sends what a client
     /// addresses to `media` here instead, and reports what comes from here as from `media`.
     pub media_local: SocketAddr,
+    /// Relay ports the media socket must know (see [`crate::media_socket::LocalRelays`]).
+    pub relays: Option<Arc<crate::media_socket::LocalRelays>>,
 }
 
 fn now_unix() -> u64 {
@@ -234,7 +236,11 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
         user_bytes_per_sec: cfg.user_kbps.saturating_mul(1000) / 8,
     };
     let (st, pol, pub_ip) = (stats.clone(), policy.clone(), site.public_ip);
-    let media = Arc::new(MediaRoute { public: site.media.clone(), local: site.media_local });
+    let media = Arc::new(MediaRoute {
+        public: site.media.clone(),
+        local: site.media_local,
+        relays: site.relays.clone(),
+    });
     let server = TurnServer::start_in_arbiter(arbiter, move |ctx| {
         // Runs on the TURN arbiter: register the sockets with its runtime here.
         let udp = match tokio::net::UdpSocket::from_std(udp) {
@@ -837,6 +843,9 @@ impl Actor for Allocation {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(r) = &self.media.relays {
+            r.add(self.relayed.port());
+        }
         ctx.set_mailbox_capacity(ALLOCATION_MAILBOX);
         ctx.add_stream(datagrams(self.relay.clone(), RELAY_DATAGRAM, |peer, data| FromPeer { peer, data }));
         ctx.run_interval(EXPIRY_CHECK, |a, ctx| {
@@ -850,6 +859,9 @@ impl Actor for Allocation {
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        if let Some(r) = &self.media.relays {
+            r.remove(self.relayed.port());
+        }
         self.server.do_send(AllocationClosed { id: self.id, tuple: self.tuple });
         info!(user = %self.username, client = %self.tuple.client, relayed = %self.relayed, "TURN allocation closed");
         Running::Stop
@@ -894,6 +906,7 @@ impl Allocation {
 struct MediaRoute {
     public: Vec<SocketAddr>,
     local: SocketAddr,
+    relays: Option<Arc<crate::media_socket::LocalRelays>>,
 }
 
 /// Client data for a peer.

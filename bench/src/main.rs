@@ -339,7 +339,9 @@ fn start_server(a: &Args) -> Server {
         return Server { child: None, ws: ws.clone(), rest, pid: a.pid.unwrap_or(0), janus: None };
     }
     let mut child = Command::new(&a.spawn)
-        .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1", "--ws-port", "0", "--rest-port", "0"])
+        // Default bind address; the tool's subscribers are on loopback, hence the public IP.
+        // No https/wss: the tool speaks plain ws, and would leave a certificate in the cwd.
+        .args(["--public-ip", "127.0.0.1", "--no-tls", "--ws-port", "0", "--rest-port", "0"])
         .args(["--http-port", "0", "--media-port", "0", "--no-ice-tcp", "--turn-port", "0"])
         .args(a.media_dir.as_ref().map(|d| vec!["--media-dir".to_string(), d.clone()]).unwrap_or_default())
         .env("RUST_LOG", "warn")

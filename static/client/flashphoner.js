@@ -85,6 +85,10 @@
         LOCAL_ERROR: 'Local error'
     });
 
+    /** Why publishing cannot start on a plain-http page outside localhost. */
+    var CAMERA_NEEDS_SECURE_CONTEXT = 'camera needs https or localhost: browsers offer no camera ' +
+        'to a page opened over plain http from another address (open the https:// address the server printed)';
+
     /** Statuses after which the server forgets a stream: the SDK releases it. */
     var TERMINAL = [STREAM_STATUS.FAILED, STREAM_STATUS.STOPPED, STREAM_STATUS.UNPUBLISHED];
     /** Deprecated statuses (WCS-3228) that carry data but do not change the stream status. */
@@ -557,6 +561,10 @@
             }
             if (cached) {
                 stopTracks(cached);
+            }
+            if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+                // Browsers hide the camera from pages that are not a secure context.
+                return Promise.reject(new Error(CAMERA_NEEDS_SECURE_CONTEXT));
             }
             return navigator.mediaDevices.getUserMedia(wanted).then(function (ms) {
                 if (display) {

@@ -57,7 +57,7 @@ export function withTimeout(promise, ms, what) {
 // The server
 
 /**
- * Start sluice on random ports (`--public-ip 127.0.0.1`), wait for its ready line and return
+ * Start sluice on random ports, wait for its ready line and return
  * `{ws, rest, http, media, turn, logPath, webUrl(path), wsUrl(path), restUrl(path), log(),
  * stop()}`. Its stderr goes to a log file. `extraArgs` are appended to the command line (a
  * `--turn-port` or `--no-turn` there replaces the default random TURN port, `--rtmp-port` or
@@ -71,9 +71,13 @@ export async function startServer({ extraArgs = [] } = {}) {
     const work = mkdtempSync(join(tmpdir(), 'sluice-browser-'));
     const logPath = join(work, 'server.log');
     const logFile = createWriteStream(logPath);
+    // The default bind address and the detected public address (in the loopback-only namespace
+    // of run.sh that is 127.0.0.1, with a warning), as users run it. Random ports only because
+    // several servers may run at once; the working folder (and so the generated certificate in
+    // its data/) is the test's own.
     const args = [
-        '--bind', '127.0.0.1', '--public-ip', '127.0.0.1',
         '--ws-port', '0', '--rest-port', '0', '--http-port', '0', '--media-port', '0',
+        '--wss-port', '0', '--https-port', '0', '--rest-https-port', '0',
         '--static-dir', join(REPO_ROOT, 'static'),
         '--media-dir', join(work, 'media'), '--records-dir', join(work, 'records'),
     ];

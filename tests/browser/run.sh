@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run the browser end-to-end tests (node's test runner, headless Chromium) inside a new network
 # namespace that has only the loopback interface: there Chromium gathers ICE candidates on
-# 127.0.0.1 only, which the server (started with --public-ip 127.0.0.1) answers. Needs root
+# 127.0.0.1 only, which the server (default bind address; it detects 127.0.0.1 there) answers. Needs root
 # (or unprivileged user namespaces: then use `unshare -rn`), node >= 20, /usr/bin/chromium,
 # `npm ci` in tests/ and a built server (cargo build; SLUICE_BIN overrides the binary).
 # Arguments replace the default file list (tests/browser/*.spec.mjs), e.g.

@@ -33,9 +33,21 @@ pub struct Server {
     pub media: u16,
     /// The RTMP ingest port (0 when started with `--no-rtmp`).
     pub rtmp: u16,
+    /// wss signalling, https REST and https web ports (0 when started with `--no-tls`).
+    pub wss: u16,
+    pub rest_https: u16,
+    pub https: u16,
     pub log: PathBuf,
     /// The server's `--media-dir` (VOD files go here; records under `records/`).
     pub media_dir: PathBuf,
+}
+
+/// A `key=port` of the ready line, 0 when absent.
+fn optional_port(line: &str, key: &str) -> u16 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Server {
@@ -48,8 +60,15 @@ impl Server {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = dir.join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["--bind", "127.0.0.1", "--public-ip", "127.0.0.1"])
+            // The default bind address (every interface), as users run it. The test clients are on
+            // loopback, so loopback is the address to advertise, as --public-ip does for a user
+            // whose browsers reach the server at some address.
+            .args(["--public-ip", "127.0.0.1"])
+            // Random ports and a data folder of its own: tests run in parallel.
             .args(["--ws-port", "0", "--rest-port", "0", "--http-port", "0", "--media-port", "0"])
+            .args(["--wss-port", "0", "--https-port", "0", "--rest-https-port", "0"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .args(["--turn-port", "0"]) // the TURN default 3478 would collide between tests
             // So would the RTMP default 1935, unless the test names a port itself.
             .args(if extra.contains(&"--rtmp-port") { &[][..] } else { &["--rtmp-port", "0"][..] })
@@ -78,11 +97,10 @@ impl Server {
             rest: port("rest"),
             http: port("http"),
             media: port("media"),
-            rtmp: line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("rtmp="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            rtmp: optional_port(&line, "rtmp"),
+            wss: optional_port(&line, "wss"),
+            rest_https: optional_port(&line, "rest_https"),
+            https: optional_port(&line, "https"),
             child,
             log,
             media_dir,
@@ -244,6 +262,13 @@ impl Wcs {
             }
         }
         None
+    }
+
+    /// A status event of one stream arriving within a second, if any.
+    pub fn status_now(&mut self, media_session_id: &str) -> Option<Value> {
+        self.try_expect("notifyStreamStatusEvent", Duration::from_secs(1), |d| {
+            d["mediaSessionId"] == media_session_id
+        })
     }
 
     /// The next status event of one stream.

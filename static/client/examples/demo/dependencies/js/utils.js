@@ -85,3 +85,32 @@ function showStatus(elementId, text, kind) {
     el.textContent = text === undefined || text === null ? '' : text;
     el.className = kind || '';
 }
+
+/**
+ * Put a notice in the page's #notifyFlash (or at the top of the body) when the camera cannot
+ * work here: outside a secure context (http from another address) the browser offers none.
+ * Returns true when the page is fine.
+ */
+function checkSecureContext() {
+    if (window.isSecureContext && navigator.mediaDevices) {
+        return true;
+    }
+    var https = 'https://' + window.location.hostname + ':' + getPortsConfig().legacy.https +
+        window.location.pathname;
+    var el = document.getElementById('notifyFlash');
+    if (!el) {
+        el = document.createElement('p');
+        el.className = 'error';
+        document.body.insertBefore(el, document.body.firstChild);
+    }
+    el.id = 'notifyFlash';
+    el.textContent = 'The camera needs https or localhost: this page was opened over plain http ' +
+        'from another address, where browsers offer no camera. Open ' + https + ' instead.';
+    return false;
+}
+
+/** The reason a stream failed: the SDK's error detail when there is one, else its info. */
+function failureText(stream) {
+    var detail = stream && typeof stream.getErrorInfo === 'function' ? stream.getErrorInfo() : '';
+    return detail || (stream && stream.getInfo ? stream.getInfo() : '') || '';
+}

@@ -24,6 +24,7 @@ function init_page() {
         return;
     }
     document.getElementById('url').value = setURL();
+    checkSecureContext();
     document.getElementById('streamName').value = createUUID(8);
     document.getElementById('turnUrl').value = turnUrl(TURN_DEFAULT_PORT, 'tcp');
     fetchCredentials();
@@ -144,7 +145,7 @@ function togglePublish() {
             btn.disabled = false;
         }).on(STREAM_STATUS.FAILED, function (stream) {
             showStatus('publishStatus', STREAM_STATUS.FAILED, 'error');
-            showStatus('info', stream.getInfo() || '', 'error');
+            showStatus('info', failureText(stream), 'error');
             publishStream = null;
             btn.textContent = 'Publish';
             btn.disabled = false;

@@ -25,6 +25,7 @@ function init_page() {
     publishBtn = document.getElementById('publishBtn');
     snapshotBtn = document.getElementById('snapshotBtn');
     document.getElementById('url').value = setURL() + '/' + createUUID(8);
+    checkSecureContext();
     onStopped();
 }
 

@@ -25,6 +25,7 @@ function init_page() {
     publishBtn = document.getElementById('publishBtn');
     document.getElementById('url').value = setURL() + '/' + createUUID(8);
     document.getElementById('downloadDiv').hidden = true;
+    checkSecureContext();
     onStopped();
 }
 
@@ -101,7 +102,7 @@ function publishStream(session) {
         showDownloadLink(stream.getRecordInfo());
         onStopped();
     }).on(STREAM_STATUS.FAILED, function (stream) {
-        setStatus(stream.status(), stream.getInfo());
+        setStatus(stream.status(), failureText(stream));
         showDownloadLink(stream.getRecordInfo());
         onStopped();
     }).publish();

@@ -24,6 +24,7 @@ function init_page() {
     remoteVideo = document.getElementById('remoteVideo');
     publishBtn = document.getElementById('publishBtn');
     document.getElementById('url').value = setURL() + '/' + createUUID(8);
+    checkSecureContext();
     onStopped();
 }
 
@@ -122,6 +123,6 @@ function setStatus(status, stream) {
     if (status === STREAM_STATUS.PUBLISHING) {
         showStatus('info', '');
     } else if (stream) {
-        showStatus('info', stream.getInfo() || '', 'muted');
+        showStatus('info', failureText(stream), status === STREAM_STATUS.FAILED ? 'error' : 'muted');
     }
 }
