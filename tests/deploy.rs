@@ -5,12 +5,16 @@
 //! - the image's runtime layout, rebuilt in a temp folder (binary in /usr/local/bin, static and
 //!   media copied to the image's paths, configured only by the image's ENV), runs as the image's
 //!   non-root USER and answers /health, and `sluice --health-check` (the HEALTHCHECK) says
-//!   healthy. It uses the debug binary the test suite builds anyway, not a release build, to
-//!   keep the suite fast: the layout and permissions are what this checks, not the optimizer;
-//! - the Caddyfile of the TLS front validates, and a real Caddy in front of a real server
-//!   serves https /health and a wss:// WCS session.
+//!   healthy; it generates its self-signed certificate in the image's data folder (the volume)
+//!   and serves https /health and the https web root with it. It uses the debug binary the test
+//!   suite builds anyway, not a release build, to keep the suite fast: the layout and
+//!   permissions are what this checks, not the optimizer;
+//! - the server does TLS itself (no front in the compose file any more): https REST, https
+//!   pages and a wss:// WCS session on its own ports; an operator's certificate given with
+//!   --tls-cert/--tls-key is served, and a renewed pair written over the files is served within
+//!   15 s without a restart.
 //!
-//! The tools (docker-compose, hadolint, caddy, node) are installed by tests/run-all.sh, which
+//! The tools (docker-compose, hadolint, node, openssl) are installed by tests/run-all.sh, which
 //! sets SLUICE_DEPLOY_TOOLS=required; without that, a test whose tool is missing is skipped
 //! with a message.
 
@@ -18,18 +22,35 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// Every port the server listens on by default, as Docker names them.
-const PORTS: [&str; 7] =
-    ["8080/tcp", "8081/tcp", "9091/tcp", "31000/udp", "31000/tcp", "3478/udp", "3478/tcp"];
+/// Every port the server listens on by default, as Docker names them: ws, REST, web; wss,
+/// https REST, https web; media; TURN; RTMP.
+const PORTS: [&str; 11] = [
+    "8080/tcp",
+    "8081/tcp",
+    "9091/tcp",
+    "8443/tcp",
+    "8444/tcp",
+    "8888/tcp",
+    "31000/udp",
+    "31000/tcp",
+    "3478/udp",
+    "3478/tcp",
+    "1935/tcp",
+];
+/// The folders the server writes (named volumes in compose, VOLUMEs in the image), by the
+/// image's ENV keys.
+const WRITABLE: [&str; 3] = ["SLUICE_MEDIA_DIR", "SLUICE_RECORDS_DIR", "SLUICE_DATA_DIR"];
+/// Where the compose file mounts the operator's certificate folder.
+const CERTS_DIR: &str = "/opt/sluice/certs";
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(ROOT).join("deploy").join(file)
@@ -110,8 +131,6 @@ fn compose_file_validates_offline() {
     let ip = [("SLUICE_PUBLIC_IP", "203.0.113.10")];
     let o = compose(&ip, &["config", "-q"]);
     assert!(o.status.success(), "docker-compose config -q: {}", text(&o));
-    let o = compose(&ip, &["--profile", "tls", "config", "-q"]);
-    assert!(o.status.success(), "with the tls profile: {}", text(&o));
 
     // Without the public address the stack refuses to start, and says why.
     let o = compose(&[], &["config", "-q"]);
@@ -140,23 +159,50 @@ fn compose_file_validates_offline() {
         "restart: unless-stopped",
         "stop_grace_period: 15s",
         "- --health-check",
-        "profiles:",
     ] {
         assert!(yaml.contains(want), "no {want:?} in:\n{yaml}");
     }
-    // The volumes are where the image keeps media and records.
+    // One service: the server does TLS itself on 8443/8444/8888, a front would collide.
+    let services: Vec<&str> = yaml
+        .lines()
+        .skip_while(|l| *l != "services:")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter(|l| l.len() > 2 && l.starts_with("  ") && !l.starts_with("   "))
+        .collect();
+    assert_eq!(services, ["  sluice:"], "services in:\n{yaml}");
+    assert!(!yaml.to_lowercase().contains("caddy"), "a TLS front left in:\n{yaml}");
+    // The volumes are where the image keeps media, records and its data (the certificate).
     let env = image_env();
-    for key in ["SLUICE_MEDIA_DIR", "SLUICE_RECORDS_DIR"] {
+    for key in WRITABLE {
         let dir = &env[key];
         assert!(yaml.contains(&format!(":{dir}:rw")), "no volume on {dir} ({key}):\n{yaml}");
+    }
+    // The operator's certificate folder, read-only, and the paths passed through when set.
+    assert!(yaml.contains(&format!("/certs:{CERTS_DIR}:ro")), "no certificate folder:\n{yaml}");
+    let tls = [
+        ("SLUICE_PUBLIC_IP", "203.0.113.10"),
+        ("SLUICE_TLS_CERT", "/opt/sluice/certs/fullchain.pem"),
+        ("SLUICE_TLS_KEY", "/opt/sluice/certs/privkey.pem"),
+        ("SLUICE_CERTS_DIR", "/srv/sluice/certs"),
+    ];
+    let o = compose(&tls, &["config"]);
+    assert!(o.status.success(), "with a certificate: {}", text(&o));
+    let yaml = String::from_utf8_lossy(&o.stdout).to_string();
+    for want in [
+        "SLUICE_TLS_CERT: /opt/sluice/certs/fullchain.pem",
+        "SLUICE_TLS_KEY: /opt/sluice/certs/privkey.pem",
+        &format!("- /srv/sluice/certs:{CERTS_DIR}:ro"),
+    ] {
+        assert!(yaml.contains(want), "no {want:?} in:\n{yaml}");
     }
 }
 
 #[test]
 fn dockerfile_passes_hadolint_and_matches_the_server() {
     let env = image_env();
-    for key in ["SLUICE_MEDIA_DIR", "SLUICE_RECORDS_DIR", "SLUICE_STATIC_DIR"] {
-        assert!(env.get(key).is_some_and(|p| p.starts_with('/')), "{key} absolute in ENV: {env:?}");
+    for key in WRITABLE.iter().chain(&["SLUICE_STATIC_DIR"]) {
+        assert!(env.get(*key).is_some_and(|p| p.starts_with('/')), "{key} absolute in ENV: {env:?}");
     }
     let exposed: Vec<String> =
         runtime("EXPOSE").iter().flat_map(|a| a.split_whitespace()).map(String::from).collect();
@@ -164,8 +210,22 @@ fn dockerfile_passes_hadolint_and_matches_the_server() {
         assert!(exposed.iter().any(|x| x == p), "EXPOSE lacks {p}: {exposed:?}");
     }
     let volumes = runtime("VOLUME").join(" ");
-    for key in ["SLUICE_MEDIA_DIR", "SLUICE_RECORDS_DIR"] {
+    let run = runtime("RUN").join(" && ");
+    let commands: Vec<&str> = run.split("&&").map(str::trim).collect();
+    for key in WRITABLE {
         assert!(volumes.contains(&env[key]), "no VOLUME for {key}: {volumes}");
+        // Created and given to the user before the VOLUME, so a new named volume is theirs.
+        let dir = env[key].as_str();
+        for cmd in ["mkdir", "chown"] {
+            let done = commands.iter().any(|c| c.starts_with(cmd) && c.split_whitespace().any(|w| w == dir));
+            assert!(done, "{dir} ({key}): no `{cmd}` of it in the runtime stage's RUN:\n{run}");
+        }
+    }
+    // No system library: Opus is pure Rust now, nothing to install for it or to find it.
+    for ins in dockerfile().iter().filter(|(k, _)| k == "RUN") {
+        for lib in ["opus", "pkg-config", "cmake"] {
+            assert!(!ins.1.contains(lib), "the build needs no {lib}: RUN {}", ins.1);
+        }
     }
     assert!(runtime("HEALTHCHECK").iter().any(|h| h.contains("--health-check")), "HEALTHCHECK");
     let (uid, _) = image_user();
@@ -231,9 +291,12 @@ fn image_layout_runs_as_non_root_and_answers_health() {
     copy_tree(&Path::new(ROOT).join("media"), &media, &["records"]);
     let records = under(&root, &env["SLUICE_RECORDS_DIR"]);
     std::fs::create_dir_all(&records).expect("records dir");
+    let data = under(&root, &env["SLUICE_DATA_DIR"]);
+    std::fs::create_dir_all(&data).expect("data dir");
     std::fs::create_dir_all(under(&root, &workdir)).expect("workdir");
 
-    // As the image: USER uid:gid, media and records theirs, everything else root's. Without
+    // As the image: USER uid:gid, media, records and data theirs, everything else root's (the
+    // working directory too: a certificate written anywhere but the data folder fails). Without
     // root we cannot switch users, and we are not root anyway.
     let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let run_as = |cmd: &Path| -> Command {
@@ -248,6 +311,7 @@ fn image_layout_runs_as_non_root_and_answers_health() {
     if as_root {
         chown(&media, uid, gid);
         chown(&records, uid, gid);
+        chown(&data, uid, gid);
     }
     // Configured only by the image's ENV, plus what compose sets and free ports for the test.
     // (Variables of flags this build lacks are ignored.)
@@ -261,6 +325,9 @@ fn image_layout_runs_as_non_root_and_answers_health() {
         ("SLUICE_TURN_PORT", "0"),
         ("SLUICE_RTMP_PORT", "0"),
         ("SLUICE_RTSP_PORT", "0"),
+        ("SLUICE_WSS_PORT", "0"),
+        ("SLUICE_HTTPS_PORT", "0"),
+        ("SLUICE_REST_HTTPS_PORT", "0"),
     ];
     let log = root.join("server.log");
     let mut child = run_as(&bin)
@@ -283,6 +350,8 @@ fn image_layout_runs_as_non_root_and_answers_health() {
             .unwrap_or_else(|| panic!("no {k} port in {line:?}: {}", log_text()))
     };
     let (rest, http) = (port("rest"), port("http"));
+    let (wss, rest_https, https) = (port("wss"), port("rest_https"), port("https"));
+    assert!(wss > 0 && rest_https > 0 && https > 0, "TLS on by default: {line}");
 
     if as_root {
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc status");
@@ -309,6 +378,31 @@ fn image_layout_runs_as_non_root_and_answers_health() {
     assert!(hc.status.success(), "sluice --health-check: {}", text(&hc));
     assert!(!log_text().contains("not writable"), "records writable by the image's user:\n{}", log_text());
 
+    // The self-signed certificate, generated at first start in the data folder (the volume that
+    // keeps it across upgrades), written by the image's user, the key private.
+    let (cert, key) = (data.join("tls/cert.pem"), data.join("tls/key.pem"));
+    for f in [&cert, &key] {
+        let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{}: {e}\n{}", f.display(), log_text()));
+        if as_root {
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{} written by the image's user", f.display());
+        }
+    }
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the key readable by others: {mode:o}");
+    assert!(std::fs::read_to_string(&cert).expect("cert").contains("BEGIN CERTIFICATE"));
+    // https /health (REST), the https web root and a wss:// session, with that certificate.
+    if have("node") {
+        let out = tls_client(wss, rest_https, https);
+        assert!(out.contains("OK ESTABLISHED"), "https and wss of the image's layout: {out}\n{}", log_text());
+        if have("openssl") {
+            assert_eq!(
+                served_fingerprint(https),
+                file_fingerprint(&cert),
+                "the data folder's certificate is served"
+            );
+        }
+    }
+
     let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(st.success());
     let end = std::time::Instant::now() + Duration::from_secs(10);
@@ -323,13 +417,9 @@ fn image_layout_runs_as_non_root_and_answers_health() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// A WCS client through the TLS front: https REST /health and the https web root, then
-/// `connection` over wss:// answered by `getUserData` (Node's fetch and WebSocket; the
-/// certificate is from Caddy's internal CA and not checked).
+/// A WCS client over TLS: https REST /health and the https web root, then `connection` over
+/// wss:// answered by `getUserData` (Node's fetch and WebSocket; the certificate is
+/// self-signed and not checked: NODE_TLS_REJECT_UNAUTHORIZED=0).
 const TLS_CLIENT: &str = r#"
 const [wss, rest, web] = process.argv.slice(1);
 const fail = (why) => { console.log('FAIL ' + why); process.exit(1); };
@@ -348,67 +438,133 @@ ws.onmessage = (e) => {
 };
 "#;
 
-#[test]
-fn tls_front_proxies_wss_and_https() {
-    if !have("caddy") {
-        return;
-    }
-    let xdg = std::env::temp_dir().join(format!("sluice-caddy-{}", new_id("x")));
-    let caddyfile = deploy("Caddyfile");
-    let validate = Command::new("caddy")
-        .args(["validate", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .envs([("XDG_DATA_HOME", &xdg), ("XDG_CONFIG_HOME", &xdg)])
-        .output()
-        .expect("caddy runs");
-    assert!(validate.status.success(), "caddy validate: {}", text(&validate));
-    if !have("node") {
-        return;
-    }
-
-    let s = Server::start();
-    let (wss, https_rest, https, http) = (free_port(), free_port(), free_port(), free_port());
-    let env: Vec<(&str, String)> = vec![
-        ("SLUICE_DOMAIN", "localhost".into()),
-        ("SLUICE_TLS", "tls internal".into()),
-        ("SLUICE_UPSTREAM", "127.0.0.1".into()),
-        ("SLUICE_WS_PORT", s.ws.to_string()),
-        ("SLUICE_REST_PORT", s.rest.to_string()),
-        ("SLUICE_HTTP_PORT", s.http.to_string()),
-        ("SLUICE_WSS_PORT", wss.to_string()),
-        ("SLUICE_HTTPS_REST_PORT", https_rest.to_string()),
-        ("SLUICE_HTTPS_PORT", https.to_string()),
-        ("SLUICE_CADDY_HTTP_PORT", http.to_string()),
-        ("SLUICE_CADDY_ADMIN", "off".into()),
-    ];
-    let caddy_log = xdg.join("caddy.log");
-    std::fs::create_dir_all(&xdg).expect("caddy dir");
-    let mut caddy = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .envs(env)
-        .envs([("XDG_DATA_HOME", &xdg), ("XDG_CONFIG_HOME", &xdg)])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&caddy_log).expect("log"))
-        .spawn()
-        .expect("caddy run");
-    // Caddy listens once its certificates are made (internal CA: well under a second).
-    let end = std::time::Instant::now() + STEP;
-    while std::net::TcpStream::connect(("127.0.0.1", wss)).is_err() && std::time::Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Run [`TLS_CLIENT`] against a server's wss, https REST and https web ports; its output.
+fn tls_client(wss: u16, rest_https: u16, https: u16) -> String {
     let out = Command::new("node")
         .args(["--experimental-websocket", "--no-warnings", "--input-type=module", "-e", TLS_CLIENT])
         .arg(format!("wss://localhost:{wss}/"))
-        .arg(format!("https://localhost:{https_rest}"))
+        .arg(format!("https://localhost:{rest_https}"))
         .arg(format!("https://localhost:{https}"))
         .env("NODE_TLS_REJECT_UNAUTHORIZED", "0")
         .output()
         .expect("node runs");
-    let _ = caddy.kill();
-    let _ = caddy.wait();
-    let log = std::fs::read_to_string(&caddy_log).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&xdg);
-    assert!(out.status.success(), "through the TLS front: {}\ncaddy log:\n{log}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK ESTABLISHED"), "{}", text(&out));
+    text(&out)
+}
+
+/// The SHA-256 fingerprint of the certificate a TLS port serves ("AB:CD:..."), or why none.
+fn served_fingerprint(port: u16) -> Result<String, String> {
+    const SCRIPT: &str = r#"
+import tls from 'node:tls';
+const s = tls.connect({ host: '127.0.0.1', port: +process.argv[1], servername: 'localhost',
+  rejectUnauthorized: false }, () => { console.log(s.getPeerCertificate().fingerprint256); s.destroy(); });
+s.on('error', (e) => { console.log('ERROR ' + e.message); process.exit(1); });
+setTimeout(() => { console.log('ERROR timeout'); process.exit(1); }, 5000).unref();
+"#;
+    let out = Command::new("node")
+        .args(["--no-warnings", "--input-type=module", "-e", SCRIPT])
+        .arg(port.to_string())
+        .output()
+        .expect("node runs");
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && t.len() == 95 {
+        Ok(t)
+    } else {
+        Err(text(&out))
+    }
+}
+
+/// The SHA-256 fingerprint of a PEM certificate file, as [`served_fingerprint`] gives it.
+fn file_fingerprint(pem: &Path) -> Result<String, String> {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    // "sha256 Fingerprint=AB:CD:..." (OpenSSL 3) or "SHA256 Fingerprint=..." (1.1).
+    let t = String::from_utf8_lossy(&out.stdout);
+    match t.trim().split_once('=') {
+        Some((_, f)) if out.status.success() => Ok(f.to_ascii_uppercase()),
+        _ => Err(text(&out)),
+    }
+}
+
+/// A fresh self-signed P-256 pair (valid two days) written to `cert` and `key`.
+fn make_pair(cert: &Path, key: &Path) {
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "openssl req: {}", text(&o));
+}
+
+#[test]
+fn server_serves_https_and_wss_itself() {
+    if !have("node") {
+        return;
+    }
+    let s = Server::start();
+    assert!(s.wss > 0 && s.rest_https > 0 && s.https > 0, "TLS ports on by default: {}", s.log_text());
+    let out = tls_client(s.wss, s.rest_https, s.https);
+    assert!(out.contains("OK ESTABLISHED"), "https and wss from the server itself: {out}");
+    // With the self-signed certificate it generated at first start in its data folder.
+    let cert = s.media_dir.parent().expect("server dir").join("data/tls/cert.pem");
+    assert!(cert.exists(), "no generated certificate at {}", cert.display());
+    if have("openssl") {
+        for port in [s.wss, s.rest_https, s.https] {
+            assert_eq!(served_fingerprint(port), file_fingerprint(&cert), "port {port}");
+        }
+    }
+}
+
+#[test]
+fn operator_certificate_is_served_and_renewals_are_picked_up() {
+    if !have("openssl") || !have("node") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sluice-certs-{}", new_id("c")));
+    std::fs::create_dir_all(dir.join("next")).expect("cert dir");
+    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+    make_pair(&cert, &key);
+    let first = file_fingerprint(&cert).expect("fingerprint");
+    let (c, k) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let mut s = Server::start_with(&["--tls-cert", &c, "--tls-key", &k]);
+    for port in [s.wss, s.rest_https, s.https] {
+        assert_eq!(served_fingerprint(port).as_ref(), Ok(&first), "the operator's certificate on {port}");
+    }
+    assert!(
+        !s.media_dir.parent().expect("server dir").join("data/tls/cert.pem").exists(),
+        "self-signed made anyway"
+    );
+
+    // A renewal: a new pair written over the same files (key first, as ACME clients do).
+    let (next_cert, next_key) = (dir.join("next/c.pem"), dir.join("next/k.pem"));
+    make_pair(&next_cert, &next_key);
+    let renewed = file_fingerprint(&next_cert).expect("fingerprint");
+    assert_ne!(renewed, first);
+    std::fs::write(&key, std::fs::read(&next_key).expect("new key")).expect("replace the key");
+    std::fs::write(&cert, std::fs::read(&next_cert).expect("new cert")).expect("replace the cert");
+    let replaced = Instant::now();
+    // Checked every 10 s: served well within 15 s, by the same process.
+    let served = loop {
+        let now = served_fingerprint(s.https);
+        if now.as_ref() == Ok(&renewed) || replaced.elapsed() > Duration::from_secs(15) {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(served, Ok(renewed.clone()), "the renewed certificate within 15 s");
+    eprintln!("renewed certificate served {:.1} s after the files changed", replaced.elapsed().as_secs_f64());
+    for port in [s.wss, s.rest_https] {
+        assert_eq!(served_fingerprint(port), Ok(renewed.clone()), "renewed on {port} too");
+    }
+    assert!(s.is_running(), "not restarted");
+    assert!(s.log_text().contains("TLS certificate reloaded"), "{}", s.log_text());
+    let out = tls_client(s.wss, s.rest_https, s.https);
+    assert!(out.contains("OK ESTABLISHED"), "https and wss after the renewal: {out}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
 }

