@@ -1,6 +1,7 @@
 // Shared harness of the browser tests: the sluice server on random ports, headless Chromium
-// with a fake camera, a tiny static file server, and helpers to watch pages and count decoded
-// frames.
+// with a fake camera, a tiny static file server, helpers to watch pages, count decoded frames
+// and check the ICE path media took, and ffmpeg publishing over RTMP. tests/topology/lib.mjs
+// uses the browser, page, path and RTMP helpers too.
 //
 // The tests need a network namespace with only `lo` (Chromium gathers ICE candidates on
 // 127.0.0.1 only there, with --allow-loopback-in-peer-connection): run them with
@@ -10,6 +11,7 @@
 // CHROMIUM (default /usr/bin/chromium), RUST_LOG (server log filter), KEEP_LOGS=1 (print the
 // server log path even when the tests pass).
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -32,7 +34,11 @@ export const MIN_FRAMES_IN_WINDOW = 15;
 /** Upper bound for one test, so a hang fails instead of blocking the run. */
 export const TEST_TIMEOUT_MS = 60_000;
 
-const CHROMIUM_ARGS = [
+/**
+ * Chromium's command line: headless, quiet, a fake camera and microphone that need no click,
+ * ICE candidates on loopback allowed (the loopback-only namespace of run.sh needs that).
+ */
+export const CHROMIUM_ARGS = [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
@@ -40,7 +46,8 @@ const CHROMIUM_ARGS = [
     '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
 ];
 
-function sleep(ms) {
+/** Resolve after `ms` milliseconds. */
+export function sleep(ms) {
     return new Promise((r) => setTimeout(r, ms));
 }
 
@@ -179,14 +186,19 @@ const TRACK_PEER_CONNECTIONS = `(() => {
 /**
  * A headless Chromium of its own (fresh profile, fake camera and microphone). Returns
  * `{context, newPage(name), consoleLog(), close()}`; console output and page errors of every
- * page are kept, prefixed with the page name, for failure reports.
+ * page are kept, prefixed with `label` and the page name, for failure reports. Every page
+ * counts its RTCPeerConnections in window.__pcs (see inboundMedia, selectedPairs).
+ *
+ * `args` replaces CHROMIUM_ARGS as the command line; `ignoreHTTPSErrors` makes the context
+ * accept self-signed certificates, as a user clicking through the warning would.
  */
-export async function launchBrowser(label = 'browser') {
+export async function launchBrowser(label = 'browser', { args = CHROMIUM_ARGS, ignoreHTTPSErrors = false } = {}) {
     const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
     const context = await chromium.launchPersistentContext(profile, {
         executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
         headless: true,
-        args: CHROMIUM_ARGS,
+        args,
+        ignoreHTTPSErrors,
         viewport: { width: 1000, height: 800 },
         timeout: 30_000,
     });
@@ -303,6 +315,73 @@ export function inboundMedia(page) {
 /** States of the page's peer connections, e.g. ['connected', 'closed']. */
 export function peerConnectionStates(page) {
     return page.evaluate(() => (window.__pcs || []).map((pc) => pc.connectionState));
+}
+
+/**
+ * The selected candidate pair of every open peer connection of the page, from getStats: `{state,
+ * localType, localAddress, protocol, relayProtocol, relayUrl, remoteType, remoteAddress,
+ * remotePort, bytesReceived, bytesSent, gathered}` (local candidate type, address and protocol,
+ * the relay protocol and TURN URL of a relay candidate, the remote address and port the browser
+ * sends to, bytes both ways, and the distinct types of the local candidates gathered).
+ */
+export function selectedPairs(page) {
+    return page.evaluate(async () => {
+        const out = [];
+        for (const pc of window.__pcs || []) {
+            if (pc.connectionState === 'closed') continue;
+            const stats = await pc.getStats();
+            const gathered = [];
+            let pair = null;
+            stats.forEach((s) => {
+                if (s.type === 'local-candidate') gathered.push(s.candidateType);
+                if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+            });
+            const local = pair && stats.get(pair.localCandidateId);
+            const remote = pair && stats.get(pair.remoteCandidateId);
+            out.push({
+                state: pc.connectionState,
+                localType: local?.candidateType,
+                localAddress: local?.address,
+                protocol: local?.protocol,
+                relayProtocol: local?.relayProtocol,
+                relayUrl: local?.url,
+                remoteType: remote?.candidateType,
+                remoteAddress: remote?.address,
+                remotePort: remote?.port,
+                bytesReceived: pair?.bytesReceived,
+                bytesSent: pair?.bytesSent,
+                gathered: [...new Set(gathered)],
+            });
+        }
+        return out;
+    });
+}
+
+/**
+ * Assert that `pairs` (from selectedPairs) holds at least one pair and, for each, `check(p, s)`
+ * (`s`: the pair as JSON, for messages), then that media went both ways. Returns `pairs`.
+ * The failure messages start with `who`.
+ */
+export function assertPairs(pairs, who, check) {
+    assert.ok(pairs.length >= 1, `${who}: no open peer connection`);
+    for (const p of pairs) {
+        const s = JSON.stringify(p);
+        check(p, s);
+        assert.ok(p.bytesReceived > 0 && p.bytesSent > 0, `${who}: ${s}`);
+    }
+    return pairs;
+}
+
+/**
+ * Every pair of `pairs` (from selectedPairs) goes through a TURN relay over `transport` ('udp'
+ * or 'tcp'), with relay candidates only gathered. Returns `pairs`.
+ */
+export function assertRelayed(pairs, transport, who) {
+    return assertPairs(pairs, who, (p, s) => {
+        assert.equal(p.localType, 'relay', `${who}: ${s}`);
+        assert.equal(p.relayProtocol, transport, `${who}: ${s}`);
+        assert.deepEqual(p.gathered, ['relay'], `${who}: only relay candidates: ${s}`);
+    });
 }
 
 /**
@@ -507,4 +586,32 @@ export async function waitForFrames(frames, predicate, what, timeout = STATUS_TI
         if (Date.now() > until) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
         await sleep(50);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RTMP
+
+/**
+ * ffmpeg encoding a 640x360 30 fps test pattern (H.264 baseline) and a 440 Hz tone (AAC) in real
+ * time for 60 s, published to the RTMP `url` (e.g. rtmp://127.0.0.1:1935/live/name). Returns the
+ * child process, with `stderrText` (what ffmpeg printed so far) and `exitInfo` (`{code, signal}`
+ * once it exited, else null); kill it when done.
+ */
+export function publishRtmp(url) {
+    const args = [
+        '-hide_banner', '-loglevel', 'error', '-re',
+        '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+        '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+        '-t', '60',
+        '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-profile:v', 'baseline',
+        '-pix_fmt', 'yuv420p', '-g', '30', '-bf', '0',
+        '-c:a', 'aac', '-ac', '2',
+        '-f', 'flv', url,
+    ];
+    const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderrText = '';
+    child.stderr.on('data', (d) => { child.stderrText += d; });
+    child.exitInfo = null;
+    child.once('exit', (code, signal) => { child.exitInfo = { code, signal }; });
+    return child;
 }

@@ -4,10 +4,11 @@
 // goes away the page shows STOPPED "Stopped by publisher stop".
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 
-import { TEST_TIMEOUT_MS, expectFramesDecoded, fixture, rest, textOf, waitForText } from './harness.mjs';
+import {
+    TEST_TIMEOUT_MS, expectFramesDecoded, fixture, publishRtmp, rest, sleep, textOf, waitForText,
+} from './harness.mjs';
 
 const PLAYER = '/client/examples/demo/streaming/player/player.html';
 
@@ -19,30 +20,12 @@ after(async () => {
     await fx?.close();
 });
 
-/** ffmpeg encoding a test pattern and a 440 Hz tone in real time, published to `name`. */
-function publishRtmp(port, name) {
-    const args = [
-        '-hide_banner', '-loglevel', 'error', '-re',
-        '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
-        '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-        '-t', '60',
-        '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-profile:v', 'baseline',
-        '-pix_fmt', 'yuv420p', '-g', '30', '-bf', '0',
-        '-c:a', 'aac', '-ac', '2',
-        '-f', 'flv', `rtmp://127.0.0.1:${port}/live/${name}`,
-    ];
-    const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderrText = '';
-    child.stderr.on('data', (d) => { child.stderrText += d; });
-    return child;
-}
-
 async function waitPublished(server, name) {
     const end = Date.now() + 10_000;
     while (Date.now() < end) {
         const r = await rest(server, '/stream/find', { name, published: true });
         if (r.status === 200) return r.body[0];
-        await new Promise((res) => setTimeout(res, 100));
+        await sleep(100);
     }
     throw new Error(`${name} not published over RTMP (ffmpeg: ${encoder?.stderrText})`);
 }
@@ -51,7 +34,7 @@ test('Chromium plays an RTMP-published stream with picture and sound', { timeout
     await fx.run(async () => {
         const { server } = fx;
         assert.ok(server.rtmp > 0, 'no rtmp port in the ready line');
-        encoder = publishRtmp(server.rtmp, 'enc1');
+        encoder = publishRtmp(`rtmp://127.0.0.1:${server.rtmp}/live/enc1`);
         const stream = await waitPublished(server, 'enc1');
         assert.equal(stream.mediaProvider, 'Flash');
 

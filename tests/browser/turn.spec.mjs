@@ -12,7 +12,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-    STATUS_TIMEOUT_MS, TEST_TIMEOUT_MS, expectFramesDecoded, fixture, rest, serveSdkPages, waitForText,
+    STATUS_TIMEOUT_MS, TEST_TIMEOUT_MS, assertRelayed, expectFramesDecoded, fixture, rest, selectedPairs, serveSdkPages,
+    waitForText,
 } from './harness.mjs';
 
 const PAGE = '/client/examples/demo/streaming/firewall-traversal/firewall-traversal.html';
@@ -31,47 +32,6 @@ after(async () => {
     await files?.close();
     await fx?.close();
 });
-
-/**
- * The selected candidate pair of every open peer connection of the page: local candidate type,
- * relay protocol, and the local candidates gathered (relay only, with the policy).
- */
-function selectedPairs(page) {
-    return page.evaluate(async () => {
-        const out = [];
-        for (const pc of window.__pcs || []) {
-            if (pc.connectionState === 'closed') continue;
-            const stats = await pc.getStats();
-            const gathered = [];
-            let pair = null;
-            stats.forEach((s) => {
-                if (s.type === 'local-candidate') gathered.push(s.candidateType);
-                if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-            });
-            const local = pair && stats.get(pair.localCandidateId);
-            out.push({
-                state: pc.connectionState,
-                localType: local?.candidateType,
-                relayProtocol: local?.relayProtocol,
-                relayUrl: local?.url,
-                bytesReceived: pair?.bytesReceived,
-                bytesSent: pair?.bytesSent,
-                gathered: [...new Set(gathered)],
-            });
-        }
-        return out;
-    });
-}
-
-function assertRelayed(pairs, transport, who) {
-    assert.ok(pairs.length >= 1, `${who}: no open peer connection`);
-    for (const p of pairs) {
-        assert.equal(p.localType, 'relay', `${who}: ${JSON.stringify(p)}`);
-        assert.equal(p.relayProtocol, transport, `${who}: ${JSON.stringify(p)}`);
-        assert.deepEqual(p.gathered, ['relay'], `${who}: only relay candidates: ${JSON.stringify(p)}`);
-        assert.ok(p.bytesReceived > 0 && p.bytesSent > 0, `${who}: ${JSON.stringify(p)}`);
-    }
-}
 
 async function turnStats() {
     const r = await fetch(fx.server.restUrl('/turn/stats'));

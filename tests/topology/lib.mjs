@@ -1,5 +1,6 @@
 // Shared code of the topology tests (tests/topology/run.sh): Chromium as a user runs it against
-// a server on another host, and the page flows the scenarios share.
+// a server on another host, and the page flows the scenarios share. The browser itself, the
+// candidate-pair stats and ffmpeg come from tests/browser/harness.mjs.
 //
 // These scripts run inside the client network namespace that run.sh builds; the server runs in
 // the server namespace, started with no flags at all. What the scripts know of the server comes
@@ -14,14 +15,12 @@
 // browser context (`ignoreHTTPSErrors`) as a user clicking through the warning would.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 
-import { chromium } from 'playwright-core';
-
-import { STATUS_TIMEOUT_MS, expectFramesDecoded, textOf } from '../browser/harness.mjs';
+import {
+    CHROMIUM_ARGS as BROWSER_TEST_ARGS, STATUS_TIMEOUT_MS, assertPairs, expectFramesDecoded, launchBrowser,
+    selectedPairs, sleep, textOf,
+} from '../browser/harness.mjs';
 
 export const STREAMER = '/client/examples/demo/streaming/streamer/streamer.html';
 export const PLAYER = '/client/examples/demo/streaming/player/player.html';
@@ -34,28 +33,10 @@ export const PORTS = { https: 8888, wss: 8443, restHttps: 8444, media: 31000, tu
 export const TEST_TIMEOUT_MS = 60_000;
 
 /** tests/browser's Chromium flags minus --allow-loopback-in-peer-connection. */
-const CHROMIUM_ARGS = [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-    '--autoplay-policy=no-user-gesture-required',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-];
+const CHROMIUM_ARGS = BROWSER_TEST_ARGS.filter((a) => a !== '--allow-loopback-in-peer-connection');
 for (const a of CHROMIUM_ARGS) {
     assert.ok(!/loopback|insecure-origin|ignore-certificate/.test(a), `forbidden Chromium flag ${a}`);
 }
-
-/** Same as tests/browser/harness.mjs: every RTCPeerConnection a page creates, in window.__pcs. */
-const TRACK_PEER_CONNECTIONS = `(() => {
-    const Native = window.RTCPeerConnection;
-    if (!Native || Native.__tracked) return;
-    window.__pcs = [];
-    class TrackedPeerConnection extends Native {
-        constructor(...args) { super(...args); window.__pcs.push(this); }
-    }
-    TrackedPeerConnection.__tracked = true;
-    window.RTCPeerConnection = TrackedPeerConnection;
-})();`;
 
 /**
  * Wait until the element's text is `want`; fail at once when it shows a status that will not
@@ -89,44 +70,13 @@ export function env() {
     return { url, host, serverLog: process.env.TOPO_SERVER_LOG };
 }
 
-function sleep(ms) {
-    return new Promise((r) => setTimeout(r, ms));
-}
-
 /**
- * A headless Chromium of its own (fresh profile, fake camera and microphone, self-signed
- * certificates accepted). Returns `{context, newPage(name), consoleLog(), close()}`.
+ * A headless Chromium of its own (tests/browser/harness.mjs launchBrowser: fresh profile, fake
+ * camera and microphone) with CHROMIUM_ARGS above and self-signed certificates accepted.
+ * Returns `{context, newPage(name), consoleLog(), close()}`.
  */
-export async function launchBrowser(label) {
-    const profile = mkdtempSync(join(tmpdir(), 'sluice-topo-chromium-'));
-    const context = await chromium.launchPersistentContext(profile, {
-        executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-        headless: true,
-        args: CHROMIUM_ARGS,
-        ignoreHTTPSErrors: true,
-        viewport: { width: 1000, height: 800 },
-        timeout: 30_000,
-    });
-    context.setDefaultTimeout(STATUS_TIMEOUT_MS);
-    await context.addInitScript(TRACK_PEER_CONNECTIONS);
-    const lines = [];
-    let n = 0;
-    return {
-        context,
-        async newPage(name = `page${++n}`) {
-            const blank = context.pages().find((p) => p.url() === 'about:blank' && !p.__used);
-            const page = blank || await context.newPage();
-            page.__used = true;
-            page.on('console', (m) => lines.push(`[${label}/${name}] ${m.type()}: ${m.text()}`));
-            page.on('pageerror', (e) => lines.push(`[${label}/${name}] pageerror: ${e.message}`));
-            return page;
-        },
-        consoleLog: () => lines.join('\n'),
-        async close() {
-            await context.close().catch(() => {});
-            rmSync(profile, { recursive: true, force: true });
-        },
-    };
+function launchTopoBrowser(label) {
+    return launchBrowser(label, { args: CHROMIUM_ARGS, ignoreHTTPSErrors: true });
 }
 
 /**
@@ -164,79 +114,23 @@ export async function topoFixture() {
             await Promise.all(browsers.map((b) => b.close()));
         },
     };
-    fx.pub = await launchBrowser('pub');
-    fx.view = await launchBrowser('view');
+    fx.pub = await launchTopoBrowser('pub');
+    fx.view = await launchTopoBrowser('view');
     browsers.push(fx.pub, fx.view);
     return fx;
 }
 
 /**
- * The selected candidate pair of every open peer connection of the page: local candidate type,
- * relay protocol, the remote address and port the browser sends to, bytes both ways, and the
- * local candidate types gathered.
- */
-export function selectedPairs(page) {
-    return page.evaluate(async () => {
-        const out = [];
-        for (const pc of window.__pcs || []) {
-            if (pc.connectionState === 'closed') continue;
-            const stats = await pc.getStats();
-            const gathered = [];
-            let pair = null;
-            stats.forEach((s) => {
-                if (s.type === 'local-candidate') gathered.push(s.candidateType);
-                if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-            });
-            const local = pair && stats.get(pair.localCandidateId);
-            const remote = pair && stats.get(pair.remoteCandidateId);
-            out.push({
-                state: pc.connectionState,
-                localType: local?.candidateType,
-                localAddress: local?.address,
-                protocol: local?.protocol,
-                relayProtocol: local?.relayProtocol,
-                relayUrl: local?.url,
-                remoteType: remote?.candidateType,
-                remoteAddress: remote?.address,
-                remotePort: remote?.port,
-                bytesReceived: pair?.bytesReceived,
-                bytesSent: pair?.bytesSent,
-                gathered: [...new Set(gathered)],
-            });
-        }
-        return out;
-    });
-}
-
-/**
  * Every open peer connection of the page talks straight to the server's media port on the
- * advertised address `host` (the browser's own candidate on the veth, 198.18.0.2).
+ * advertised address `host` (the browser's own candidate on the veth, 198.18.0.2), media both
+ * ways. Returns the pairs (harness.mjs selectedPairs).
  */
 export async function assertDirectTo(page, host, who) {
-    const pairs = await selectedPairs(page);
-    assert.ok(pairs.length >= 1, `${who}: no open peer connection`);
-    for (const p of pairs) {
-        const s = JSON.stringify(p);
+    return assertPairs(await selectedPairs(page), who, (p, s) => {
         assert.equal(p.state, 'connected', `${who}: ${s}`);
         assert.equal(p.remoteAddress, host, `${who}: media not sent to the advertised address: ${s}`);
         assert.equal(p.remotePort, PORTS.media, `${who}: ${s}`);
-        assert.ok(p.bytesReceived > 0 && p.bytesSent > 0, `${who}: ${s}`);
-    }
-    return pairs;
-}
-
-/** Every open peer connection of the page goes through a TURN relay over `transport`. */
-export async function assertRelayed(page, transport, who) {
-    const pairs = await selectedPairs(page);
-    assert.ok(pairs.length >= 1, `${who}: no open peer connection`);
-    for (const p of pairs) {
-        const s = JSON.stringify(p);
-        assert.equal(p.localType, 'relay', `${who}: ${s}`);
-        assert.equal(p.relayProtocol, transport, `${who}: ${s}`);
-        assert.deepEqual(p.gathered, ['relay'], `${who}: only relay candidates: ${s}`);
-        assert.ok(p.bytesReceived > 0 && p.bytesSent > 0, `${who}: ${s}`);
-    }
-    return pairs;
+    });
 }
 
 /** GET or POST (with a JSON body) the server's https REST API from a browser context. */
@@ -330,29 +224,12 @@ export async function streamerAndPlayer(t, fx, url, host) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RTMP
+// RTMP (ffmpeg publishing: harness.mjs publishRtmp)
 
-/** ffmpeg encoding a test pattern and a 440 Hz tone in real time, published to `url`. */
-export function publishRtmp(url) {
-    const args = [
-        '-hide_banner', '-loglevel', 'error', '-re',
-        '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
-        '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-        '-t', '60',
-        '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-profile:v', 'baseline',
-        '-pix_fmt', 'yuv420p', '-g', '30', '-bf', '0',
-        '-c:a', 'aac', '-ac', '2',
-        '-f', 'flv', url,
-    ];
-    const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderrText = '';
-    child.stderr.on('data', (d) => { child.stderrText += d; });
-    child.exitInfo = null;
-    child.once('exit', (code, signal) => { child.exitInfo = { code, signal }; });
-    return child;
-}
-
-/** Wait until the REST API lists `name` as published; returns its stream object. */
+/**
+ * Wait until the REST API lists `name` as published; returns its stream object. `encoder` (from
+ * harness.mjs publishRtmp) ends the wait early when it exits, and its output goes in the error.
+ */
 export async function waitPublished(browser, origin, name, encoder) {
     const end = Date.now() + 15_000;
     let last = null;

@@ -14,10 +14,12 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { expectFramesDecoded, openSdkPage, serveSdkPages, textOf, waitForStatus } from '../browser/harness.mjs';
 import {
-    FIREWALL, PORTS, TEST_TIMEOUT_MS, assertDirectTo, assertRelayed, checkPrintedUrl, env, playOnPlayerPage,
-    publishRtmp, rest, selectedPairs, streamerAndPlayer, topoFixture, waitForText, waitPublished,
+    assertRelayed, expectFramesDecoded, openSdkPage, publishRtmp, selectedPairs, serveSdkPages, textOf, waitForStatus,
+} from '../browser/harness.mjs';
+import {
+    FIREWALL, PORTS, TEST_TIMEOUT_MS, assertDirectTo, checkPrintedUrl, env, playOnPlayerPage, rest,
+    streamerAndPlayer, topoFixture, waitForText, waitPublished,
 } from './lib.mjs';
 
 const { url, host } = env();
@@ -86,11 +88,13 @@ for (const transport of ['udp', 'tcp']) {
                 shown.push(await page.$eval(id, (e) => e.getAttribute('data-path')));
             }
             t.diagnostic(`the pages show publish "${shown[0]}", play "${shown[1]}"`);
-            t.diagnostic(`publisher ${JSON.stringify(await selectedPairs(publisher))}`);
-            t.diagnostic(`viewer ${JSON.stringify(await selectedPairs(viewer))}`);
+            const pubPairs = await selectedPairs(publisher);
+            const playPairs = await selectedPairs(viewer);
+            t.diagnostic(`publisher ${JSON.stringify(pubPairs)}`);
+            t.diagnostic(`viewer ${JSON.stringify(playPairs)}`);
             assert.deepEqual(shown, [`relay ${transport}`, `relay ${transport}`], 'the pages\' path display');
-            await assertRelayed(publisher, transport, 'publisher');
-            await assertRelayed(viewer, transport, 'viewer');
+            assertRelayed(pubPairs, transport, 'publisher');
+            assertRelayed(playPairs, transport, 'viewer');
             const statsAfter = await rest(b.pub, origin, '/turn/stats');
             t.diagnostic(`TURN stats ${JSON.stringify(statsAfter.body)}`);
             if (statsBefore.status === 200 && statsAfter.status === 200) {
