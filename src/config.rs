@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use serde::Deserialize;
+use sluice_actors::auth::AuthConfig;
+use sluice_actors::limits::LimitConfig;
 use sluice_actors::rtsp::{HostPattern, RtspPolicy, RtspTransport};
 use sluice_actors::turn_core::{Cidr, Secret, StaticUser, TurnConfig};
+use std::time::Duration;
 
 #[derive(Parser, Debug, Default)]
 #[command(
@@ -123,8 +126,10 @@ pub struct Cli {
     /// TURN realm [default: sluice]
     #[arg(long, env = "SLUICE_TURN_REALM")]
     pub turn_realm: Option<String>,
-    /// Also let relays reach this network (CIDR); repeatable. By default they reach public
-    /// unicast addresses and the server's own media port only
+    /// Also let relays reach this network (CIDR); repeatable. By default they reach the server's
+    /// own media address and port only (all a browser talking to this server needs);
+    /// '0.0.0.0/0' (and '::/0') opens every address but unspecified, multicast, broadcast and
+    /// the TURN ports themselves, loopback and private ranges included
     #[arg(
         long = "turn-allow-peer",
         env = "SLUICE_TURN_ALLOW_PEER",
@@ -144,20 +149,123 @@ pub struct Cli {
     /// Lifetime of credentials from /rest-api/turn/credentials, seconds [default: 3600]
     #[arg(long, env = "SLUICE_TURN_CREDENTIAL_TTL")]
     pub turn_credential_ttl: Option<u64>,
+    /// Credentials /rest-api/turn/credentials hands one client address per minute (10 at once
+    /// at most); beyond, 429 with Retry-After; 0: unlimited [default: 30]
+    #[arg(long, env = "SLUICE_TURN_CREDENTIAL_RATE", value_name = "PER_MINUTE")]
+    pub turn_credential_rate: Option<u32>,
     /// RTMP ingest port: encoders publish rtmp://host:PORT/<app>/<streamName> [default: 1935]
     #[arg(long, env = "SLUICE_RTMP_PORT")]
     pub rtmp_port: Option<u16>,
     /// Turn off RTMP ingest
     #[arg(long, env = "SLUICE_NO_RTMP")]
     pub no_rtmp: bool,
-    /// Hosts that rtsp:// play names may pull from: a host name or address, '*' as wildcard
-    /// (e.g. '*.cams.example.com', '192.168.1.*'); repeatable (environment: comma-separated).
-    /// Others fail with "Restricted access" [default: any host]
+    /// Hosts that rtsp:// play names may pull from: a host name ('*' as wildcard:
+    /// '*.cams.example.com'), an address pattern ('192.168.1.*', 'fd00::*') or a CIDR
+    /// ('192.168.1.0/24'); repeatable (environment: comma-separated). Names match the URL's
+    /// host, address patterns every address it resolves to. Others fail with "Restricted
+    /// access"; '*' allows any host. [default: hosts whose every address is public: never
+    /// loopback, private, link-local, CGNAT or other special ranges]
     #[arg(long = "rtsp-allow", env = "SLUICE_RTSP_ALLOW", value_delimiter = ',', value_name = "HOST")]
     pub rtsp_allow: Vec<HostPattern>,
     /// RTP transport asked of RTSP cameras: tcp (interleaved) or udp [default: tcp]
     #[arg(long, env = "SLUICE_RTSP_TRANSPORT")]
     pub rtsp_transport: Option<RtspTransport>,
+    /// Shared secret of HS256 tokens (JWT). With it (or --jwks-url), publishing, playing,
+    /// recording and snapshots need a token granting them (see README "Access control")
+    #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS URL with the public keys of RS256/ES256/EdDSA tokens, fetched at start and then
+    /// every --jwks-refresh seconds in the background
+    #[arg(long, env = "SLUICE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between JWKS fetches [default: 300]
+    #[arg(long, env = "SLUICE_JWKS_REFRESH")]
+    pub jwks_refresh: Option<u64>,
+    /// Required `aud` claim of tokens
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim of tokens
+    #[arg(long, env = "SLUICE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// WCS REST hooks: the application server's base URL; POST <url>/connect, /publishStream,
+    /// /playStream decide on each connection and stream (200 allows)
+    #[arg(long, env = "SLUICE_HOOK_URL")]
+    pub hook_url: Option<String>,
+    /// Secret for the X-Sluice-Signature (HMAC-SHA256) header of hook requests
+    #[arg(long, env = "SLUICE_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+    /// Milliseconds the application server has to answer; no answer declines [default: 3000]
+    #[arg(long, env = "SLUICE_HOOK_TIMEOUT_MS")]
+    pub hook_timeout_ms: Option<u64>,
+    /// A key for the management REST API and metrics (`Authorization: Bearer KEY`); repeatable
+    /// (environment: comma-separated). Without keys or --api-allow, only this host's clients
+    /// may use them
+    #[arg(long = "api-key", env = "SLUICE_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<String>,
+    /// A network (CIDR) whose clients may use the management REST API and metrics without a
+    /// key; repeatable (environment: comma-separated)
+    #[arg(long = "api-allow", env = "SLUICE_API_ALLOW", value_delimiter = ',', value_name = "CIDR")]
+    pub api_allow: Vec<Cidr>,
+    /// WebSocket sessions one client address may hold at once; 0: unlimited [default: 100]
+    #[arg(long, env = "SLUICE_MAX_SESSIONS_PER_IP")]
+    pub max_sessions_per_ip: Option<usize>,
+    /// Streams published at once on this server; 0: unlimited [default: 1000]
+    #[arg(long, env = "SLUICE_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
+    /// Viewers of one stream; 0: unlimited [default: 1000]
+    #[arg(long, env = "SLUICE_MAX_VIEWERS_PER_STREAM")]
+    pub max_viewers_per_stream: Option<usize>,
+    /// WebSocket messages per second one session may send (bursts of twice as many pass);
+    /// 0: unlimited [default: 50]
+    #[arg(long, env = "SLUICE_MAX_MESSAGES_PER_SEC")]
+    pub max_messages_per_sec: Option<u32>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print a signed token (HS256, the server's --jwt-secret / SLUICE_JWT_SECRET) with grants
+    Token(TokenArgs),
+}
+
+/// `sluice token`: what the token grants. Stream patterns take `*` as wildcard.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// The shared secret (the server's --jwt-secret)
+    #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Who the token is for (`sub`)
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// Lifetime in seconds
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// Stream names it may publish (repeatable)
+    #[arg(long)]
+    pub publish: Vec<String>,
+    /// Stream names it may play (repeatable)
+    #[arg(long)]
+    pub play: Vec<String>,
+    /// Stream names it may record (repeatable); also lets it download recordings
+    #[arg(long)]
+    pub record: Vec<String>,
+    /// Stream names it may take snapshots of (repeatable)
+    #[arg(long)]
+    pub snapshot: Vec<String>,
+    /// The management REST API
+    #[arg(long)]
+    pub api: bool,
+    /// Metrics
+    #[arg(long)]
+    pub metrics: bool,
+    /// `aud` claim
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// `iss` claim
+    #[arg(long)]
+    pub iss: Option<String>,
 }
 
 /// The same settings as a TOML file holds them.
@@ -195,10 +303,25 @@ pub struct FileConfig {
     pub turn_max_allocations: Option<u32>,
     pub turn_user_kbps: Option<u64>,
     pub turn_credential_ttl: Option<u64>,
+    pub turn_credential_rate: Option<u32>,
     pub rtmp_port: Option<u16>,
     pub no_rtmp: Option<bool>,
     pub rtsp_allow: Option<Vec<HostPattern>>,
     pub rtsp_transport: Option<RtspTransport>,
+    pub jwt_secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<u64>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub hook_url: Option<String>,
+    pub hook_secret: Option<String>,
+    pub hook_timeout_ms: Option<u64>,
+    pub api_key: Option<Vec<String>>,
+    pub api_allow: Option<Vec<Cidr>>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub max_streams: Option<usize>,
+    pub max_viewers_per_stream: Option<usize>,
+    pub max_messages_per_sec: Option<u32>,
 }
 
 /// A file setting that takes one value or a list (`public_ip = "a"` or `["a", "b"]`).
@@ -258,6 +381,10 @@ pub struct Config {
     pub rtmp_port: Option<u16>,
     /// What rtsp:// play names may pull, and how.
     pub rtsp: RtspPolicy,
+    /// Access control.
+    pub auth: AuthConfig,
+    /// Limits against abuse.
+    pub limits: LimitConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +424,45 @@ impl Config {
             https_port: cli.https_port.or(file.https_port).unwrap_or(8888),
             rest_https_port: cli.rest_https_port.or(file.rest_https_port).unwrap_or(8444),
         });
+        let auth = AuthConfig {
+            jwt_secret: cli.jwt_secret.take().or(file.jwt_secret.take()),
+            jwks_url: cli.jwks_url.take().or(file.jwks_url.take()),
+            jwks_refresh: Duration::from_secs(cli.jwks_refresh.or(file.jwks_refresh).unwrap_or(300)),
+            jwt_audience: cli.jwt_audience.take().or(file.jwt_audience.take()),
+            jwt_issuer: cli.jwt_issuer.take().or(file.jwt_issuer.take()),
+            hook_url: cli.hook_url.take().or(file.hook_url.take()),
+            hook_secret: cli.hook_secret.take().or(file.hook_secret.take()),
+            hook_timeout: Duration::from_millis(cli.hook_timeout_ms.or(file.hook_timeout_ms).unwrap_or(3000)),
+            api_keys: if cli.api_key.is_empty() {
+                file.api_key.take().unwrap_or_default()
+            } else {
+                std::mem::take(&mut cli.api_key)
+            },
+            api_allow: if cli.api_allow.is_empty() {
+                file.api_allow.take().unwrap_or_default()
+            } else {
+                std::mem::take(&mut cli.api_allow)
+            },
+        };
+        let d = LimitConfig::default();
+        let limits = LimitConfig {
+            sessions_per_ip: cli
+                .max_sessions_per_ip
+                .or(file.max_sessions_per_ip)
+                .unwrap_or(d.sessions_per_ip),
+            streams: cli.max_streams.or(file.max_streams).unwrap_or(d.streams),
+            viewers_per_stream: cli
+                .max_viewers_per_stream
+                .or(file.max_viewers_per_stream)
+                .unwrap_or(d.viewers_per_stream),
+            messages_per_sec: cli
+                .max_messages_per_sec
+                .or(file.max_messages_per_sec)
+                .unwrap_or(d.messages_per_sec),
+        };
         Ok(Config {
+            auth,
+            limits,
             turn_public_ip: cli.turn_public_ip.or(file.turn_public_ip).unwrap_or(public_ips[0]),
             public_ips,
             public_ip_detected,
@@ -388,6 +553,7 @@ fn turn_config(cli: &mut Cli, file: &mut FileConfig) -> Option<TurnConfig> {
         max_allocations: cli.turn_max_allocations.or(file.turn_max_allocations).unwrap_or(d.max_allocations),
         user_kbps: cli.turn_user_kbps.or(file.turn_user_kbps).unwrap_or(d.user_kbps),
         credential_ttl: cli.turn_credential_ttl.or(file.turn_credential_ttl).unwrap_or(d.credential_ttl),
+        credential_rate: cli.turn_credential_rate.or(file.turn_credential_rate).unwrap_or(d.credential_rate),
     })
 }
 

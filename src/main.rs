@@ -5,6 +5,7 @@
 //! media lives in the `sluice-actors` crate.
 
 mod config;
+mod gate;
 mod health_check;
 mod rest;
 mod rest_recording;
@@ -39,7 +40,8 @@ async fn websocket(
     let client = req.peer_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
     let server = req.app_config().local_addr();
     let id = format!("/{client}/{server}");
-    ws::WsResponseBuilder::new(Session::new(core.get_ref().clone(), id), &req, body)
+    let ip = req.peer_addr().map(|a| a.ip().to_canonical());
+    ws::WsResponseBuilder::new(Session::new(core.get_ref().clone(), id, ip), &req, body)
         .frame_size(MAX_FRAME)
         .start()
 }
@@ -59,8 +61,45 @@ fn url_host(ip: std::net::IpAddr) -> String {
     }
 }
 
+/// `sluice token`: print an HS256 token with the grants asked for.
+fn print_token(a: config::TokenArgs) -> i32 {
+    use sluice_actors::auth::{jwt, Claims, Grants, Names};
+    let names = |v: Vec<String>| if v.is_empty() { Names::None } else { Names::Patterns(v) };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = Claims {
+        sub: a.sub,
+        exp: now + a.ttl,
+        nbf: None,
+        iat: Some(now),
+        aud: a.aud,
+        iss: a.iss,
+        grants: Grants {
+            publish: names(a.publish),
+            play: names(a.play),
+            record: names(a.record),
+            snapshot: names(a.snapshot),
+            api: a.api,
+            metrics: a.metrics,
+        },
+    };
+    match jwt::mint_hs256(&a.secret, &claims) {
+        Ok(t) => {
+            println!("{t}");
+            0
+        }
+        Err(e) => {
+            eprintln!("cannot make a token: {e}");
+            2
+        }
+    }
+}
+
 fn main() -> std::io::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(config::Command::Token(args)) = cli.command.take() {
+        std::process::exit(print_token(args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
             "info,str0m=warn,dimpl=warn,actix_server=warn,stun_types=error,turn_types=error".into()
@@ -141,7 +180,18 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         }
         None => 0,
     };
+    let auth = match sluice_actors::auth::Authorizer::new(&cfg.auth) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            error!("{e}");
+            return Err(std::io::Error::other(e));
+        }
+    };
+    // The first JWKS fetch (when configured) before the first client.
+    auth.start_jwks_refresh();
     let core = Arc::new(Core {
+        auth,
+        limits: Arc::new(sluice_actors::limits::Limits::new(cfg.limits)),
         registry,
         snapshots,
         recordings,
@@ -209,6 +259,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let ws_server =
         HttpServer::new(move || App::new().app_data(d.clone()).default_service(web::to(websocket)))
             .workers(2)
+            // After a close handshake (a refused connection), drop the socket soon instead of
+            // waiting the default second for the client to.
+            .client_disconnect_timeout(std::time::Duration::from_millis(100))
             .disable_signals()
             .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
             .bind((cfg.bind, cfg.ws_port))?;
@@ -218,6 +271,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         App::new()
             .app_data(d.clone())
             .app_data(turn_rest.clone())
+            .wrap(actix_web::middleware::from_fn(gate::rest_gate))
             .wrap(cors())
             .configure(rest::preflights)
             .configure(turn_rest::routes)
@@ -233,6 +287,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let web_server = HttpServer::new(move || {
         App::new()
             .app_data(d.clone())
+            .wrap(actix_web::middleware::from_fn(gate::records_gate))
             .route("/health", web::get().to(rest::health))
             .service(actix_files::Files::new("/client/records", &records_dir))
             .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))

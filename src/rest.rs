@@ -316,6 +316,15 @@ pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
         "mediaPort": core.socket.local_addr().port(),
         "packets": { "received": s.received.load(Relaxed), "sent": s.sent.load(Relaxed),
                      "unrouted": s.unrouted.load(Relaxed), "sendDropped": s.send_dropped.load(Relaxed) },
+        "refused": {
+            "token": core.auth.stats.token_refusals.load(Relaxed),
+            "hook": core.auth.stats.hook_refusals.load(Relaxed),
+            "api": core.auth.stats.api_refusals.load(Relaxed),
+            "sessions": core.limits.stats.sessions.load(Relaxed),
+            "streams": core.limits.stats.streams.load(Relaxed),
+            "viewers": core.limits.stats.viewers.load(Relaxed),
+            "messages": core.limits.stats.messages.load(Relaxed),
+        },
     }))
 }
 

@@ -2,27 +2,35 @@
 //!
 //! - `/credentials[?user=NAME]` (GET or POST): 200 `{urls, username, credential, ttl,
 //!   iceServers}`, time-limited credentials from the TURN secret (TURN REST API scheme), ready
-//!   for `RTCPeerConnection`'s `iceServers`; 404 when TURN is off. Anyone who can reach the REST
-//!   port can take credentials, as anyone can use the WCS REST API itself: keep the REST port
-//!   behind your application where that matters.
+//!   for `RTCPeerConnection`'s `iceServers`; 404 when TURN is off. Reachable from any address
+//!   (the Firewall Traversal demo page fetches it from the visitor's browser), so it is
+//!   rate-limited per client address: [`CREDENTIAL_BURST`](sluice_actors::turn_core::CREDENTIAL_BURST)
+//!   at once, then `--turn-credential-rate` a minute
+//!   ([`DEFAULT_CREDENTIAL_RATE`](sluice_actors::turn_core::DEFAULT_CREDENTIAL_RATE)); beyond that, 429 with `{"error": ...}` and a
+//!   `Retry-After` header (seconds). The client address is the TCP peer's (`X-Forwarded-For` is
+//!   not trusted: behind a reverse proxy every client shares the proxy's allowance).
 //! - `/stats` (GET): allocation, rejection and relay counters.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use tracing::info;
 
 use sluice_actors::turn::{TurnHandle, TurnStats};
-use sluice_actors::turn_core::CredentialIssuer;
+use sluice_actors::turn_core::{CredentialIssuer, CredentialRateLimiter};
 
 /// What the REST handlers need of the TURN server (None: TURN is off).
-pub struct TurnRest(Option<(Arc<CredentialIssuer>, Arc<TurnStats>)>);
+pub struct TurnRest(Option<(Arc<CredentialIssuer>, Arc<TurnStats>, Mutex<CredentialRateLimiter>)>);
 
 impl TurnRest {
     pub fn new(turn: Option<&TurnHandle>) -> Self {
-        TurnRest(turn.map(|t| (t.issuer.clone(), t.stats.clone())))
+        TurnRest(turn.map(|t| {
+            let limiter = CredentialRateLimiter::new(t.issuer.rate_per_minute);
+            (t.issuer.clone(), t.stats.clone(), Mutex::new(limiter))
+        }))
     }
 }
 
@@ -35,8 +43,32 @@ struct CredentialsQuery {
     user: Option<String>,
 }
 
-async fn credentials(turn: web::Data<TurnRest>, query: web::Query<CredentialsQuery>) -> HttpResponse {
-    let Some((issuer, _)) = &turn.0 else { return disabled() };
+async fn credentials(
+    turn: web::Data<TurnRest>,
+    req: HttpRequest,
+    query: web::Query<CredentialsQuery>,
+) -> HttpResponse {
+    let Some((issuer, _, limiter)) = &turn.0 else { return disabled() };
+    if let Some(client) = req.peer_addr().map(|a| a.ip()) {
+        let verdict = limiter.lock().unwrap_or_else(|p| p.into_inner()).check(client, Instant::now());
+        if let Err(limited) = verdict {
+            let secs = limited.retry_after.as_secs();
+            if limited.first {
+                info!(%client, retry_after = secs, "TURN credentials refused: rate limit");
+            }
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", secs.to_string()))
+                // Pages on other origins (the Firewall Traversal demo) may read it.
+                .insert_header(("Access-Control-Expose-Headers", "Retry-After"))
+                .insert_header(("Cache-Control", "no-store"))
+                .json(json!({
+                    "error": format!(
+                        "too many TURN credential requests from this address ({} a minute); retry in {secs} s",
+                        issuer.rate_per_minute
+                    ),
+                }));
+        }
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let c = issuer.issue(query.user.as_deref().unwrap_or(""), now);
     let urls = issuer.urls();
@@ -51,7 +83,7 @@ async fn credentials(turn: web::Data<TurnRest>, query: web::Query<CredentialsQue
 
 async fn stats(turn: web::Data<TurnRest>) -> HttpResponse {
     match &turn.0 {
-        Some((_, stats)) => HttpResponse::Ok().json(stats.to_json()),
+        Some((_, stats, _)) => HttpResponse::Ok().json(stats.to_json()),
         None => disabled(),
     }
 }

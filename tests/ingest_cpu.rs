@@ -178,7 +178,8 @@ fn cpu_per_rtsp_pull() {
     std::thread::spawn(move || out.lines().map_while(Result::ok).for_each(drop));
     let _cam = Kill(cam);
     let port: u16 = line.trim().strip_prefix("ready ").and_then(|p| p.parse().ok()).expect("camera port");
-    let server = Server::start();
+    // The test camera is on loopback, which pulls may not reach unless allowed.
+    let server = Server::start_with(&["--rtsp-allow", "127.0.0.1"]);
     let idle = cpu_pct(server.pid());
     let mut ws = Wcs::connect(&server);
     for i in 0..STREAMS {

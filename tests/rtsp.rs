@@ -1,8 +1,9 @@
 //! RTSP pull: a real RTSP server (GStreamer's, tests/support/rtsp_camera.py: H.264 test pattern +
 //! AAC tone) on loopback is played by URL. Two viewers share one pull (the camera sees one
 //! client); the exact WCS errors for a closed port, a wrong path, a malformed URL and a host off
-//! the allow-list; credentials never reach the log or the stream objects; a camera that dies
-//! stops its viewers. Needs Debian's python3-gi, gir1.2-gst-rtsp-server-1.0,
+//! the allow-list; by default loopback (by address or by name) is refused and never connected
+//! to; credentials never reach the log or the stream objects; a camera that dies stops its
+//! viewers. Needs Debian's python3-gi, gir1.2-gst-rtsp-server-1.0,
 //! gstreamer1.0-plugins-{base,good,bad,ugly} and gstreamer1.0-libav (tests/run-all.sh installs
 //! them).
 
@@ -72,6 +73,19 @@ impl Drop for Camera {
     }
 }
 
+/// A server that may pull the test camera. The camera listens on 127.0.0.1, which the default
+/// policy refuses (an `rtsp://` name never reaches loopback or private hosts unless
+/// `--rtsp-allow` says so), so the tests allow that one address, as an operator allows a LAN.
+fn server_with(extra: &[&str]) -> Server {
+    let mut args = vec!["--rtsp-allow", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
+
+fn server() -> Server {
+    server_with(&[])
+}
+
 fn published(server: &Server, name: &str) -> (u16, Value) {
     server.rest("/rest-api/stream/find", Some(&json!({"name": name, "published": true}).to_string()))
 }
@@ -87,7 +101,7 @@ fn play_fails(ws: &mut Wcs, name: &str, info: &str) {
 #[test]
 fn two_viewers_share_one_pull_of_the_camera() {
     let cam = Camera::start();
-    let server = Server::start();
+    let server = server();
     let url = cam.url("/cam");
     // Both viewers ask at once, before the camera answers either.
     let mut ws1 = Wcs::connect(&server);
@@ -146,7 +160,7 @@ fn two_viewers_share_one_pull_of_the_camera() {
 #[test]
 fn rtsp_failures_have_the_wcs_strings() {
     let cam = Camera::start();
-    let server = Server::start();
+    let server = server();
     let mut ws = Wcs::connect(&server);
     // Nothing listens there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -169,9 +183,43 @@ fn rtsp_failures_have_the_wcs_strings() {
 }
 
 #[test]
+fn by_default_loopback_is_refused_and_never_connected_to() {
+    let cam = Camera::start();
+    // No --rtsp-allow: only hosts whose every address is public may be pulled.
+    let server = Server::start();
+    let mut ws = Wcs::connect(&server);
+    let port = cam.port;
+    for name in [
+        format!("rtsp://127.0.0.1:{port}/x"),
+        format!("rtsp://localhost:{port}/x"),
+        format!("rtsp://[::1]:{port}/x"),
+        // A spelling of 127.0.0.1 that only the resolver understands.
+        format!("rtsp://2130706433:{port}/x"),
+        format!("rtsp://user:pw@LocalHost:{port}/x"),
+        "rtsp://10.0.0.5:22/x".to_string(),
+        format!("rtsp://0.0.0.0:{port}/x"),
+    ] {
+        play_fails(&mut ws, &name, "Restricted access");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cam.clients(), 0, "the camera saw a connection");
+    let (code, all) = server.rest("/rest-api/stream/find_all", None);
+    assert_eq!(code, 200);
+    assert!(all.as_array().is_some_and(|a| a.iter().all(|s| s["published"] == false)), "{all}");
+    let log = server.log_text();
+    assert!(log.contains("RTSP pull refused"), "the log says why");
+    // The same camera, allowed by address, plays.
+    let allowed = server_with(&[]);
+    let mut ws = Wcs::connect(&allowed);
+    let (_, peer) = play(&mut ws, &cam.url("/cam"));
+    peer.wait_until(STEP, "video", |s| s.video_frames.load(Ordering::Relaxed) >= 10);
+    assert_eq!(cam.clients(), 1);
+}
+
+#[test]
 fn credentials_never_reach_logs_or_stream_objects() {
     let cam = Camera::start();
-    let server = Server::start();
+    let server = server();
     let mut ws = Wcs::connect(&server);
     let secret = "s3cr3t-Pw";
     let with_creds = format!("rtsp://admin:{secret}@127.0.0.1:{}/video", cam.port);
@@ -199,7 +247,7 @@ fn credentials_never_reach_logs_or_stream_objects() {
 #[test]
 fn a_camera_that_dies_stops_its_viewers() {
     let mut cam = Camera::start();
-    let server = Server::start();
+    let server = server();
     let mut ws = Wcs::connect(&server);
     let url = cam.url("/cam");
     let (id, peer) = play(&mut ws, &url);
@@ -218,7 +266,7 @@ fn a_camera_that_dies_stops_its_viewers() {
 #[test]
 fn udp_transport_on_request() {
     let cam = Camera::start();
-    let server = Server::start_with(&["--rtsp-transport", "udp"]);
+    let server = server_with(&["--rtsp-transport", "udp"]);
     let mut ws = Wcs::connect(&server);
     let url = cam.url("/cam");
     let (_id, peer) = play(&mut ws, &url);

@@ -4,8 +4,9 @@
 //!
 //! Covers: the long-term credential dance (401 with realm and nonce, then success), wrong or
 //! missing credentials (401, no allocation), time-limited REST credentials, relaying with Send/Data
-//! indications and channels both ways, TCP framing (padded ChannelData), the relay policy (403),
-//! Refresh 0 freeing the quota, a flood of 10,000 Allocate requests (quota errors, memory flat),
+//! indications and channels both ways, TCP framing (padded ChannelData), the relay policy (403:
+//! by default only the server's own media port), the credentials endpoint's rate limit per
+//! client address (429), Refresh 0 freeing the quota, a flood of 10,000 Allocate requests (quota errors, memory flat),
 //! logs free of passwords, and uclient runs over TCP and UDP with 10 clients and 0 % loss.
 
 mod common;
@@ -38,7 +39,13 @@ fn user_arg() -> String {
     format!("{USER}:{PASSWORD}")
 }
 
-/// A server with the test user, the REST secret and loopback peers allowed (plus `extra`).
+/// Lets relays reach loopback. The default policy lets a relay reach the server's own media
+/// port only (all a browser talking to sluice needs); these tests' peers are UDP sockets on
+/// 127.0.0.1, and turnutils_uclient relays between its own clients' relayed addresses, which
+/// are on 127.0.0.1 too: loopback must be allowed for them, as an operator would allow a network.
+const ALLOW_LOOPBACK: [&str; 2] = ["--turn-allow-peer", "127.0.0.0/8"];
+
+/// A server with the test user and the REST secret (plus `extra`).
 fn server(extra: &[&str]) -> Server {
     let user = user_arg();
     let mut args = vec!["--turn-user", &user, "--turn-secret", SECRET];
@@ -392,7 +399,7 @@ fn binding_and_the_credential_challenge() {
 
 #[test]
 fn no_or_wrong_credentials_get_401_and_no_allocation() {
-    let s = server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let s = server(&ALLOW_LOOPBACK);
     let addr = turn_addr(&s);
     for tcp in [false, true] {
         // Wrong password.
@@ -421,7 +428,7 @@ fn no_or_wrong_credentials_get_401_and_no_allocation() {
 
 #[test]
 fn relays_both_ways_with_indications_and_channels_over_udp_and_tcp() {
-    let s = server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let s = server(&ALLOW_LOOPBACK);
     let addr = turn_addr(&s);
     for tcp in [false, true] {
         let mut c = if tcp { Client::tcp(addr) } else { Client::udp(addr) };
@@ -475,14 +482,21 @@ fn relays_both_ways_with_indications_and_channels_over_udp_and_tcp() {
 
 #[test]
 fn disallowed_peers_get_403() {
-    // Default policy: public unicast and the server's own media port only.
+    // Default policy: the server's own media port only; neither private nor public addresses
+    // (the relay is no open proxy).
     let s = server(&[]);
     let addr = turn_addr(&s);
     let mut c = Client::udp(addr);
     c.allocate().expect("allocate");
-    for denied in
-        ["10.0.0.1:5000", "192.168.1.1:5000", "172.16.0.1:5000", "169.254.169.254:80", "100.64.0.1:1"]
-    {
+    for denied in [
+        "10.0.0.1:5000",
+        "192.168.1.1:5000",
+        "172.16.0.1:5000",
+        "169.254.169.254:80",
+        "100.64.0.1:1",
+        "8.8.8.8:53",
+        "1.1.1.1:5000",
+    ] {
         assert_eq!(c.create_permission(denied.parse().unwrap()), 403, "{denied}");
         assert_eq!(c.channel_bind(0x4000, denied.parse().unwrap()), 403, "{denied}");
     }
@@ -492,13 +506,94 @@ fn disallowed_peers_get_403() {
     assert_eq!(c.channel_bind(0x4002, media), 200);
     assert_eq!(c.channel_bind(0x4003, "127.0.0.1:22".parse().unwrap()), 403);
     // The TURN port itself is never a peer, even when loopback is allowed.
-    let s2 = server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let s2 = server(&ALLOW_LOOPBACK);
     let addr2 = turn_addr(&s2);
     let mut c2 = Client::udp(addr2);
     c2.allocate().expect("allocate");
     assert_eq!(c2.channel_bind(0x4000, addr2), 403, "relay loop into the TURN port");
     assert_eq!(c2.create_permission("10.1.2.3:9".parse().unwrap()), 403, "only 127/8 was allowed");
+    assert_eq!(c2.create_permission("8.8.8.8:53".parse().unwrap()), 403, "only 127/8 was allowed");
     assert!(stats(&s)["forbiddenPeers"].as_u64().unwrap() >= 10);
+    // 0.0.0.0/0 opens every IPv4 address (nothing is sent here: a permission only), but never
+    // the TURN port, multicast or broadcast.
+    let s3 = server(&["--turn-allow-peer", "0.0.0.0/0"]);
+    let addr3 = turn_addr(&s3);
+    let mut c3 = Client::udp(addr3);
+    c3.allocate().expect("allocate");
+    for open in ["8.8.8.8:53", "10.1.2.3:9", "192.168.1.1:5000"] {
+        assert_eq!(c3.create_permission(open.parse().unwrap()), 200, "{open}");
+    }
+    assert_eq!(c3.channel_bind(0x4000, addr3), 403, "relay loop into the TURN port");
+    for never in ["224.0.0.1:5000", "255.255.255.255:5000", "0.0.0.0:5000"] {
+        assert_eq!(c3.create_permission(never.parse().unwrap()), 403, "{never}");
+    }
+}
+
+/// GET `/rest-api/turn/credentials` from `source` (a loopback address of its own: another
+/// client), with the raw HTTP answer: status line, headers, body.
+fn credentials_from(s: &Server, source: &str) -> String {
+    let script = r#"
+import socket, sys
+c = socket.socket()
+c.bind((sys.argv[1], 0))
+c.connect(("127.0.0.1", int(sys.argv[2])))
+c.sendall(b"GET /rest-api/turn/credentials HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+d = b""
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    d += b
+sys.stdout.write(d.decode())
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, source, &s.rest.to_string()])
+        .output()
+        .expect("python3 runs (tests/run-all.sh installs it for the RTSP camera)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn credentials_are_rate_limited_per_client_address() {
+    let s = server(&["--turn-credential-rate", "3"]);
+    let url = format!("http://127.0.0.1:{}/rest-api/turn/credentials", s.rest);
+    // A rate of 3 a minute is a burst of 3, GET and POST alike.
+    for i in 0..3 {
+        let r = if i % 2 == 0 { ureq::get(&url).call() } else { ureq::post(&url).send_string("") };
+        assert_eq!(r.map(|r| r.status()).unwrap_or_else(|e| panic!("request {i}: {e}")), 200);
+    }
+    let resp = match ureq::get(&url).set("Origin", "https://elsewhere.example").call() {
+        Err(ureq::Error::Status(429, r)) => r,
+        other => panic!("want 429, got {other:?}"),
+    };
+    let retry: u64 = resp.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=20).contains(&retry), "one credential every 20 s: {retry}");
+    assert_eq!(resp.header("access-control-allow-origin"), Some("*"), "readable from other pages");
+    let body: Value = resp.into_json().unwrap();
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("too many")), "{body}");
+    assert!(body.get("credential").is_none(), "{body}");
+    // Another client address has an allowance of its own.
+    let other = credentials_from(&s, "127.0.0.2");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    assert!(other.contains("\"credential\""), "{other}");
+    // The refusal is logged once, not once per request.
+    assert!(ureq::get(&url).call().is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.log_text();
+    assert_eq!(log.matches("TURN credentials refused: rate limit").count(), 1, "{log}");
+    // The default allows a page's worth and more: 10 at once.
+    let d = server(&[]);
+    let url = format!("http://127.0.0.1:{}/rest-api/turn/credentials", d.rest);
+    let codes: Vec<u16> = (0..11)
+        .map(|_| {
+            ureq::get(&url).call().map(|r| r.status()).unwrap_or_else(|e| match e {
+                ureq::Error::Status(c, _) => c,
+                e => panic!("{e}"),
+            })
+        })
+        .collect();
+    assert_eq!(codes, [[200; 10].as_slice(), &[429]].concat(), "{codes:?}");
 }
 
 #[test]
@@ -560,7 +655,7 @@ fn allocation_flood_hits_the_quota_and_memory_stays_flat() {
     const SOCKETS: usize = 500;
     const PER_SOCKET: usize = 20; // 10,000 Allocate requests per flood
     const BURST: usize = 50;
-    let s = server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let s = server(&ALLOW_LOOPBACK);
     let addr = turn_addr(&s);
     let pid = s.pid();
 
@@ -660,7 +755,7 @@ fn allocation_flood_hits_the_quota_and_memory_stays_flat() {
 
 #[test]
 fn logs_never_show_a_password_or_secret() {
-    let s = server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let s = server(&ALLOW_LOOPBACK);
     let addr = turn_addr(&s);
     let mut ok = Client::tcp(addr);
     ok.allocate().unwrap();
@@ -765,7 +860,7 @@ fn parse_uclient_summary() {
 /// connections, then UDP; then time-limited credentials from the shared secret (`-W`).
 #[test]
 fn turnutils_uclient_tcp_and_udp_ten_clients_no_loss() {
-    let s = server(&["--turn-allow-peer", "127.0.0.0/8"]);
+    let s = server(&ALLOW_LOOPBACK);
     let port = turn_port(&s).to_string();
     let pid = s.pid();
     let base = ["-y", "-c", "-X", "-L", "127.0.0.1", "-p", &port, "-m", "10", "-n", "100", "-l", "170"];

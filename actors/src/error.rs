@@ -75,7 +75,8 @@ pub enum RtspError {
     /// Not an `rtsp://` URL, or one that does not parse.
     #[error("Rtsp has wrong format")]
     WrongFormat,
-    /// The host matches no `--rtsp-allow` pattern.
+    /// The host is (or resolves to) a private or loopback address not allowed by `--rtsp-allow`,
+    /// or matches none of its patterns.
     #[error("Restricted access")]
     Restricted,
     /// Connection refused, unreachable, timed out, or the RTSP exchange failed.

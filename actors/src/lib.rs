@@ -39,11 +39,13 @@
 //! [`protocol`] is the wire format, [`engine`] is the only file that calls str0m, [`session`]
 //! shows the whole flow of a publish and a play.
 
+pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod fanout;
 pub mod flv;
 pub mod fmp4;
+pub mod limits;
 pub mod media;
 pub mod media_socket;
 pub mod messages;
@@ -114,6 +116,10 @@ pub struct Core {
     pub recordings: Arc<recorder::Recordings>,
     /// RTSP pulls (`rtsp://` play names), running on the ingest arbiter with RTMP ingest.
     pub rtsp: Arc<rtsp::RtspPulls>,
+    /// Who may do what ([`auth`]).
+    pub auth: Arc<auth::Authorizer>,
+    /// Limits against abuse ([`limits`]).
+    pub limits: Arc<limits::Limits>,
     /// Set when the server is stopping: sessions refuse new streams and close when done.
     pub shutdown: shutdown::Shutdown,
 }

@@ -155,6 +155,11 @@ impl Registry {
         controls.len()
     }
 
+    /// How many viewers play `name` now.
+    pub fn viewers_of(&self, name: &str) -> usize {
+        self.streams.iter().filter(|r| !r.info.published && r.info.name == name).count()
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let published = self.published.len();
         (published, self.streams.len() - published.min(self.streams.len()))

@@ -21,13 +21,34 @@
 //!
 //! ## Errors (the viewer's FAILED `info`, exact WCS strings)
 //! - not an `rtsp://` URL, or one that does not parse: "Rtsp has wrong format";
-//! - a host no `--rtsp-allow` pattern matches: "Restricted access" (the server fetches URLs that
-//!   visitors type: the allow-list keeps it from being used to reach internal hosts);
+//! - a host the [`RtspPolicy`] refuses: "Restricted access" (the server fetches URLs that
+//!   visitors type: the policy keeps it from being used to reach internal hosts; see below);
 //! - connection refused, unreachable, [`CONNECT_TIMEOUT`], RTSP failure: "Failed to connect to rtsp
 //!   stream"; a 404 answer: "Rtsp stream not found"; no H.264 track: "No common codecs".
 //!
 //! A camera that stops sending for [`STALL_TIMEOUT`] or drops the connection ends the stream:
 //! viewers get STOPPED "Stopped by publisher stop".
+//!
+//! ## Which hosts: [`RtspPolicy`]
+//! The host is resolved once, before connecting (IP literals as they are; names with tokio's
+//! `lookup_host`, off the arbiter's thread), and every address it resolves to is checked:
+//! - by default (no `--rtsp-allow`), every address must be public unicast
+//!   ([`is_public_unicast`]: never loopback, private RFC 1918 or fc00::/7, link-local, CGNAT
+//!   100.64/10, documentation, reserved...). `rtsp://127.0.0.1:6379/`, `rtsp://localhost/x` and
+//!   `rtsp://10.0.0.5:22/x` are refused without a packet sent.
+//! - with `--rtsp-allow` patterns, only what they match may be pulled, private hosts included: a
+//!   host name pattern (`*.cams.example.com`) matches the URL's host name, and the operator's
+//!   DNS is trusted for it; an address pattern (`192.168.1.*`, `fd00::*`) or CIDR
+//!   (`192.168.1.0/24`) must match every resolved address (so `192.168.1.evil.example` never
+//!   passes as `192.168.1.*`). `*` alone allows any host.
+//! - never, whatever is configured: unspecified, multicast, broadcast ([`is_never_target`]).
+//!
+//! The pull then connects to the checked address itself: retina is given the URL with the
+//! host replaced by that address (there is no TLS to need the name), so a second DNS answer
+//! cannot send it elsewhere (DNS rebinding). The stream name, logs and the `/stream/find`
+//! objects keep the URL as written. Only `rtsp://` is fetched, and retina follows no redirects.
+//! With `--rtsp-transport udp`, RTP comes from the address the camera names in its SETUP answer:
+//! that transport is for trusted LAN cameras.
 //!
 //! ## Credentials
 //! Credentials in the URL are taken out before anything else sees it: retina gets them as
@@ -37,6 +58,7 @@
 //! (otherwise FAILED "Restricted access"): knowing a camera's address is not enough to watch a
 //! pull someone else authenticated.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +74,7 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tokio::sync::oneshot;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 use url::Url;
 
 use crate::error::RtspError;
@@ -64,6 +86,7 @@ use crate::messages::{
 use crate::protocol::{info, StreamInfo, StreamStatus};
 use crate::registry::{Published, Registry};
 use crate::transcode::AacToOpus;
+use crate::turn_core::policy::{canonical, is_never_target, is_public_unicast, Cidr};
 
 /// A pull with no viewers stops after this long.
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -115,11 +138,24 @@ impl std::str::FromStr for RtspTransport {
     }
 }
 
-/// A host pattern of the allow-list: a host name or address, `*` matching any run of
-/// characters (`*.cams.example.com`, `192.168.1.*`). Case-insensitive.
+/// A pattern of the allow-list (case-insensitive):
+/// - `*` alone: any host;
+/// - an address pattern, IPv4 (digits, dots, `*`: `192.168.1.*`) or IPv6 (with `:`: `fd00::*`,
+///   matched against the compressed form), or a CIDR (`192.168.1.0/24`, `fd00::/8`): matches
+///   addresses, the ones a host resolves to;
+/// - anything else is a host name pattern, `*` matching any run of characters
+///   (`*.cams.example.com`): matches the URL's host name as written.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "String")]
-pub struct HostPattern(String);
+pub struct HostPattern(PatternKind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternKind {
+    Any,
+    Name(String),
+    Address(String),
+    Cidr(Cidr),
+}
 
 impl TryFrom<String> for HostPattern {
     type Error = String;
@@ -131,20 +167,60 @@ impl TryFrom<String> for HostPattern {
 impl std::str::FromStr for HostPattern {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let err =
+            || format!("{s:?} is not a host pattern (a host name or address, '*' as wildcard, or a CIDR)");
         let p = s.trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-.:*_".contains(c));
-        if ok {
-            Ok(HostPattern(p))
-        } else {
-            Err(format!("{s:?} is not a host pattern (a host name or address, '*' as wildcard)"))
+        if p.contains('/') {
+            return p.parse::<Cidr>().map(|c| HostPattern(PatternKind::Cidr(c))).map_err(|_| err());
         }
+        let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-.:*_".contains(c));
+        if !ok {
+            return Err(err());
+        }
+        let kind = if p.chars().all(|c| c == '*') {
+            PatternKind::Any
+        } else if p.contains(':') || p.chars().all(|c| c.is_ascii_digit() || ".*".contains(c)) {
+            PatternKind::Address(p)
+        } else {
+            PatternKind::Name(p)
+        };
+        Ok(HostPattern(kind))
     }
 }
 
 impl HostPattern {
+    /// Does the pattern match `host` as written in a URL (an address literal is matched as an
+    /// address, anything else as a name)?
     pub fn matches(&self, host: &str) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        glob(self.0.as_bytes(), host.as_bytes())
+        let h = host.trim_start_matches('[').trim_end_matches(']');
+        match h.parse::<IpAddr>() {
+            Ok(ip) => self.matches_ip(ip),
+            Err(_) => self.matches_name(h),
+        }
+    }
+
+    /// Does a name pattern (or `*`) match the host name `host`?
+    pub fn matches_name(&self, host: &str) -> bool {
+        match &self.0 {
+            PatternKind::Any => true,
+            PatternKind::Name(p) => glob(p.as_bytes(), host.to_ascii_lowercase().as_bytes()),
+            PatternKind::Address(_) | PatternKind::Cidr(_) => false,
+        }
+    }
+
+    /// Does an address pattern or CIDR (or `*`) match `ip`?
+    pub fn matches_ip(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match &self.0 {
+            PatternKind::Any => true,
+            PatternKind::Address(p) => glob(p.as_bytes(), ip.to_string().as_bytes()),
+            PatternKind::Cidr(c) => c.contains(ip),
+            PatternKind::Name(_) => false,
+        }
+    }
+
+    fn is_name(&self) -> bool {
+        matches!(self.0, PatternKind::Any | PatternKind::Name(_))
     }
 }
 
@@ -173,9 +249,36 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 /// What may be pulled, and how.
 #[derive(Debug, Clone, Default)]
 pub struct RtspPolicy {
-    /// Hosts that may be pulled; empty: any.
+    /// Hosts that may be pulled; empty: those whose every address is public unicast.
     pub allow: Vec<HostPattern>,
     pub transport: RtspTransport,
+}
+
+impl RtspPolicy {
+    /// May a pull of `host` (as written in the URL) connect, when it resolves to `addrs` (all of
+    /// them)? See the module docs.
+    pub fn permits(&self, host: &str, addrs: &[IpAddr]) -> bool {
+        if addrs.is_empty() || addrs.iter().any(|&ip| is_never_target(ip)) {
+            return false;
+        }
+        if self.allow.is_empty() {
+            return addrs.iter().all(|&ip| is_public_unicast(ip));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let by_name = host.parse::<IpAddr>().is_err() && self.allow.iter().any(|p| p.matches_name(host));
+        by_name || addrs.iter().all(|&ip| self.allow.iter().any(|p| p.matches_ip(ip)))
+    }
+
+    /// What can be decided before resolving `host`: Some(verdict) for an address literal, or for
+    /// a name no pattern could allow; None when the answer depends on the addresses.
+    fn precheck(&self, host: &str) -> Option<bool> {
+        let h = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = h.parse::<IpAddr>() {
+            return Some(self.permits(h, &[ip]));
+        }
+        let only_names = !self.allow.is_empty() && self.allow.iter().all(HostPattern::is_name);
+        (only_names && !self.allow.iter().any(|p| p.matches_name(h))).then_some(false)
+    }
 }
 
 /// True if a play name is meant as an RTSP URL (and must then be a valid one).
@@ -261,7 +364,7 @@ type Pulls = DashMap<String, Addr<RtspSource>>;
 
 /// Every RTSP pull, running or connecting, by stream name; and the policy they obey.
 pub struct RtspPulls {
-    policy: RtspPolicy,
+    policy: Arc<RtspPolicy>,
     arbiter: ArbiterHandle,
     registry: Arc<Registry>,
     pulls: Arc<Pulls>,
@@ -269,13 +372,15 @@ pub struct RtspPulls {
 
 impl RtspPulls {
     pub fn new(policy: RtspPolicy, arbiter: ArbiterHandle, registry: Arc<Registry>) -> Arc<Self> {
-        Arc::new(RtspPulls { policy, arbiter, registry, pulls: Arc::default() })
+        Arc::new(RtspPulls { policy: Arc::new(policy), arbiter, registry, pulls: Arc::default() })
     }
 
-    /// Validate a play name against the format and the allow-list.
+    /// Validate a play name against the format and, as far as it can be told without resolving
+    /// the host, the policy (an address literal is judged here; a name once resolved, by the
+    /// pull, before it connects).
     pub fn check(&self, name: &str) -> Result<RtspUrl, RtspError> {
         let url = RtspUrl::parse(name)?;
-        if !self.policy.allow.is_empty() && !self.policy.allow.iter().any(|p| p.matches(url.host())) {
+        if self.policy.precheck(url.host()) == Some(false) {
             return Err(RtspError::Restricted);
         }
         Ok(url)
@@ -291,29 +396,46 @@ impl RtspPulls {
     }
 
     /// Join the pull of `url`, starting it if there is none; resolves once the camera plays (or
-    /// with why it does not).
-    pub fn join(&self, url: RtspUrl) -> BoxFuture<'static, Result<Published, RtspError>> {
-        let name = url.name().to_string();
-        let addr = match self.pulls.entry(name.clone()) {
-            Entry::Occupied(o) => o.get().clone(),
+    /// with why it does not). The viewer that starts a pull is its first waiter from the start,
+    /// so it always learns the pull's own outcome, however fast that comes (a refused host fails
+    /// at once).
+    pub fn join(self: &Arc<Self>, url: RtspUrl) -> BoxFuture<'static, Result<Published, RtspError>> {
+        self.join_once(url, true)
+    }
+
+    fn join_once(
+        self: &Arc<Self>,
+        url: RtspUrl,
+        retry: bool,
+    ) -> BoxFuture<'static, Result<Published, RtspError>> {
+        let ended = || RtspError::Connect("pull ended".into());
+        let joined = match self.pulls.entry(url.name().to_string()) {
+            Entry::Occupied(o) => Err(o.get().clone()),
             Entry::Vacant(v) => {
-                let (registry, pulls, transport) =
-                    (self.registry.clone(), self.pulls.clone(), self.policy.transport);
+                let (tx, rx) = oneshot::channel();
+                let (registry, pulls, policy) =
+                    (self.registry.clone(), self.pulls.clone(), self.policy.clone());
                 let u = url.clone();
                 let addr = RtspSource::start_in_arbiter(&self.arbiter, move |_| {
-                    RtspSource::new(u, transport, registry, pulls)
+                    RtspSource::new(u, policy, registry, pulls, tx)
                 });
-                v.insert(addr.clone());
-                addr
+                v.insert(addr);
+                Ok(rx)
             }
         };
-        let creds = url.creds;
+        let me = self.clone();
         async move {
-            match addr.send(WaitReady { creds }).await {
-                Ok(rx) => rx.await.unwrap_or_else(|_| Err(RtspError::Connect("pull ended".into()))),
-                // Ended between the lookup and the message: it has left the map by now.
-                Err(_) => Err(RtspError::Connect("pull ended".into())),
-            }
+            let rx = match joined {
+                Ok(rx) => rx,
+                Err(addr) => match addr.send(WaitReady { creds: url.creds.clone() }).await {
+                    Ok(rx) => rx,
+                    // Ended between the lookup and the message (it has left the map by now):
+                    // start over, once.
+                    Err(_) if retry => return me.join_once(url, false).await,
+                    Err(_) => return Err(ended()),
+                },
+            };
+            rx.await.unwrap_or_else(|_| Err(ended()))
         }
         .boxed()
     }
@@ -345,7 +467,7 @@ struct Setup {
 /// One pulled camera: the retina session and the stream's fan-out.
 pub struct RtspSource {
     url: RtspUrl,
-    transport: RtspTransport,
+    policy: Arc<RtspPolicy>,
     registry: Arc<Registry>,
     pulls: Arc<Pulls>,
     id: String,
@@ -357,26 +479,36 @@ pub struct RtspSource {
     /// Since when nobody watches (or wants to): the pull stops [`IDLE`] after.
     idle_since: Option<Instant>,
     lost: u64,
+    /// Why the pull failed, for viewers that arrive after it did.
+    failure: Option<RtspError>,
     span: tracing::Span,
 }
 
 impl RtspSource {
-    fn new(url: RtspUrl, transport: RtspTransport, registry: Arc<Registry>, pulls: Arc<Pulls>) -> Self {
+    /// `first`: the viewer that starts the pull, its first waiter.
+    fn new(
+        url: RtspUrl,
+        policy: Arc<RtspPolicy>,
+        registry: Arc<Registry>,
+        pulls: Arc<Pulls>,
+        first: oneshot::Sender<Result<Published, RtspError>>,
+    ) -> Self {
         let id = format!("rtsp-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("rtsp", url = %url.name(), id = %id);
         RtspSource {
             url,
-            transport,
+            policy,
             registry,
             pulls,
             id,
-            state: State::Connecting(Vec::new()),
+            state: State::Connecting(vec![first]),
             fanout: FanOut::default(),
             video_stream: 0,
             audio: None,
             last_frame: Instant::now(),
             idle_since: Some(Instant::now()),
             lost: 0,
+            failure: None,
             span,
         }
     }
@@ -400,7 +532,7 @@ impl RtspSource {
             return self.end(Err(RtspError::NameInUse), ctx);
         }
         info!(parent: &self.span, width = setup.width, height = setup.height, audio = has_audio,
-            transport = ?self.transport, "RTSP pull playing");
+            transport = ?self.policy.transport, "RTSP pull playing");
         self.video_stream = setup.video;
         self.audio = setup.audio;
         self.last_frame = Instant::now();
@@ -439,7 +571,7 @@ impl RtspSource {
                 .unwrap_or(0),
             media_provider: MEDIA_PROVIDER.into(),
             media_type: "publish".into(),
-            transport: match self.transport {
+            transport: match self.policy.transport {
                 RtspTransport::Tcp => "TCP".into(),
                 RtspTransport::Udp => "UDP".into(),
             },
@@ -514,6 +646,9 @@ impl RtspSource {
             }
             State::Playing(_) => {}
         }
+        if let Err(e) = &why {
+            self.failure = Some(e.clone());
+        }
         let reason = match &why {
             Ok(r) => r,
             Err(e) => {
@@ -560,12 +695,53 @@ fn rescale(t: i64, from: u32, to: u32) -> u64 {
     (t * to as u128 / from.max(1) as u128) as u64
 }
 
-/// DESCRIBE, SETUP, PLAY. Errors carry the detail for the log (without credentials: the URL
-/// has none, they travel apart).
-async fn connect(url: RtspUrl, transport: RtspTransport) -> Result<Setup, RtspError> {
+/// Every address `url`'s host resolves to (an address literal: itself), with the port.
+async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, RtspError> {
+    let port = url.port().unwrap_or(554);
+    let addrs: Vec<SocketAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
+        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
+        Some(url::Host::Domain(d)) => match d.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            // getaddrinfo runs on tokio's blocking pool: the arbiter's thread never waits on DNS.
+            Err(_) => tokio::net::lookup_host((d, port))
+                .await
+                .map_err(|e| RtspError::Connect(format!("cannot resolve {d}: {e}")))?
+                .collect(),
+        },
+        None => return Err(RtspError::WrongFormat),
+    };
+    if addrs.is_empty() {
+        return Err(RtspError::Connect("the host resolves to no address".into()));
+    }
+    Ok(addrs)
+}
+
+/// Resolve the host once, check every address against the policy, and give back the URL to
+/// connect with: the checked address in place of the host name.
+async fn checked_url(url: &RtspUrl, policy: &RtspPolicy) -> Result<Url, RtspError> {
+    let addrs = resolve(&url.url).await?;
+    let ips: Vec<IpAddr> = addrs.iter().map(|a| canonical(a.ip())).collect();
+    if !policy.permits(url.host(), &ips) {
+        info!(host = %url.host(), addresses = ?ips,
+            "RTSP pull refused: the host is or resolves to an address the policy does not allow \
+             (loopback, private, link-local...: allow it with --rtsp-allow)");
+        return Err(RtspError::Restricted);
+    }
+    let mut target = url.url.clone();
+    target.set_ip_host(ips[0]).map_err(|_| RtspError::WrongFormat)?;
+    debug!(host = %url.host(), address = %ips[0], "RTSP host resolved and allowed");
+    Ok(target)
+}
+
+/// Resolve and check the host, then DESCRIBE, SETUP, PLAY. Errors carry the detail for the log
+/// (without credentials: the URL has none, they travel apart).
+async fn connect(url: RtspUrl, policy: Arc<RtspPolicy>) -> Result<Setup, RtspError> {
+    let transport = policy.transport;
+    let target = checked_url(&url, &policy).await?;
     let opts =
         SessionOptions::default().creds(url.creds.clone()).user_agent(format!("sluice/{}", crate::VERSION));
-    let mut session = Session::describe(url.url.clone(), opts).await.map_err(classify)?;
+    let mut session = Session::describe(target, opts).await.map_err(classify)?;
     let streams = session.streams();
     let video = streams.iter().position(|s| s.media() == "video" && s.encoding_name() == "h264");
     let Some(video) = video else {
@@ -625,7 +801,10 @@ impl Actor for RtspSource {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(parent: &self.span, "RTSP pull connecting");
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(self.url.clone(), self.transport));
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connect(self.url.clone(), self.policy.clone()).instrument(self.span.clone()),
+        );
         attempt
             .into_actor(self)
             .map(|res, act, ctx| match res {
@@ -695,7 +874,8 @@ impl Handler<WaitReady> for RtspSource {
                 let _ = tx.send(Ok(p.clone()));
             }
             State::Ended => {
-                let _ = tx.send(Err(RtspError::Connect("pull ended".into())));
+                let e = self.failure.clone().unwrap_or_else(|| RtspError::Connect("pull ended".into()));
+                let _ = tx.send(Err(e));
             }
         }
         MessageResult(rx)
@@ -773,22 +953,117 @@ mod tests {
         assert!(!p("*.cams.example.com").matches("cams.example.com.evil.net"));
         assert!(p("192.168.1.*").matches("192.168.1.20"));
         assert!(!p("192.168.1.*").matches("192.168.10.2"));
+        // Address patterns match addresses, never names that look like them.
+        assert!(!p("192.168.1.*").matches("192.168.1.evil.example"));
+        assert!(p("192.168.1.0/24").matches("192.168.1.20") && !p("192.168.1.0/24").matches("192.168.2.1"));
+        assert!(p("fd00::/8").matches_ip("fd12::1".parse().unwrap()));
+        assert!(p("fd00::*").matches("[fd00::7]"));
+        assert!(p("10.0.0.1").matches_ip("::ffff:10.0.0.1".parse().unwrap()));
         assert!(p("CAM1").matches("cam1"));
         assert!(p("[::1]").matches("[::1]"));
-        assert!(p("*").matches("anything"));
-        assert!("a/b".parse::<HostPattern>().is_err() && "".parse::<HostPattern>().is_err());
-        let pulls = RtspPolicy { allow: vec![p("127.0.0.1")], ..Default::default() };
-        let check = |name: &str| {
-            let url = RtspUrl::parse(name)?;
-            if pulls.allow.iter().any(|p| p.matches(url.host())) {
-                Ok(())
-            } else {
-                Err(RtspError::Restricted)
-            }
-        };
-        assert_eq!(check("rtsp://127.0.0.1:8554/cam"), Ok(()));
-        assert_eq!(check("rtsp://10.0.0.1/cam"), Err(RtspError::Restricted));
-        assert_eq!(check("rtsp://127.0.0.1@10.0.0.1/cam"), Err(RtspError::Restricted));
+        assert!(p("*").matches("anything") && p("*").matches_ip("127.0.0.1".parse().unwrap()));
+        for bad in ["a/b", "", "10.0.0.0/33", "cam lan", "x%y"] {
+            assert!(bad.parse::<HostPattern>().is_err(), "{bad}");
+        }
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn default_policy_is_public_hosts_only() {
+        let d = RtspPolicy::default();
+        assert!(d.permits("cam.example.com", &ips(&["8.8.8.8"])));
+        assert!(d.permits("cam.example.com", &ips(&["8.8.8.8", "2606:4700::1111"])));
+        assert!(d.permits("8.8.8.8", &ips(&["8.8.8.8"])));
+        for private in [
+            "127.0.0.1",
+            "10.0.0.5",
+            "172.16.0.1",
+            "192.168.1.20",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::",
+        ] {
+            assert!(!d.permits(private, &ips(&[private])), "{private}");
+            assert!(!d.permits("rebind.example", &ips(&["8.8.8.8", private])), "one bad address: {private}");
+        }
+        assert!(!d.permits("nothing.example", &[]));
+        // Literals are judged before anything resolves; names wait for their addresses.
+        assert_eq!(d.precheck("127.0.0.1"), Some(false));
+        assert_eq!(d.precheck("[::1]"), Some(false));
+        assert_eq!(d.precheck("8.8.8.8"), Some(true));
+        assert_eq!(d.precheck("localhost"), None);
+    }
+
+    #[test]
+    fn allow_patterns_open_private_hosts_and_restrict_the_rest() {
+        let p = |s: &str| s.parse::<HostPattern>().unwrap();
+        let lan = RtspPolicy { allow: vec![p("192.168.1.*"), p("*.cams.lan")], ..Default::default() };
+        assert!(lan.permits("192.168.1.20", &ips(&["192.168.1.20"])));
+        assert!(lan.permits("cam3.lan", &ips(&["192.168.1.23"])), "a name resolving into the pattern");
+        assert!(lan.permits("door.cams.lan", &ips(&["10.9.9.9"])), "a trusted name");
+        assert!(!lan.permits("192.168.1.evil.example", &ips(&["127.0.0.1"])));
+        assert!(!lan.permits("cam3.lan", &ips(&["192.168.1.23", "127.0.0.1"])));
+        assert!(!lan.permits("8.8.8.8", &ips(&["8.8.8.8"])), "an allow-list restricts public hosts too");
+        assert!(!lan.permits("127.0.0.1", &ips(&["127.0.0.1"])));
+        assert!(!lan.permits("door.cams.lan", &ips(&["0.0.0.0"])), "never the unspecified address");
+        assert_eq!(lan.precheck("127.0.0.1"), Some(false));
+        assert_eq!(lan.precheck("cam3.lan"), None);
+        let names = RtspPolicy { allow: vec![p("*.cams.lan")], ..Default::default() };
+        assert_eq!(names.precheck("evil.example"), Some(false), "no pattern could allow it");
+        assert_eq!(names.precheck("a.cams.lan"), None);
+        let any = RtspPolicy { allow: vec![p("*")], ..Default::default() };
+        assert!(any.permits("localhost", &ips(&["127.0.0.1", "::1"])));
+        assert!(!any.permits("x", &ips(&["224.0.0.1"])));
+        let test = RtspPolicy { allow: vec![p("127.0.0.1")], ..Default::default() };
+        assert_eq!(test.precheck("127.0.0.1"), Some(true));
+        assert_eq!(test.precheck("10.0.0.1"), Some(false));
+        assert!(!test.permits("localhost", &ips(&["127.0.0.1", "::1"])), "::1 is not 127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn the_checked_address_is_the_one_connected_to() {
+        let allow = |s: &str| RtspPolicy { allow: vec![s.parse().unwrap()], ..Default::default() };
+        let u = RtspUrl::parse("rtsp://admin:pw@localhost:8554/live/main?x=1").unwrap();
+        assert_eq!(checked_url(&u, &RtspPolicy::default()).await, Err(RtspError::Restricted));
+        // An allowed name: the URL to connect with carries the address, path and query as they were.
+        let t = checked_url(&u, &allow("localhost")).await.unwrap();
+        assert!(["127.0.0.1", "[::1]"].contains(&t.host_str().unwrap()), "{t}");
+        assert_eq!(
+            (t.port(), t.path(), t.query(), t.username()),
+            (Some(8554), "/live/main", Some("x=1"), "")
+        );
+        let t = checked_url(&u, &allow("127.0.0.0/8")).await;
+        // Either localhost resolved to 127.0.0.1 only, and the URL carries it, or it has ::1 too,
+        // which 127.0.0.0/8 does not allow.
+        match t {
+            Ok(t) => assert_eq!(t.as_str(), "rtsp://127.0.0.1:8554/live/main?x=1"),
+            Err(e) => assert_eq!(e, RtspError::Restricted),
+        }
+        let v6 = RtspUrl::parse("rtsp://[::1]/x").unwrap();
+        assert_eq!(checked_url(&v6, &allow("::1")).await.unwrap().as_str(), "rtsp://[::1]/x");
+        let lit = RtspUrl::parse("rtsp://10.0.0.5:22/x").unwrap();
+        assert_eq!(checked_url(&lit, &RtspPolicy::default()).await, Err(RtspError::Restricted));
+        // inet_aton's spellings of 127.0.0.1 resolve, and are judged by what they resolve to.
+        for odd in ["rtsp://2130706433/x", "rtsp://0x7f.1/x", "rtsp://127.1/x"] {
+            let u = RtspUrl::parse(odd).unwrap();
+            let r = checked_url(&u, &RtspPolicy::default()).await;
+            assert!(matches!(r, Err(RtspError::Restricted | RtspError::Connect(_))), "{odd}: {r:?}");
+        }
+        assert!(matches!(
+            checked_url(&RtspUrl::parse("rtsp://no-such-host.invalid/x").unwrap(), &RtspPolicy::default())
+                .await,
+            Err(RtspError::Connect(_))
+        ));
     }
 
     #[test]

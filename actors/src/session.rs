@@ -9,6 +9,13 @@
 //! When the server stops ([`crate::shutdown`]), new streams get FAILED "Server shutdown" and the
 //! socket closes with 1001 Going Away once every stream of the session has sent its final status.
 //!
+//! Access control ([`crate::auth`]): the connection's token (`custom.token`) is verified and the
+//! `connect` hook asked before the session is established (a refusal answers `fail` with the
+//! reason and closes the socket with 1008); each publish and play is checked against the
+//! stream's token (or the session's) and the `publishStream`/`playStream` hook before anything
+//! is created, and a refusal is the stream's FAILED with the reason. Snapshots need the
+//! `snapshot` grant when tokens are on.
+//!
 //! Bad input never ends the server: a frame that is not JSON, an unknown message or missing
 //! fields get a `fail` answer (stream requests get FAILED); an oversized frame closes the socket
 //! with 1009.
@@ -23,6 +30,7 @@ use actix_web_actors::ws;
 use serde_json::{Map, Value};
 use tracing::{debug, info, info_span, warn};
 
+use crate::auth::{self, Action, HookAnswer};
 use crate::engine::{negotiate, Candidates, Role};
 use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource};
 use crate::peer_link::PeerLink;
@@ -66,6 +74,19 @@ impl Handle {
 pub struct Session {
     core: Arc<Core>,
     id: String,
+    /// The client's address, for hooks and logs.
+    client_ip: Option<std::net::IpAddr>,
+    /// The token the connection carried (`custom.token`), for streams that carry none.
+    token: Option<String>,
+    /// Stream requests waiting for the application server's answer, by `mediaSessionId`: a
+    /// stop in the meantime cancels them.
+    pending: std::collections::HashSet<String>,
+    /// Counted in [`crate::limits::Limits`] (released when the session stops).
+    counted: bool,
+    /// Messages per second ([`crate::limits`]).
+    bucket: crate::limits::MessageBucket,
+    /// A limit was hit and logged: later refusals of this session are not logged again.
+    limit_logged: bool,
     app_key: String,
     established: bool,
     last_heard: Instant,
@@ -77,11 +98,18 @@ pub struct Session {
 
 impl Session {
     /// `id` is the WCS session id, "/clientIP:port/serverIP:port".
-    pub fn new(core: Arc<Core>, id: String) -> Self {
+    pub fn new(core: Arc<Core>, id: String, client_ip: Option<std::net::IpAddr>) -> Self {
         let span = info_span!("session", id = %id);
+        let bucket = core.limits.message_bucket();
         Session {
             core,
             id,
+            client_ip,
+            token: None,
+            pending: Default::default(),
+            counted: false,
+            bucket,
+            limit_logged: false,
             app_key: "defaultApp".into(),
             established: false,
             last_heard: Instant::now(),
@@ -115,8 +143,115 @@ impl Session {
         Candidates { addrs: c.addrs.clone(), udp: transport == Transport::Udp, tcp: c.tcp }
     }
 
+    /// Decide on a stream request ([`crate::auth`]), then go on with `then` (at once when
+    /// nothing is configured; after the application server answers when hooks are on).
+    fn authorize(
+        &mut self,
+        mut req: StreamRequest,
+        published: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+        then: fn(&mut Self, StreamRequest, &mut ws::WebsocketContext<Self>),
+    ) {
+        let auth = self.core.auth.clone();
+        let token = auth::custom_token(req.custom.as_ref()).or_else(|| self.token.clone());
+        // The hook sees `custom` as sent; the stream object (REST, status events) never carries
+        // the token.
+        let custom_as_sent = req.custom.clone();
+        if let Some(Value::Object(c)) = &mut req.custom {
+            c.remove("token");
+        }
+        if !auth.streams_restricted() {
+            return then(self, req, ctx);
+        }
+        if let Err(why) = self.check_stream_token(&req, published, token.as_deref()) {
+            return self.fail_stream(&req, published, &why, ctx);
+        }
+        if !auth.hooks_on() {
+            return then(self, req, ctx);
+        }
+        let mut body = serde_json::to_value(req.to_info(published, &self.id, &self.app_key, Self::now_ms()))
+            .unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut body {
+            o.insert("custom".into(), custom_as_sent.unwrap_or(Value::Null));
+            o.insert("clientIp".into(), self.client_ip.map(|i| i.to_string()).into());
+        }
+        let method = if published { "publishStream" } else { "playStream" };
+        self.pending.insert(req.media_session_id.clone());
+        async move { auth.hook(method, &body).await }
+            .into_actor(self)
+            .map(move |answer, act, ctx| {
+                if !act.pending.remove(&req.media_session_id) {
+                    return; // stopped by the client while the backend decided
+                }
+                match answer {
+                    HookAnswer::Deny(reason) => {
+                        info!(parent: &act.span, stream = %req.name, %reason, "{method} declined by the application server");
+                        act.fail_stream(&req, published, &reason, ctx)
+                    }
+                    HookAnswer::Allow(over) => {
+                        // The backend may rename the stream or switch recording.
+                        let renamed = match over.get("name").and_then(Value::as_str) {
+                            Some(n) if !n.is_empty() && n != req.name => {
+                                req.name = n.to_string();
+                                true
+                            }
+                            _ => false,
+                        };
+                        if let Some(r) = over.get("record").and_then(Value::as_bool) {
+                            req.record = r;
+                        }
+                        if renamed {
+                            if let Err(why) = act.check_stream_token(&req, published, token.as_deref()) {
+                                return act.fail_stream(&req, published, &why, ctx);
+                            }
+                        }
+                        if act.core.shutdown.is_stopping() {
+                            return act.fail_stream(&req, published, info::SERVER_SHUTDOWN, ctx);
+                        }
+                        then(act, req, ctx)
+                    }
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// The token part of a stream decision: `Err` with the client's `info`.
+    fn check_stream_token(
+        &self,
+        req: &StreamRequest,
+        published: bool,
+        token: Option<&str>,
+    ) -> Result<(), String> {
+        let auth = &self.core.auth;
+        let action = if published { Action::Publish } else { Action::Play };
+        let mut res = auth.check_token(token, action, Some(&req.name));
+        if res.is_ok() && published && req.record {
+            res = auth.check_token(token, Action::Record, Some(&req.name));
+        }
+        res.map(|_| ()).map_err(|e| {
+            info!(parent: &self.span, stream = %req.name, action = action.as_str(), error = %e, "stream refused");
+            format!("{}: {e}", auth::RESTRICTED)
+        })
+    }
+
     fn on_publish(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        self.authorize(req, true, ctx, Self::publish_allowed)
+    }
+
+    /// Log a limit refusal once per session.
+    fn log_limit(&mut self, what: &str) {
+        if !self.limit_logged {
+            self.limit_logged = true;
+            warn!(parent: &self.span, client = ?self.client_ip, limit = what, "limit reached (logged once per session)");
+        }
+    }
+
+    fn publish_allowed(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
         let core = self.core.clone();
+        if !core.limits.may_publish(core.registry.counts().0) {
+            self.log_limit(crate::limits::TOO_MANY_STREAMS);
+            return self.fail_stream(&req, true, crate::limits::TOO_MANY_STREAMS, ctx);
+        }
         if core.registry.media_session_exists(&req.media_session_id) {
             return self.fail_stream(&req, true, info::MEDIA_SESSION_ID_IN_USE, ctx);
         }
@@ -179,6 +314,10 @@ impl Session {
     }
 
     fn on_play(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
+        self.authorize(req, false, ctx, Self::play_allowed)
+    }
+
+    fn play_allowed(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
         let core = self.core.clone();
         if core.registry.media_session_exists(&req.media_session_id) {
             return self.fail_stream(&req, false, info::MEDIA_SESSION_ID_IN_USE, ctx);
@@ -240,6 +379,10 @@ impl Session {
     /// Negotiate a viewer of `source` and start its subscriber actor.
     fn start_play(&mut self, req: StreamRequest, source: Published, ctx: &mut ws::WebsocketContext<Self>) {
         let core = self.core.clone();
+        if !core.limits.may_view(core.registry.viewers_of(&req.name)) {
+            self.log_limit(crate::limits::TOO_MANY_VIEWERS);
+            return self.fail_stream(&req, false, crate::limits::TOO_MANY_VIEWERS, ctx);
+        }
         if core.shutdown.is_stopping() {
             // A VOD or RTSP source that opened while the server began to stop.
             return self.fail_stream(&req, false, info::SERVER_SHUTDOWN, ctx);
@@ -276,6 +419,8 @@ impl Session {
     }
 
     fn on_stop(&mut self, id: &str, name: &str, published: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        // A request still waiting for the application server is cancelled (below: confirmed).
+        self.pending.remove(id);
         match self.streams.get(id) {
             Some(h) => h.stop(info::STOPPED_BY_USER),
             None => {
@@ -340,6 +485,10 @@ impl Session {
 
     /// `snapshot {name, mediaSessionId}`: the picture comes back as a stream event for that id.
     fn on_snapshot(&mut self, media_session_id: String, name: String, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Err(e) = self.core.auth.check_token(self.token.as_deref(), Action::Snapshot, Some(&name)) {
+            let payload = serde_json::json!({ "info": format!("{}: {e}", auth::RESTRICTED) });
+            return ctx.text(p::stream_event(&media_session_id, "snapshotFailed", &payload));
+        }
         let req = TakeSnapshot { stream: name, format: Format::Png, width: 0, height: 0 };
         self.core
             .snapshots
@@ -362,6 +511,48 @@ impl Session {
                 self.app_key = k.clone();
             }
         }
+        let auth = self.core.auth.clone();
+        self.token = auth::custom_token(conn.get("custom"));
+        if let Some(t) = &self.token {
+            // A token that is there must be valid; its grants are checked per stream.
+            if let Err(e) = auth.verify(t) {
+                return self.refuse_connection(&format!("{}: {e}", auth::RESTRICTED), ctx);
+            }
+        }
+        if !auth.hooks_on() {
+            return self.establish(conn, ctx);
+        }
+        let mut body = Value::Object(conn.clone());
+        if let Value::Object(o) = &mut body {
+            o.insert("sessionId".into(), self.id.clone().into());
+            o.insert("clientIp".into(), self.client_ip.map(|i| i.to_string()).into());
+            o.remove("sipPassword");
+        }
+        async move { auth.hook("connect", &body).await }
+            .into_actor(self)
+            .map(move |answer, act, ctx| match answer {
+                HookAnswer::Allow(_) => act.establish(conn, ctx),
+                HookAnswer::Deny(reason) => act.refuse_connection(&reason, ctx),
+            })
+            .spawn(ctx);
+    }
+
+    /// Tell the client why (`fail`, the SDK's WARN) and close with 1008 Policy Violation.
+    fn refuse_connection(&mut self, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        info!(parent: &self.span, %reason, "connection refused");
+        ctx.text(p::fail(&ProtocolError {
+            api_method: "connection".into(),
+            media_session_id: None,
+            reason: reason.to_string(),
+        }));
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Policy,
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn establish(&mut self, conn: Map<String, Value>, ctx: &mut ws::WebsocketContext<Self>) {
         self.established = true;
         info!(parent: &self.span, app = %self.app_key, "session established");
         ctx.text(p::user_data(&conn, &self.id));
@@ -396,6 +587,13 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(parent: &self.span, "websocket open");
+        if let Some(ip) = self.client_ip {
+            if !self.core.limits.open_session(ip) {
+                self.log_limit(crate::limits::TOO_MANY_SESSIONS);
+                return self.refuse_connection(crate::limits::TOO_MANY_SESSIONS, ctx);
+            }
+            self.counted = true;
+        }
         ctx.run_interval(PING_INTERVAL, |act, ctx| {
             if act.last_heard.elapsed() > CLIENT_TIMEOUT {
                 info!(parent: &act.span, "client silent too long, closing");
@@ -415,6 +613,9 @@ impl Actor for Session {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if let (true, Some(ip)) = (std::mem::take(&mut self.counted), self.client_ip) {
+            self.core.limits.close_session(ip);
+        }
         for (_, h) in self.streams.drain() {
             h.stop(info::STOPPED_BY_SESSION_DISCONNECT);
         }
@@ -426,6 +627,29 @@ impl Actor for Session {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
+        if matches!(msg, Ok(ws::Message::Text(_)) | Ok(ws::Message::Binary(_)))
+            && !self.bucket.take(self.last_heard)
+        {
+            self.core.limits.count_message_refusal();
+            self.log_limit(crate::limits::TOO_MANY_MESSAGES);
+            // A stream request dropped here would stay PENDING: answer it.
+            if let Ok(ws::Message::Text(text)) = &msg {
+                match p::parse_client(text) {
+                    Ok(ClientMessage::PublishStream(r)) => {
+                        return self.fail_stream(&r, true, crate::limits::TOO_MANY_MESSAGES, ctx)
+                    }
+                    Ok(ClientMessage::PlayStream(r)) => {
+                        return self.fail_stream(&r, false, crate::limits::TOO_MANY_MESSAGES, ctx)
+                    }
+                    _ => {}
+                }
+            }
+            return ctx.text(p::fail(&ProtocolError {
+                api_method: "unknown".into(),
+                media_session_id: None,
+                reason: crate::limits::TOO_MANY_MESSAGES.into(),
+            }));
+        }
         match msg {
             Ok(ws::Message::Text(text)) => match p::parse_client(&text) {
                 Ok(m) => self.on_message(m, ctx),

@@ -220,6 +220,7 @@ pub fn start(cfg: &TurnConfig, site: &TurnSite, arbiter: &ArbiterHandle) -> io::
         host: site.public_ip,
         port: udp_local.port(),
         tcp_port: cfg.tcp_port.and_then(|_| tcp.get(1).map(|a| a.port())),
+        rate_per_minute: cfg.credential_rate,
     });
     let stats = Arc::new(TurnStats::default());
 

@@ -664,12 +664,33 @@ fn run_peer(
 /// Send a publish request; returns the id, the offering peer and the answer SDP (or the
 /// FAILED status object).
 pub fn request_publish(ws: &mut Wcs, name: &str, video: Video) -> (String, Offering, Result<String, Value>) {
+    request_publish_full(ws, name, video, false, Value::Null)
+}
+
+/// `publishStream` with a `custom` object (e.g. `{"token": ...}`), H.264.
+pub fn request_publish_with(
+    ws: &mut Wcs,
+    name: &str,
+    custom: Value,
+) -> (String, Offering, Result<String, Value>) {
+    request_publish_full(ws, name, Video::H264, false, custom)
+}
+
+/// `publishStream` with every option the tests vary.
+pub fn request_publish_full(
+    ws: &mut Wcs,
+    name: &str,
+    video: Video,
+    record: bool,
+    custom: Value,
+) -> (String, Offering, Result<String, Value>) {
     let id = new_id("pub");
     let offer = Offering::new(true, video);
     ws.send(
         "publishStream",
         json!({"mediaSessionId": id, "name": name, "published": true, "hasVideo": video != Video::None,
-               "hasAudio": true, "status": "PENDING", "record": false, "mediaProvider": "WebRTC", "sdp": offer.sdp}),
+               "hasAudio": true, "status": "PENDING", "record": record, "mediaProvider": "WebRTC", "sdp": offer.sdp,
+               "custom": custom}),
     );
     let r = remote_sdp_or_status(ws, &id);
     (id, offer, r)

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 
 import { textOf } from '../browser/harness.mjs';
 import {
-    STREAMER, TEST_TIMEOUT_MS, checkPrintedUrl, env, streamerAndPlayer, topoFixture, waitForText,
+    STREAMER, TEST_TIMEOUT_MS, checkPrintedUrl, env, rest, streamerAndPlayer, topoFixture, waitForText,
 } from './lib.mjs';
 
 const { url, host } = env();
@@ -44,5 +44,20 @@ test('the Streamer page over plain http from another host says the camera needs 
         await waitForText(page, '#status', 'FAILED');
         await page.waitForFunction(() => /camera needs https or localhost/.test(document.getElementById('info').textContent));
         t.diagnostic(`page says: ${notice} / ${await textOf(page, '#info')}`);
+    })(t);
+});
+
+test('the management REST API refuses other hosts by default; TURN credentials stay open', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    await fx.run(async (t, b) => {
+        const origin = new URL(url).origin;
+        const refused = await rest(b.pub, origin, '/stream/find_all', undefined, { key: null });
+        assert.equal(refused.status, 401, JSON.stringify(refused));
+        assert.match(refused.body.error, /--api-key/);
+        const terminate = await rest(b.pub, origin, '/stream/terminate', { published: true }, { key: null });
+        assert.equal(terminate.status, 401);
+        const creds = await rest(b.pub, origin, '/turn/credentials', undefined, { key: null });
+        assert.equal(creds.status, 200, JSON.stringify(creds));
+        assert.ok(creds.body.username && creds.body.credential);
+        t.diagnostic(`refusal: ${refused.body.error}`);
     })(t);
 });

@@ -133,12 +133,16 @@ export async function assertDirectTo(page, host, who) {
     });
 }
 
-/** GET or POST (with a JSON body) the server's https REST API from a browser context. */
-export async function rest(browser, origin, path, body) {
+/**
+ * A REST call over https from the client's namespace, with the API key the NAT scenario's server
+ * was given (`key: null` sends none). Answers `{status, body}`.
+ */
+export async function rest(browser, origin, path, body, { key = process.env.TOPO_API_KEY } = {}) {
     const url = `https://${new URL(origin).hostname}:${PORTS.restHttps}/rest-api${path}`;
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
     const res = body === undefined
-        ? await browser.context.request.get(url)
-        : await browser.context.request.post(url, { data: body });
+        ? await browser.context.request.get(url, { headers })
+        : await browser.context.request.post(url, { data: body, headers });
     const text = await res.text();
     let json = null;
     try { json = text ? JSON.parse(text) : null; } catch { json = text; }

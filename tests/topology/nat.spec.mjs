@@ -148,3 +148,16 @@ test('ffmpeg publishes over RTMP, the Player page plays it', { timeout: TEST_TIM
         assert.equal(await textOf(page, '#info'), 'Stopped by publisher stop');
     })(t);
 });
+
+test('the management REST API answers other hosts with the operator API key only', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    await fx.run(async (t, b) => {
+        const none = await rest(b.pub, origin, '/stream/find_all', undefined, { key: null });
+        assert.equal(none.status, 401, JSON.stringify(none));
+        const wrong = await rest(b.pub, origin, '/stream/find_all', undefined, { key: 'not-the-key' });
+        assert.equal(wrong.status, 403, JSON.stringify(wrong));
+        const ok = await rest(b.pub, origin, '/stream/find_all');
+        assert.equal(ok.status, 200, JSON.stringify(ok));
+        assert.ok(Array.isArray(ok.body));
+        t.diagnostic(`without key: ${none.status} ${none.body.error}; wrong key: ${wrong.status}; with key: ${ok.status}`);
+    })(t);
+});

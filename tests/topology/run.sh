@@ -44,6 +44,8 @@ CLI="$PREFIX-$$-cli"
 SERVER_IP=198.18.0.1
 CLIENT_IP=198.18.0.2
 PUBLIC_IP=198.18.0.100
+API_KEY="topo-key-$$"
+export TOPO_API_KEY="$API_KEY"
 work="$(mktemp -d /tmp/sluice-topo.XXXXXX)"
 server_pid=""
 failed=0
@@ -237,7 +239,9 @@ scenario_defaults() {
 
 scenario_nat() {
     nat_on || return 1
-    start_server nat SLUICE_PUBLIC_IP="$PUBLIC_IP" || return 1
+    # As an operator deploys it: the public address, and an API key so that the management REST
+    # API answers from other hosts (without one it answers this host only).
+    start_server nat SLUICE_PUBLIC_IP="$PUBLIC_IP" SLUICE_API_KEY="$API_KEY" || return 1
     case "$demo_url" in
         "https://$PUBLIC_IP:8888/") ;;
         *) echo "topology: printed URL $demo_url, want https://$PUBLIC_IP:8888/" >&2; return 1 ;;

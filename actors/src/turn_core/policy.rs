@@ -1,11 +1,17 @@
 //! Which peers a relay may talk to: CIDR blocks and the default policy.
 //!
 //! A TURN relay sends UDP wherever its client asks, so an open relay is a way into the server's
-//! own network. The default is narrow: public unicast addresses, plus the server's own media
-//! address(es), and nothing in loopback, link-local, private, shared (CGNAT), documentation,
-//! multicast or reserved ranges. `--turn-allow-peer CIDR` opens more (tests allow `127.0.0.0/8`).
-//! Never allowed, whatever is configured: the unspecified address, multicast, broadcast, and the
-//! server's own TURN ports (a relay looping into its own listener).
+//! own network (and a free proxy towards everyone else's). The default is the narrowest that
+//! works: a relay reaches the server's own media address(es), the one peer a browser talking to
+//! this server needs, on the media port only; nothing else, public or private.
+//! `--turn-allow-peer CIDR` opens more: `0.0.0.0/0` and `::/0` open every address but the
+//! never-allowed ones below (loopback and private ranges included: the old "public unicast"
+//! default plus the private ranges; tests allow `127.0.0.0/8`). Never allowed, whatever is
+//! configured: the unspecified address, multicast, broadcast, and the server's own TURN ports (a
+//! relay looping into its own listener).
+//!
+//! [`is_public_unicast`] and [`is_never_target`] also judge the hosts of `rtsp://` pulls
+//! ([`crate::rtsp`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -74,7 +80,7 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -102,8 +108,9 @@ fn v6_in(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
     u128::from(ip) & m == u128::from(n) & m
 }
 
-/// Never a relay target, whatever is configured.
-fn never(ip: IpAddr) -> bool {
+/// Never a target (of a relay, of an RTSP pull), whatever is configured: the unspecified address
+/// (connecting to it reaches the host itself), multicast and broadcast.
+pub fn is_never_target(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
         IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
@@ -151,6 +158,7 @@ pub fn is_public_unicast(ip: IpAddr) -> bool {
 }
 
 /// The relay policy of one server: configured CIDRs, its own media addresses and TURN ports.
+/// With no CIDR configured, only the own media addresses (address and port) are reachable.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     allowed: Vec<Cidr>,
@@ -176,8 +184,9 @@ impl PeerPolicy {
         PeerPolicy { allowed, own_media, own_ips, turn_ports }
     }
 
+    /// In a configured CIDR (`--turn-allow-peer`); nothing is by default.
     fn allowed_ip(&self, ip: IpAddr) -> bool {
-        self.allowed.iter().any(|c| c.contains(ip)) || is_public_unicast(ip)
+        self.allowed.iter().any(|c| c.contains(ip))
     }
 
     fn is_own_media_ip(&self, ip: IpAddr) -> bool {
@@ -187,13 +196,13 @@ impl PeerPolicy {
 
     /// May a permission for `ip` be installed (CreatePermission; permissions are per address).
     pub fn permits_ip(&self, ip: IpAddr) -> bool {
-        !never(ip) && (self.allowed_ip(ip) || self.is_own_media_ip(ip))
+        !is_never_target(ip) && (self.allowed_ip(ip) || self.is_own_media_ip(ip))
     }
 
     /// May datagrams go to, or come from, `peer` (ChannelBind, Send, Data, ChannelData).
     pub fn permits_addr(&self, peer: SocketAddr) -> bool {
         let ip = canonical(peer.ip());
-        if never(ip) {
+        if is_never_target(ip) {
             return false;
         }
         let own = ip.is_loopback() || self.own_ips.contains(&ip);
@@ -268,17 +277,27 @@ mod tests {
     }
 
     #[test]
-    fn default_policy_is_public_plus_own_media() {
+    fn default_policy_is_own_media_only() {
         let p = PeerPolicy::new(vec![], vec![sa("192.168.1.5:31000")], vec![], vec![3478]);
-        assert!(p.permits_ip(ip("8.8.8.8")));
-        assert!(p.permits_addr(sa("8.8.8.8:5000")));
         // The server's own media address: the address is permitted, only the media port is.
         assert!(p.permits_ip(ip("192.168.1.5")));
+        assert!(p.permits_ip(ip("::ffff:192.168.1.5")));
         assert!(p.permits_addr(sa("192.168.1.5:31000")));
         assert!(!p.permits_addr(sa("192.168.1.5:22")));
         assert!(!p.permits_addr(sa("192.168.1.5:3478")));
-        for denied in ["127.0.0.1", "10.0.0.1", "192.168.1.6", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"]
-        {
+        // Nothing else: neither public addresses (no free proxy) nor private ones.
+        for denied in [
+            "8.8.8.8",
+            "2606:4700::1111",
+            "127.0.0.1",
+            "10.0.0.1",
+            "192.168.1.6",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "0.0.0.0",
+        ] {
             assert!(!p.permits_ip(ip(denied)), "{denied}");
             assert!(!p.permits_addr(SocketAddr::new(ip(denied), 31000)), "{denied}");
         }
@@ -296,5 +315,22 @@ mod tests {
         assert!(!p.permits_ip(ip("255.255.255.255")));
         assert!(!p.permits_ip(ip("0.0.0.0")));
         assert!(p.permits_ip(ip("10.0.0.1")));
+        assert!(p.permits_addr(sa("8.8.8.8:5000")), "0.0.0.0/0: public addresses too");
+        assert!(!p.permits_ip(ip("2606:4700::1111")), "0.0.0.0/0 is IPv4 only");
+        // A CIDR opens just itself.
+        let p = PeerPolicy::new(vec!["203.0.113.0/24".parse().unwrap()], vec![], vec![], vec![3478]);
+        assert!(p.permits_addr(sa("203.0.113.9:5000")));
+        assert!(!p.permits_addr(sa("203.0.114.9:5000")) && !p.permits_ip(ip("8.8.8.8")));
+    }
+
+    #[test]
+    fn never_targets() {
+        for n in ["0.0.0.0", "::", "224.0.0.1", "239.1.2.3", "255.255.255.255", "ff02::1", "::ffff:224.0.0.1"]
+        {
+            assert!(is_never_target(ip(n)), "{n}");
+        }
+        for t in ["127.0.0.1", "10.0.0.1", "8.8.8.8", "::1"] {
+            assert!(!is_never_target(ip(t)), "{t}");
+        }
     }
 }

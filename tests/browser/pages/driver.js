@@ -1,6 +1,7 @@
 // A thin driver the browser tests call with page.evaluate. It uses only the public API both
 // SDKs share (the official Flashphoner Web SDK and ours), as a WCS page would, and records what
-// the SDK reports: session statuses, each stream's statuses with getInfo(), stream events.
+// the SDK reports: session statuses, each stream's statuses with getInfo(), stream events,
+// and the session's WARN events (the server's `fail` messages, e.g. a refused connection).
 'use strict';
 
 (function () {
@@ -10,21 +11,32 @@
     const sdk = window.sdk = {
         session: null,
         sessionEvents: [],
+        warnings: [],  // session WARN events: [{apiMethod, info}]
         streams: {},   // key -> the SDK stream
         events: {},    // key -> [{status, info}] in arrival order
         streamEvents: {}, // key -> [{type, payload}]
 
-        /** Open a session; resolves with its status once ESTABLISHED. */
-        async connect(urlServer) {
+        /**
+         * Open a session; resolves with its status once ESTABLISHED, or with 'DISCONNECTED' when
+         * the server closes it first (a refused connection). `options` go to createSession too
+         * (e.g. `{custom: {token}}`).
+         */
+        async connect(urlServer, options = {}) {
             await Flashphoner.init({});
             return new Promise((resolve, reject) => {
-                Flashphoner.createSession({ urlServer })
+                Flashphoner.createSession({ ...options, urlServer })
                     .on(SESSION_STATUS.ESTABLISHED, (s) => {
                         sdk.session = s;
                         sdk.sessionEvents.push('ESTABLISHED');
                         resolve(s.status());
                     })
-                    .on(SESSION_STATUS.DISCONNECTED, () => sdk.sessionEvents.push('DISCONNECTED'))
+                    .on(SESSION_STATUS.WARN, (obj) => sdk.warnings.push({
+                        apiMethod: obj && obj.apiMethod, info: obj && obj.info,
+                    }))
+                    .on(SESSION_STATUS.DISCONNECTED, () => {
+                        sdk.sessionEvents.push('DISCONNECTED');
+                        resolve('DISCONNECTED'); // no-op once ESTABLISHED
+                    })
                     .on(SESSION_STATUS.FAILED, () => {
                         sdk.sessionEvents.push('FAILED');
                         reject(new Error('session FAILED'));
@@ -44,16 +56,19 @@
             return stream.id();
         },
 
-        /** Publish the fake camera under `name`, preview in #local. */
-        publish(key, name) {
-            sdk.create(key, { name, display: document.getElementById('local') });
+        /**
+         * Publish the fake camera under `name`, preview in #local; `extra` goes to createStream
+         * too (e.g. `{custom: {token}, record: true}`).
+         */
+        publish(key, name, extra = {}) {
+            sdk.create(key, { ...extra, name, display: document.getElementById('local') });
             sdk.streams[key].publish();
             return sdk.streams[key].id();
         },
 
-        /** Play `name` into #remote. */
-        play(key, name) {
-            sdk.create(key, { name, display: document.getElementById('remote') });
+        /** Play `name` into #remote; `extra` goes to createStream too. */
+        play(key, name, extra = {}) {
+            sdk.create(key, { ...extra, name, display: document.getElementById('remote') });
             sdk.streams[key].play();
             return sdk.streams[key].id();
         },
