@@ -8,10 +8,8 @@ mod config;
 mod gate;
 mod health_check;
 mod rest;
-mod rest_recording;
 mod shutdown;
 mod tls;
-mod turn_rest;
 
 use std::sync::Arc;
 
@@ -227,7 +225,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         None => None,
     };
     let turn_port = turn.as_ref().map(|t| t.udp.port()).unwrap_or(0);
-    let turn_rest = web::Data::new(turn_rest::TurnRest::new(turn.as_ref()));
+    let turn_rest = web::Data::new(rest::TurnRest::new(turn.as_ref()));
 
     // https and wss beside http and ws: each server binds its plain port first, then its TLS
     // port, so `addrs()` lists them in that order.
@@ -273,8 +271,6 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .app_data(turn_rest.clone())
             .wrap(actix_web::middleware::from_fn(gate::rest_gate))
             .wrap(cors())
-            .configure(rest::preflights)
-            .configure(turn_rest::routes)
             .configure(rest::routes)
     })
     .workers(1)

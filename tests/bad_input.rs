@@ -196,8 +196,7 @@ fn stream_events_reach_subscribers() {
     let e = v.expect("notifyStreamEvent", |d| d["type"] == "data");
     assert_eq!(e["payload"], json!({"hello": 1}));
     // The mute state is part of the stream object.
-    let (_, found) =
-        server.rest("/rest-api/stream/find", Some(&json!({"name": name, "published": true}).to_string()));
+    let (_, found) = find_published(&server, &name);
     assert_eq!(found[0]["audioState"], json!({"muted": true}));
     // A late viewer learns the publisher is muted.
     let mut late = Wcs::connect(&server);

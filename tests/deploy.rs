@@ -344,19 +344,15 @@ fn image_layout_runs_as_non_root_and_answers_health() {
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let port = |k: &str| -> u16 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {k} port in {line:?}: {}", log_text()))
+        ready_port(&line, k).unwrap_or_else(|| panic!("no {k} port in {line:?}: {}", log_text()))
     };
     let (rest, http) = (port("rest"), port("http"));
     let (wss, rest_https, https) = (port("wss"), port("rest_https"), port("https"));
     assert!(wss > 0 && rest_https > 0 && https > 0, "TLS on by default: {line}");
 
     if as_root {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc status");
-        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
-        assert!(uid_line.split_whitespace().skip(1).all(|u| u == uid.to_string()), "{uid_line}");
+        let uids = proc_status(child.id(), "Uid");
+        assert!(uids.split_whitespace().all(|u| u == uid.to_string()), "Uid: {uids}");
     }
     for p in [rest, http] {
         let resp = ureq::get(&format!("http://127.0.0.1:{p}/health")).call().expect("/health answers 200");

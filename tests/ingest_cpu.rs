@@ -11,15 +11,14 @@
 //! SLUICE_BENCH_SECS=30 cargo test --release --test ingest_cpu -- --nocapture --test-threads=1
 //! ```
 //!
-//! Needs ffmpeg and the GStreamer RTSP test camera of tests/rtsp.rs.
+//! Needs ffmpeg and the GStreamer RTSP test camera (`Camera` of tests/common).
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -32,28 +31,9 @@ fn window() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// CPU time of a process (user + system), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
-}
-
-fn ticks_per_sec() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().ok();
-    out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
-}
-
 /// Server CPU over `window()`, in % of one core.
 fn cpu_pct(pid: u32) -> f64 {
-    let w = window();
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
-    std::thread::sleep(w);
-    let (t1, c1) = (Instant::now(), cpu_ticks(pid));
-    (c1 - c0) as f64 / ticks_per_sec() / (t1 - t0).as_secs_f64() * 100.0
+    cpu_share_during(pid, || std::thread::sleep(window())) * 100.0
 }
 
 fn clip() -> PathBuf {
@@ -116,18 +96,6 @@ fn encoder(clip: &Path, port: u16, name: &str) -> Kill {
     Kill(child)
 }
 
-fn wait_published(server: &Server, name: &str) {
-    let end = Instant::now() + STEP;
-    while Instant::now() < end {
-        let filter = json!({"name": name, "published": true}).to_string();
-        if server.rest("/rest-api/stream/find", Some(&filter)).0 == 200 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{name} not published");
-}
-
 fn report(what: &str, idle: f64, busy: f64) -> f64 {
     let per = (busy - idle) / STREAMS as f64;
     eprintln!(
@@ -165,26 +133,14 @@ fn cpu_per_rtmp_ingest() {
 
 #[test]
 fn cpu_per_rtsp_pull() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/rtsp_camera.py");
-    let mut cam = Command::new("/usr/bin/python3")
-        .args([script, "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("RTSP test camera");
-    let mut out = BufReader::new(cam.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("ready");
-    // Keep reading the camera's client lines so it never writes to a closed pipe.
-    std::thread::spawn(move || out.lines().map_while(Result::ok).for_each(drop));
-    let _cam = Kill(cam);
-    let port: u16 = line.trim().strip_prefix("ready ").and_then(|p| p.parse().ok()).expect("camera port");
+    let cam = Camera::start();
     // The test camera is on loopback, which pulls may not reach unless allowed.
     let server = Server::start_with(&["--rtsp-allow", "127.0.0.1"]);
     let idle = cpu_pct(server.pid());
     let mut ws = Wcs::connect(&server);
     for i in 0..STREAMS {
         // Distinct URLs are distinct pulls (the camera ignores the query).
-        let url = format!("rtsp://127.0.0.1:{port}/cam?pull={i}");
+        let url = cam.url(&format!("/cam?pull={i}"));
         let (id, peer) = play(&mut ws, &url);
         peer.wait_until(STEP, "video", |s| s.video_frames.load(Ordering::Relaxed) >= 10);
         // The viewer leaves; the pull runs on for its 60 s idle grace: the window measures it alone.

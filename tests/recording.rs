@@ -13,71 +13,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// A fresh records folder, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("sluice-records-{tag}-{}", new_id("d")));
-        std::fs::create_dir_all(&d).expect("records dir");
-        Dir(d)
-    }
-
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn start(records: &Path) -> Server {
     let dir = records.to_str().expect("utf-8 temp path");
     Server::start_with(&["--records-dir", dir])
-}
-
-#[derive(Debug)]
-struct Probe {
-    codecs: Vec<String>,
-    duration: f64,
-    stream_durations: Vec<f64>,
-    packets: Vec<u64>,
-}
-
-/// ffprobe the file: codecs, durations and packet counts (reading every packet).
-fn probe(path: &Path) -> Probe {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries"])
-        .arg("stream=codec_name,duration,nb_read_packets:format=duration")
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs (Debian package ffmpeg)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ffprobe {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&text).expect("ffprobe json");
-    let num = |v: &Value| v.as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    let streams = v["streams"].as_array().cloned().unwrap_or_default();
-    Probe {
-        codecs: streams.iter().map(|s| s["codec_name"].as_str().unwrap_or("").to_string()).collect(),
-        duration: num(&v["format"]["duration"]),
-        stream_durations: streams.iter().map(|s| num(&s["duration"])).collect(),
-        packets: streams.iter().map(|s| num(&s["nb_read_packets"]) as u64).collect(),
-    }
 }
 
 fn record_name(st: &Value) -> String {
@@ -106,7 +44,7 @@ fn wait_no_recordings(s: &Server, within: Duration) {
 
 /// Record `secs` of `video` + Opus, stop, check the file: codecs and duration within 10%.
 fn record_and_probe(video: Video, codec: &str, secs: f64) {
-    let dir = Dir::new(codec);
+    let dir = TempDir::new(&format!("records-{codec}"));
     let s = start(&dir.0);
     let mut ws = Wcs::connect(&s);
     let name = new_id("rec");
@@ -122,7 +60,7 @@ fn record_and_probe(video: Video, codec: &str, secs: f64) {
     assert_eq!(record_name(&st), file, "UNPUBLISHED names the same file");
     assert_eq!(dir.files(), vec![file.clone()]);
 
-    let p = probe(&dir.0.join(&file));
+    let p = ffprobe(&dir.0.join(&file));
     assert_eq!(p.codecs, vec![codec, "opus"], "{p:?}");
     assert!(
         (p.duration - elapsed).abs() <= 0.1 * elapsed,
@@ -153,7 +91,7 @@ fn vp8_and_opus_recorded_to_mp4() {
 
 #[test]
 fn file_survives_sigkill() {
-    let dir = Dir::new("kill");
+    let dir = TempDir::new("records-kill");
     let mut s = start(&dir.0);
     let mut ws = Wcs::connect(&s);
     let name = new_id("kill");
@@ -162,7 +100,7 @@ fn file_survives_sigkill() {
     std::thread::sleep(Duration::from_secs(8));
     s.sigkill();
     drop(peer);
-    let p = probe(&dir.0.join(&file));
+    let p = ffprobe(&dir.0.join(&file));
     assert_eq!(p.codecs, vec!["h264", "opus"], "{p:?}");
     assert!(p.duration >= 6.0, "only {} s survived: {p:?}", p.duration);
     assert!(p.packets[0] >= 6 * 25 && p.packets[1] >= 6 * 45, "{p:?}");
@@ -170,7 +108,7 @@ fn file_survives_sigkill() {
 
 #[test]
 fn publisher_vanishing_leaves_a_complete_file() {
-    let dir = Dir::new("vanish");
+    let dir = TempDir::new("records-vanish");
     let s = start(&dir.0);
     let mut ws = Wcs::connect(&s);
     let name = new_id("vanish");
@@ -182,7 +120,7 @@ fn publisher_vanishing_leaves_a_complete_file() {
     peer.kill();
     drop(ws);
     wait_no_recordings(&s, Duration::from_secs(15));
-    let p = probe(&dir.0.join(&file));
+    let p = ffprobe(&dir.0.join(&file));
     assert_eq!(p.codecs, vec!["h264", "opus"], "{p:?}");
     assert!(
         p.duration >= 3.5 && p.duration <= 4.6,
@@ -191,26 +129,12 @@ fn publisher_vanishing_leaves_a_complete_file() {
     );
     // Finished, not cut: the last fragment holds the last frames (no trailing `free` box).
     let bytes = std::fs::read(dir.0.join(&file)).expect("file");
-    assert!(!last_box_is(&bytes, b"free"), "the last fragment was not finished");
-}
-
-/// True if the last top-level box of `file` has type `kind`.
-fn last_box_is(file: &[u8], kind: &[u8; 4]) -> bool {
-    let (mut i, mut last) = (0usize, None);
-    while i + 8 <= file.len() {
-        let size = u32::from_be_bytes([file[i], file[i + 1], file[i + 2], file[i + 3]]) as usize;
-        last = Some(&file[i + 4..i + 8]);
-        if size < 8 {
-            break;
-        }
-        i += size;
-    }
-    last == Some(&kind[..])
+    assert_ne!(last_mp4_box(&bytes), Some(*b"free"), "the last fragment was not finished");
 }
 
 #[test]
 fn unsafe_stream_names_give_safe_file_names() {
-    let dir = Dir::new("names");
+    let dir = TempDir::new("records-names");
     let s = start(&dir.0);
     let mut ws = Wcs::connect(&s);
     let long = "L".repeat(1000);
@@ -240,7 +164,7 @@ fn unsafe_stream_names_give_safe_file_names() {
 
 #[test]
 fn rest_start_stop_find_and_errors() {
-    let dir = Dir::new("rest");
+    let dir = TempDir::new("records-rest");
     let s = start(&dir.0);
     let mut ws = Wcs::connect(&s);
     let unknown = json!({"mediaSessionId": "no-such-stream"}).to_string();
@@ -275,7 +199,7 @@ fn rest_start_stop_find_and_errors() {
     assert_eq!((code, stopped["fileName"].as_str()), (200, Some(file.as_str())));
     assert_eq!(s.rest("/rest-api/recorder/find_all", None), (200, json!([])));
     assert_eq!(s.rest("/rest-api/stream/stopRecording", Some(&body)).0, 404);
-    let p = probe(&dir.0.join(&file));
+    let p = ffprobe(&dir.0.join(&file));
     assert_eq!(p.codecs, vec!["h264", "opus"]);
     assert!(p.duration > 2.5 && p.duration < 3.5, "{p:?}");
 
@@ -308,7 +232,7 @@ fn rest_start_stop_find_and_errors() {
 /// A records "folder" that is a file cannot be written even by root.
 #[test]
 fn unwritable_records_dir_fails_recording_not_the_stream() {
-    let dir = Dir::new("ro");
+    let dir = TempDir::new("records-ro");
     let blocker = dir.0.join("a-file");
     std::fs::write(&blocker, b"").expect("file");
     let s = start(&blocker.join("records"));
@@ -339,7 +263,7 @@ fn unwritable_records_dir_fails_recording_not_the_stream() {
 /// file keeps what fit, and the stream goes on. Skipped where tmpfs cannot be mounted.
 #[test]
 fn full_disk_fails_recording_not_the_stream() {
-    let dir = Dir::new("full");
+    let dir = TempDir::new("records-full");
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "sluice-test-full"])
         .arg(&dir.0)
@@ -369,7 +293,7 @@ fn full_disk_fails_recording_not_the_stream() {
     let (_pid, viewer) = play(&mut viewer_ws, &name);
     viewer
         .wait_until(STEP, "video frames", |p| p.video_frames.load(std::sync::atomic::Ordering::Relaxed) > 30);
-    let p = probe(&dir.0.join(&file));
+    let p = ffprobe(&dir.0.join(&file));
     assert_eq!(p.codecs, vec!["h264", "opus"], "what fit is readable: {p:?}");
     unpublish(&mut ws, &id, &name);
     drop(peer);
@@ -405,36 +329,13 @@ fn recording_plays_back_as_vod() {
     assert_eq!(viewer.corrupt(), 0, "frames differ from what was published");
 }
 
-/// The pid of the server started with `--records-dir <records>`.
-fn server_pid(records: &Path) -> u32 {
-    let want = records.to_str().expect("utf-8 path");
-    for e in std::fs::read_dir("/proc").expect("/proc").filter_map(|e| e.ok()) {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.windows(2).any(|w| w[0] == b"--records-dir" && w[1] == want.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no server process with --records-dir {want}");
-}
-
-/// Server CPU time (user + system), seconds, from /proc/<pid>/stat (clock ticks of 1/100 s).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server stat");
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: state is field 0, utime field 11, stime field 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Server CPU share (1.0 = one core) over `secs`, after `settle` seconds. Meanwhile `ws` is
 /// read, so its session answers the server's pings and stays open.
 fn cpu_share(pid: u32, settle: f64, secs: f64, ws: &mut Wcs) -> f64 {
     let _ = ws.try_expect("-", Duration::from_secs_f64(settle), |_| false);
-    let (c0, t0) = (cpu_secs(pid), Instant::now());
-    let _ = ws.try_expect("-", Duration::from_secs_f64(secs), |_| false);
-    (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64()
+    cpu_share_during(pid, || {
+        let _ = ws.try_expect("-", Duration::from_secs_f64(secs), |_| false);
+    })
 }
 
 /// BENCHMARKS.md "Recording": CPU cost of recording one 2.5 Mbps 720p H.264 + Opus stream, as a
@@ -486,9 +387,9 @@ fn recording_cpu_vs_forwarding() {
     let data = std::fs::read(&clip_path).expect("clip");
     let clip = Clip::from_annexb(&data, usize::MAX);
     let mbps = data.len() as f64 * 8.0 / (clip.frames.len() as f64 / 30.0) / 1e6;
-    let dir = Dir::new("bench");
+    let dir = TempDir::new("records-bench");
     let s = start(&dir.0);
-    let pid = server_pid(&dir.0);
+    let pid = s.pid();
     let mut ws = Wcs::connect(&s);
     let name = new_id("bench");
     let (id, publisher) = publish_clip(&mut ws, &name, clip.clone());
@@ -511,7 +412,7 @@ fn recording_cpu_vs_forwarding() {
         assert_eq!(code, 200, "{started}");
         recording.push(cpu_share(pid, settle, secs, &mut ws));
         let (_, stopped) = s.rest("/rest-api/stream/stopRecording", Some(&body));
-        let p = probe(&dir.0.join(stopped["fileName"].as_str().expect("fileName")));
+        let p = ffprobe(&dir.0.join(stopped["fileName"].as_str().expect("fileName")));
         assert_eq!(p.codecs, vec!["h264", "opus"]);
         recorded += p.duration;
     }

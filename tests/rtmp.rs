@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A 30 s 640x360 H.264 (baseline, keyframe every second) + 44.1 kHz stereo AAC clip, made once.
 fn clip() -> &'static Path {
@@ -101,37 +101,6 @@ impl Drop for Encoder {
     }
 }
 
-/// Wait until REST lists `name` as published; returns its stream object.
-fn wait_published(server: &Server, name: &str) -> Value {
-    let end = Instant::now() + STEP;
-    while Instant::now() < end {
-        let filter = json!({"name": name, "published": true}).to_string();
-        let (code, body) = server.rest("/rest-api/stream/find", Some(&filter));
-        if code == 200 {
-            return body[0].clone();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{name} not published over RTMP within {STEP:?}");
-}
-
-fn probe(path: &Path) -> Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name,width,height:format=duration",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("ffprobe json")
-}
-
 #[test]
 fn rtmp_stream_plays_over_webrtc_is_snapshot_and_recorded() {
     let records = std::env::temp_dir().join(format!("sluice-rtmp-records-{}", new_id("r")));
@@ -173,16 +142,11 @@ fn rtmp_stream_plays_over_webrtc_is_snapshot_and_recorded() {
     let (code, stopped) = server.rest("/rest-api/stream/stopRecording", Some(&body));
     assert_eq!(code, 200, "{stopped}");
     let file = records.join(stopped["fileName"].as_str().expect("fileName"));
-    let p = probe(&file);
-    let codecs: Vec<&str> =
-        p["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_name"].as_str()).collect();
-    assert_eq!(codecs, vec!["h264", "opus"], "{p}");
-    assert_eq!(
-        (p["streams"][0]["width"].as_u64(), p["streams"][0]["height"].as_u64()),
-        (Some(640), Some(360))
-    );
-    let duration: f64 = p["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
-    assert!((3.0..5.5).contains(&duration), "recorded {duration} s: {p}");
+    let p = ffprobe(&file);
+    assert_eq!(p.codecs, vec!["h264", "opus"], "{p:?}");
+    assert_eq!(p.sizes[0], (640, 360), "{p:?}");
+    let duration = p.duration;
+    assert!((3.0..5.5).contains(&duration), "recorded {duration} s: {p:?}");
     // Every frame of the recording decodes.
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
@@ -294,8 +258,7 @@ fn rtmp_publisher_killed_mid_stream_stops_its_viewers() {
         (st["status"].as_str(), st["info"].as_str()),
         (Some("STOPPED"), Some("Stopped by publisher stop"))
     );
-    let filter = json!({"name": "kill1", "published": true}).to_string();
-    let (code, _) = server.rest("/rest-api/stream/find", Some(&filter));
+    let (code, _) = find_published(&server, "kill1");
     assert_eq!(code, 404, "the stream is still listed");
     // The name is free again.
     let _enc2 = Encoder::start(&server, "kill1");

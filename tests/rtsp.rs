@@ -3,75 +3,17 @@
 //! client); the exact WCS errors for a closed port, a wrong path, a malformed URL and a host off
 //! the allow-list; by default loopback (by address or by name) is refused and never connected
 //! to; credentials never reach the log or the stream objects; a camera that dies stops its
-//! viewers. Needs Debian's python3-gi, gir1.2-gst-rtsp-server-1.0,
-//! gstreamer1.0-plugins-{base,good,bad,ugly} and gstreamer1.0-libav (tests/run-all.sh installs
-//! them).
+//! viewers. Needs the packages of the test camera (`Camera` of tests/common: python3-gi,
+//! gir1.2-gst-rtsp-server-1.0, GStreamer's plugins; tests/run-all.sh installs them).
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use serde_json::{json, Value};
-
-/// The GStreamer RTSP server on a free port; counts the RTSP clients that connected.
-struct Camera {
-    child: Child,
-    port: u16,
-    clients: Arc<AtomicU64>,
-}
-
-impl Camera {
-    fn start() -> Camera {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/rtsp_camera.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .args([script, "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs the RTSP camera (python3-gi, gir1.2-gst-rtsp-server-1.0)");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-        let port = first
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("RTSP camera did not start: {first:?}"));
-        let clients = Arc::new(AtomicU64::new(0));
-        let c = clients.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                if l.starts_with("client ") {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        Camera { child, port, clients }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("rtsp://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn clients(&self) -> u64 {
-        self.clients.load(Ordering::Relaxed)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use serde_json::json;
 
 /// A server that may pull the test camera. The camera listens on 127.0.0.1, which the default
 /// policy refuses (an `rtsp://` name never reaches loopback or private hosts unless
@@ -84,10 +26,6 @@ fn server_with(extra: &[&str]) -> Server {
 
 fn server() -> Server {
     server_with(&[])
-}
-
-fn published(server: &Server, name: &str) -> (u16, Value) {
-    server.rest("/rest-api/stream/find", Some(&json!({"name": name, "published": true}).to_string()))
 }
 
 /// Play `name` and expect FAILED with `info`.
@@ -127,7 +65,7 @@ fn two_viewers_share_one_pull_of_the_camera() {
         assert_eq!(*p.stats.video_codec.lock().unwrap(), Some(str0m::format::Codec::H264));
     }
     assert_eq!(cam.clients(), 1, "the camera was pulled more than once");
-    let (code, found) = published(&server, &url);
+    let (code, found) = find_published(&server, &url);
     assert_eq!(code, 200, "{found}");
     assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
     let s = &found[0];
@@ -151,7 +89,7 @@ fn two_viewers_share_one_pull_of_the_camera() {
     assert_eq!(ws1.status(&id1)["status"], "STOPPED");
     assert_eq!(ws2.status(&id2)["status"], "STOPPED");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(published(&server, &url).0, 200);
+    assert_eq!(find_published(&server, &url).0, 200);
     let (_, p3) = play(&mut ws1, &url);
     p3.wait_until(STEP, "video", |s| s.video_frames.load(Ordering::Relaxed) >= 15);
     assert_eq!(cam.clients(), 1);
@@ -226,7 +164,7 @@ fn credentials_never_reach_logs_or_stream_objects() {
     let (id, peer) = play(&mut ws, &with_creds);
     peer.wait_until(STEP, "video", |s| s.video_frames.load(Ordering::Relaxed) >= 15);
     let plain = cam.url("/video");
-    let (code, found) = published(&server, &plain);
+    let (code, found) = find_published(&server, &plain);
     assert_eq!(code, 200, "{found}");
     assert_eq!(found[0]["hasAudio"], false, "a video-only camera");
     let (_, all) = server.rest("/rest-api/stream/find_all", None);
@@ -260,7 +198,7 @@ fn a_camera_that_dies_stops_its_viewers() {
         (Some("STOPPED"), Some("Stopped by publisher stop"))
     );
     eprintln!("viewer stopped {:?} after the camera died", t0.elapsed());
-    assert_eq!(published(&server, &url).0, 404);
+    assert_eq!(find_published(&server, &url).0, 404);
 }
 
 #[test]
@@ -273,6 +211,6 @@ fn udp_transport_on_request() {
     peer.wait_until(STEP, "video and audio over RTP/UDP", |s| {
         s.video_frames.load(Ordering::Relaxed) >= 30 && s.audio_frames.load(Ordering::Relaxed) >= 20
     });
-    let (_, found) = published(&server, &url);
+    let (_, found) = find_published(&server, &url);
     assert_eq!(found[0]["transport"], "UDP", "{found}");
 }

@@ -6,13 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 /// Docker's default grace between SIGTERM and SIGKILL; the server must be gone by then.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
@@ -20,59 +17,9 @@ const SERVER_SHUTDOWN: &str = "Server shutdown";
 /// WebSocket close code "Going Away".
 const GOING_AWAY: u16 = 1001;
 
-/// A fresh records folder, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let d = std::env::temp_dir().join(format!("sluice-shutdown-{}", new_id("d")));
-        std::fs::create_dir_all(&d).expect("records dir");
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// ffprobe the file: codec names and the container duration, reading every packet (a file cut
-/// mid-fragment fails or comes up short).
-fn probe(path: &Path) -> (Vec<String>, f64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries", "stream=codec_name:format=duration"])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs (Debian package ffmpeg)");
-    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
-    let codecs = v["streams"]
-        .as_array()
-        .map(|a| a.iter().map(|s| s["codec_name"].as_str().unwrap_or("").to_string()).collect())
-        .unwrap_or_default();
-    let duration = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
-    (codecs, duration)
-}
-
-/// The type of the last top-level MP4 box (`free` would mean the last fragment was cut).
-fn last_box(file: &[u8]) -> Option<[u8; 4]> {
-    let (mut i, mut last) = (0usize, None);
-    while i + 8 <= file.len() {
-        let size = u32::from_be_bytes(file[i..i + 4].try_into().ok()?) as usize;
-        last = Some(file[i + 4..i + 8].try_into().ok()?);
-        if size < 8 {
-            break;
-        }
-        i += size;
-    }
-    last
-}
-
 #[test]
 fn sigterm_tells_clients_finishes_the_recording_and_exits_zero() {
-    let records = Dir::new();
+    let records = TempDir::new("shutdown");
     let mut s = Server::start_with(&["--records-dir", records.0.to_str().expect("utf-8 temp path")]);
     let name = new_id("shutdown");
 
@@ -119,11 +66,12 @@ fn sigterm_tells_clients_finishes_the_recording_and_exits_zero() {
     drop((publisher, viewer));
 
     let path = records.0.join(&file);
-    let (codecs, duration) = probe(&path);
-    assert_eq!(codecs, vec!["h264", "opus"]);
+    let p = ffprobe(&path);
+    assert_eq!(p.codecs, vec!["h264", "opus"]);
+    let duration = p.duration;
     assert!((duration - recorded).abs() <= 1.0, "file holds {duration:.2} s of {recorded:.2} s recorded");
     let bytes = std::fs::read(&path).expect("record file");
-    assert_ne!(last_box(&bytes), Some(*b"free"), "the last fragment was finished, not cut");
+    assert_ne!(last_mp4_box(&bytes), Some(*b"free"), "the last fragment was finished, not cut");
     let log = s.log_text();
     assert!(log.contains("recording finished"), "the recorder finished its file:\n{log}");
 }

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{cpu_secs, rss_kib, Server};
 use serde_json::Value;
 use stun_types::attribute::{
     AttributeStaticType, ErrorCode, MessageIntegrity, Nonce, Realm, Username, XorMappedAddress,
@@ -69,15 +69,6 @@ fn stats(s: &Server) -> Value {
     let (status, body) = s.rest("/rest-api/turn/stats", None);
     assert_eq!(status, 200);
     body
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,15 +811,6 @@ fn parse_uclient(out: &str) -> Option<UclientSummary> {
         }
     }
     (seen == 4).then_some(s)
-}
-
-/// Server CPU time (user + system) in seconds, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 fn uclient(args: &[&str]) -> (UclientSummary, String) {

@@ -114,7 +114,7 @@ fn vod_avcc_to_annexb(c: &mut Criterion) {
     let mut g = c.benchmark_group("vod");
     g.throughput(Throughput::Bytes(sample.len() as u64));
     g.bench_function("avcc_to_annexb_9kB_keyframe", |b| {
-        b.iter(|| sluice_actors::mp4_reader::avcc_to_annexb(&sample, 4, true, &sps, &pps))
+        b.iter(|| sluice_actors::h264::avcc_to_annexb(&sample, 4, true, &sps, &pps))
     });
     g.finish();
 }

@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::protocol::info;
+
 /// Failures of the WebRTC engine ([`crate::engine`]).
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -50,45 +52,27 @@ pub enum RecordError {
     BadConfig(String),
 }
 
-/// An FLV tag an RTMP publisher sent that cannot become a frame ([`crate::flv`]). Each concerns
-/// that tag alone: the RTMP connection logs it (once per kind) and carries on.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum FlvError {
-    #[error("truncated {0}")]
-    Truncated(&'static str),
-    #[error("bad AVCDecoderConfigurationRecord: {0}")]
-    BadAvcConfig(String),
-    #[error("unknown packet type {0}")]
-    UnknownPacketType(u8),
-    #[error("{0} data before its sequence header")]
-    NoConfig(&'static str),
-    #[error("unsupported codec: {0}")]
-    Unsupported(String),
-    #[error("AAC audio: {0}")]
-    Audio(String),
-}
-
 /// Why an RTSP pull ([`crate::rtsp`]) was refused or failed. `Display` is the exact WCS `info`
 /// string the viewer gets; the detail (with the URL's credentials removed) goes to the log.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RtspError {
     /// Not an `rtsp://` URL, or one that does not parse.
-    #[error("Rtsp has wrong format")]
+    #[error("{}", info::RTSP_WRONG_FORMAT)]
     WrongFormat,
     /// The host is (or resolves to) a private or loopback address not allowed by `--rtsp-allow`,
     /// or matches none of its patterns.
-    #[error("Restricted access")]
+    #[error("{}", info::RESTRICTED_ACCESS)]
     Restricted,
     /// Connection refused, unreachable, timed out, or the RTSP exchange failed.
-    #[error("Failed to connect to rtsp stream")]
+    #[error("{}", info::RTSP_CONNECT_FAILED)]
     Connect(String),
     /// The camera answered 404 to DESCRIBE.
-    #[error("Rtsp stream not found")]
+    #[error("{}", info::RTSP_NOT_FOUND)]
     NotFound,
     /// The camera offers no H.264 video.
-    #[error("No common codecs")]
+    #[error("{}", info::NO_COMMON_CODECS)]
     NoCodecs(String),
     /// The URL's stream name is taken by another publisher.
-    #[error("Stream name is already in use")]
+    #[error("{}", info::NAME_IN_USE)]
     NameInUse,
 }

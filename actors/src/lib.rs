@@ -12,8 +12,8 @@
 //!   They all run on one dedicated *media arbiter* (a thread of its own), apart from the web
 //!   workers, so a restarted web worker never takes media with it.
 //! - [`recorder::Recorder`], one per recorded stream: one more sink of the stream, like a
-//!   viewer, writing a crash-safe fragmented MP4 ([`fmp4`], pure code). Recorders run on a
-//!   *recording arbiter* of their own, so file IO never blocks the media arbiter;
+//!   viewer, writing a crash-safe fragmented MP4 ([`fmp4`], pure code in `sluice-codecs`).
+//!   Recorders run on a *recording arbiter* of their own, so file IO never blocks the media arbiter;
 //!   [`recorder::Recordings`] is the table sessions and REST start and stop them through.
 //! - Streams from outside WebRTC are source actors like a publisher, with the same fan-out:
 //!   [`vod::VodSource`] (MP4 files), [`rtmp::RtmpConnection`] (encoders publishing over RTMP) and
@@ -43,16 +43,10 @@ pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod fanout;
-pub mod flv;
-pub mod fmp4;
 pub mod limits;
-pub mod media;
 pub mod media_socket;
 pub mod messages;
-pub mod mp4_reader;
-pub mod opus;
 pub mod peer_link;
-pub mod picture;
 pub mod protocol;
 pub mod publisher;
 pub mod recorder;
@@ -63,11 +57,15 @@ pub mod sdp;
 pub mod session;
 pub mod shutdown;
 pub mod snapshot;
+pub mod source;
 pub mod subscriber;
-pub mod transcode;
 pub mod turn;
 pub mod turn_core;
 pub mod vod;
+
+/// The pure codec modules live in the `sluice-codecs` crate (no actix there, by its
+/// `Cargo.toml`); they are re-exported so `crate::fmp4` and `sluice_actors::fmp4` still name them.
+pub use sluice_codecs::{flv, fmp4, h264, media, mp4_reader, opus, picture, transcode};
 
 use std::sync::Arc;
 

@@ -13,6 +13,8 @@ use std::fmt;
 pub mod info {
     pub const STREAM_NOT_FOUND: &str = "Stream not found";
     pub const NAME_IN_USE: &str = "Stream name is already in use";
+    /// A `vod://` file that is missing or lies outside the media folder.
+    pub const FILE_NOT_FOUND: &str = "File not found";
     pub const MEDIA_SESSION_ID_IN_USE: &str = "MediaSessionId is already in use";
     pub const MEDIA_SESSION_ID_NULL: &str = "MediaSessionId is null";
     pub const STOPPED_BY_PUBLISHER: &str = "Stopped by publisher stop";
@@ -26,6 +28,15 @@ pub mod info {
     pub const SESSION_NOT_READY: &str = "Session not ready";
     /// Final status of every stream, and refusal of new ones, when the server stops.
     pub const SERVER_SHUTDOWN: &str = "Server shutdown";
+    pub const FILE_WRONG_FORMAT: &str = "File has wrong format";
+    pub const FAILED_TO_READ_FILE: &str = "Failed to read file";
+    /// A viewer's STOPPED when its VOD file ends (WCS leaves it undocumented).
+    pub const END_OF_FILE: &str = "End of file";
+    pub const RTSP_WRONG_FORMAT: &str = "Rtsp has wrong format";
+    pub const RTSP_CONNECT_FAILED: &str = "Failed to connect to rtsp stream";
+    pub const RTSP_NOT_FOUND: &str = "Rtsp stream not found";
+    /// A refusal by access control (tokens, `--rtsp-allow`); a reason may follow after ": ".
+    pub const RESTRICTED_ACCESS: &str = "Restricted access";
 }
 
 /// The status of one published or played stream, as the SDK's `STREAM_STATUS`.
@@ -104,6 +115,67 @@ pub struct StreamInfo {
     pub audio_state: Option<MuteState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video_state: Option<MuteState>,
+}
+
+/// What a server-side source (RTMP, RTSP, VOD) says about itself; the rest of its stream object
+/// is the same for all of them ([`StreamInfo::of_source`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SourceDescription<'a> {
+    pub media_session_id: &'a str,
+    pub name: &'a str,
+    /// `mediaProvider` as WCS shows it ("Flash" for RTMP, "RTSP", "VOD").
+    pub provider: &'a str,
+    /// The WCS video codec name ("H264", "VP8"), empty without video.
+    pub video_codec: &'a str,
+    pub has_audio: bool,
+    pub width: u32,
+    pub height: u32,
+    /// "TCP", "UDP" or empty.
+    pub transport: &'a str,
+    pub session_id: &'a str,
+}
+
+/// Unix time in milliseconds (`createDate`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl StreamInfo {
+    /// The stream object of a server-side source, PUBLISHING from the start; audio is Opus
+    /// (AAC is transcoded).
+    pub fn of_source(d: SourceDescription<'_>) -> StreamInfo {
+        StreamInfo {
+            media_session_id: d.media_session_id.to_string(),
+            name: d.name.to_string(),
+            published: true,
+            has_video: !d.video_codec.is_empty(),
+            has_audio: d.has_audio,
+            status: StreamStatus::Publishing,
+            info: String::new(),
+            record: false,
+            record_name: None,
+            width: d.width,
+            height: d.height,
+            bitrate: 0,
+            min_bitrate: 0,
+            max_bitrate: 0,
+            quality: 0,
+            audio_codec: if d.has_audio { "opus".into() } else { String::new() },
+            video_codec: d.video_codec.to_string(),
+            create_date: now_ms(),
+            media_provider: d.provider.to_string(),
+            media_type: "publish".into(),
+            transport: d.transport.to_string(),
+            session_id: d.session_id.to_string(),
+            app_key: "defaultApp".into(),
+            custom: None,
+            audio_state: None,
+            video_state: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

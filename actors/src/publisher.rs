@@ -25,13 +25,11 @@ use crate::engine::PeerEvent;
 use crate::error::EngineError;
 use crate::fanout::FanOut;
 use crate::media_socket::Datagram;
-use crate::messages::{
-    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged, Stop,
-    StreamEventNotice,
-};
+use crate::messages::{AddSubscriber, StatusChanged, StreamEventNotice};
 use crate::peer_link::{PeerActor, PeerLink};
 use crate::protocol::{info, mute_change, MuteState, StreamInfo, StreamStatus};
-use crate::registry::Registry;
+use crate::registry::{Registration, Registry};
+use crate::source::Source;
 
 /// Minimum spacing of keyframe requests sent to the publishing browser.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -54,6 +52,9 @@ pub struct Publisher {
     info: StreamInfo,
     session: Recipient<StatusChanged>,
     registry: Arc<Registry>,
+    /// The stream's place in the registry, handed over by the session ([`Hold`]); dropped when
+    /// the stream ends.
+    registration: Option<Registration>,
     state: State,
     fanout: FanOut,
     last_keyframe_request: Option<Instant>,
@@ -77,6 +78,7 @@ impl Publisher {
             session,
             registry,
             state: State::Connecting,
+            registration: None,
             fanout: FanOut::default(),
             last_keyframe_request: None,
             keyframe_request_deferred: false,
@@ -97,9 +99,11 @@ impl Publisher {
         }
         self.state = State::Ended;
         info!(parent: &self.span, %status, reason, frames = self.fanout.frames(), sinks = self.fanout.len(), "publisher ended");
-        self.registry.release_name(&self.info.name, &self.info.media_session_id);
         self.fanout.end(info::STOPPED_BY_PUBLISHER);
-        let info = self.registry.finish(&mut self.info, status, reason);
+        let info = match self.registration.take() {
+            Some(r) => r.finish(&mut self.info, status, reason),
+            None => self.registry.finish(&mut self.info, status, reason),
+        };
         self.session.do_send(StatusChanged(info));
         ctx.stop();
     }
@@ -199,26 +203,21 @@ impl Handler<Datagram> for Publisher {
     }
 }
 
-impl Handler<Stop> for Publisher {
-    type Result = ();
-    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) {
-        let status = if self.state == State::Connecting && msg.reason != info::STOPPED_BY_USER {
-            StreamStatus::Failed
-        } else {
-            StreamStatus::Unpublished
-        };
-        self.end(status, msg.reason, ctx);
+impl Source for Publisher {
+    fn fanout(&mut self) -> &mut FanOut {
+        &mut self.fanout
     }
-}
 
-impl Handler<AddSubscriber> for Publisher {
-    type Result = ();
-    fn handle(&mut self, m: AddSubscriber, _: &mut Context<Self>) {
-        if self.state == State::Ended {
-            m.ended.do_send(SourceEnded { reason: info::STOPPED_BY_PUBLISHER });
-            return;
-        }
-        // A late joiner learns the publisher's current mute state.
+    fn has_video(&self) -> bool {
+        self.info.has_video
+    }
+
+    fn has_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// A late joiner learns the publisher's current mute state.
+    fn viewer_joining(&mut self, m: &AddSubscriber) {
         if let Some((id, events)) = &m.events {
             for (kind, state) in [("audio", self.info.audio_state), ("video", self.info.video_state)] {
                 if let Some(MuteState { muted: true }) = state {
@@ -230,23 +229,37 @@ impl Handler<AddSubscriber> for Publisher {
                 }
             }
         }
-        self.fanout.add(m);
     }
-}
 
-impl Handler<RemoveSubscriber> for Publisher {
-    type Result = ();
-    fn handle(&mut self, m: RemoveSubscriber, _: &mut Context<Self>) {
-        self.fanout.remove(m.id);
-    }
-}
-
-impl Handler<RequestKeyframe> for Publisher {
-    type Result = ();
-    fn handle(&mut self, _: RequestKeyframe, ctx: &mut Context<Self>) {
+    fn keyframe_wanted(&mut self, ctx: &mut Context<Self>) {
         if self.state == State::Live {
             self.request_keyframe(ctx);
         }
+    }
+
+    fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
+        let status = if self.state == State::Connecting && reason != info::STOPPED_BY_USER {
+            StreamStatus::Failed
+        } else {
+            StreamStatus::Unpublished
+        };
+        self.end(status, reason, ctx);
+    }
+}
+
+crate::source_handlers!(Publisher);
+
+/// The session registered the stream: the publisher holds the registration from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold(pub Registration);
+
+impl Handler<Hold> for Publisher {
+    type Result = ();
+    fn handle(&mut self, Hold(r): Hold, _: &mut Context<Self>) {
+        if self.state != State::Ended {
+            self.registration = Some(r);
+        } // else: dropped here, which unregisters the stream
     }
 }
 
@@ -275,12 +288,5 @@ impl Handler<RelayEvent> for Publisher {
         if self.fanout.is_empty() {
             debug!(parent: &self.span, kind = %m.kind, "stream event with no subscribers to relay to");
         }
-    }
-}
-
-impl Handler<GetGop> for Publisher {
-    type Result = GopReply;
-    fn handle(&mut self, _: GetGop, _: &mut Context<Self>) -> GopReply {
-        GopReply { frames: self.fanout.gop().to_vec(), has_video: self.info.has_video }
     }
 }

@@ -6,6 +6,10 @@
 //! an atomic "insert if absent", which `DashMap::entry` gives without a mailbox round trip. Actors
 //! update their own entry (status, info) as their stream changes, so `/stream/find` is always
 //! current without asking any actor.
+//!
+//! Sources hold a [`Registration`] ([`Registry::register_source`]), which releases their name and
+//! record when dropped; viewers are recorded with [`Registry::add_session`] and leave with
+//! [`Registry::finish`].
 
 use std::sync::Arc;
 
@@ -61,6 +65,61 @@ pub enum ClaimError {
     MediaSessionIdInUse,
 }
 
+impl ClaimError {
+    /// The WCS `info` of this refusal.
+    pub fn info(&self) -> &'static str {
+        match self {
+            ClaimError::NameInUse => crate::protocol::info::NAME_IN_USE,
+            ClaimError::MediaSessionIdInUse => crate::protocol::info::MEDIA_SESSION_ID_IN_USE,
+        }
+    }
+}
+
+/// A source's hold on the registry: its session record and, for a published stream, its claim
+/// on the name. Made by [`Registry::register_source`], owned by the source's actor; dropping it
+/// (the actor ends, or a start fails halfway) releases both, name first. Every source (WebRTC
+/// publisher, RTMP, RTSP, VOD) registers this way, so none repeats the claim-and-roll-back.
+#[must_use = "dropping the registration unregisters the stream at once"]
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: String,
+    name: Option<String>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("id", &self.id).field("name", &self.name).finish()
+    }
+}
+
+impl Registration {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The source's final status: recorded in `info` and the record, then name and session are
+    /// released; returns the stream object to tell the client (after this, so that a REST find
+    /// following the status no longer lists it).
+    pub fn finish(self, info: &mut StreamInfo, status: StreamStatus, text: &str) -> StreamInfo {
+        let last = self.registry.set_status(info, status, text);
+        drop(self);
+        last
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            self.registry.release_name(name, &self.id);
+        }
+        self.registry.remove_session(&self.id);
+    }
+}
+
 impl Registry {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -76,6 +135,25 @@ impl Registry {
 
     pub fn lookup(&self, name: &str) -> Option<Published> {
         self.published.get(name).map(|p| p.clone())
+    }
+
+    /// Register a source: its session record (`info`, stopped through `control`) and, when
+    /// `claim` is given, the stream name `info.name`. Both or neither: a name clash undoes the
+    /// record.
+    pub fn register_source(
+        self: &Arc<Self>,
+        info: StreamInfo,
+        control: Recipient<Stop>,
+        claim: Option<Published>,
+    ) -> Result<Registration, ClaimError> {
+        let (id, name) = (info.media_session_id.clone(), info.name.clone());
+        self.add_session(info, control)?;
+        let mut reg = Registration { registry: self.clone(), id, name: None };
+        if let Some(p) = claim {
+            self.claim_name(&name, p)?; // `reg` drops here on a clash: the record goes too
+            reg.name = Some(name);
+        }
+        Ok(reg)
     }
 
     /// Record a media session. Fails if the id is taken.

@@ -45,15 +45,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, info_span, warn};
 
-use crate::error::FlvError;
 use crate::fanout::FanOut;
+use crate::flv::FlvError;
 use crate::flv::FlvToFrames;
 use crate::media::{Codec, Frame};
-use crate::messages::{
-    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, Stop, StreamSource,
-};
-use crate::protocol::{info, StreamInfo, StreamStatus};
-use crate::registry::{Published, Registry};
+use crate::messages::StreamSource;
+use crate::protocol::{info, SourceDescription, StreamInfo};
+use crate::registry::{Published, Registration, Registry};
+use crate::source::Source;
 
 /// The standard RTMP port.
 pub const DEFAULT_PORT: u16 = 1935;
@@ -141,7 +140,8 @@ enum Proto {
 /// The stream this connection publishes.
 struct Publishing {
     id: String,
-    name: String,
+    /// The stream's place in the registry; dropped when the stream ends.
+    _registration: Registration,
 }
 
 /// One RTMP client connection, and the source of the stream it publishes.
@@ -367,9 +367,6 @@ impl RtmpConnection {
         let id = format!("rtmp-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let addr = ctx.address();
         let info = stream_info(&id, &name, &format!("/{}", self.peer));
-        if self.registry.add_session(info, addr.clone().recipient()).is_err() {
-            return Err(("NetStream.Publish.BadName", info::MEDIA_SESSION_ID_IN_USE));
-        }
         // An encoder announces its tracks only after the publish is accepted: the stream is
         // taken to carry H.264 and audio (a viewer of a silent stream just gets no audio).
         let published = Published {
@@ -378,14 +375,14 @@ impl RtmpConnection {
             video: Some(Codec::H264),
             has_audio: true,
         };
-        if self.registry.claim_name(&name, published).is_err() {
-            self.registry.remove_session(&id);
-            info!(parent: &self.span, stream = %name, "RTMP publish refused: stream name is already in use");
-            return Err(("NetStream.Publish.BadName", info::NAME_IN_USE));
-        }
+        let registration =
+            self.registry.register_source(info, addr.clone().recipient(), Some(published)).map_err(|e| {
+                info!(parent: &self.span, stream = %name, why = e.info(), "RTMP publish refused");
+                ("NetStream.Publish.BadName", e.info())
+            })?;
         self.span = info_span!("rtmp", peer = %self.peer, stream = %name, id = %id);
         info!(parent: &self.span, app, "RTMP publish");
-        self.publishing = Some(Publishing { id, name });
+        self.publishing = Some(Publishing { id, _registration: registration });
         Ok(())
     }
 
@@ -469,8 +466,7 @@ impl RtmpConnection {
         let Some(p) = self.publishing.take() else { return };
         info!(parent: &self.span, reason, frames = self.fanout.frames(), "RTMP stream ended");
         self.fanout.end(reason);
-        self.registry.release_name(&p.name, &p.id);
-        self.registry.remove_session(&p.id);
+        drop(p); // releases the name and the record
     }
 
     /// Close the connection: the stream ends, pending answers are flushed, then the actor stops.
@@ -498,37 +494,17 @@ pub fn stream_name(key: &str) -> Option<String> {
 }
 
 fn stream_info(id: &str, name: &str, session_id: &str) -> StreamInfo {
-    StreamInfo {
-        media_session_id: id.to_string(),
-        name: name.to_string(),
-        published: true,
-        has_video: true,
+    StreamInfo::of_source(SourceDescription {
+        media_session_id: id,
+        name,
+        provider: MEDIA_PROVIDER,
+        video_codec: Codec::H264.wcs_name(),
         has_audio: true,
-        status: StreamStatus::Publishing,
-        info: String::new(),
-        record: false,
-        record_name: None,
         width: 0,
         height: 0,
-        bitrate: 0,
-        min_bitrate: 0,
-        max_bitrate: 0,
-        quality: 0,
-        audio_codec: Codec::Opus.wcs_name().into(),
-        video_codec: Codec::H264.wcs_name().into(),
-        create_date: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        media_provider: MEDIA_PROVIDER.into(),
-        media_type: "publish".into(),
-        transport: "TCP".into(),
-        session_id: session_id.to_string(),
-        app_key: "defaultApp".into(),
-        custom: None,
-        audio_state: None,
-        video_state: None,
-    }
+        transport: "TCP",
+        session_id,
+    })
 }
 
 /// The socket's bytes as a stream of chunks; ends at EOF, or after the first read error.
@@ -594,46 +570,28 @@ impl WriteHandler<io::Error> for RtmpConnection {
     }
 }
 
-impl Handler<AddSubscriber> for RtmpConnection {
-    type Result = ();
-    fn handle(&mut self, m: AddSubscriber, _: &mut Context<Self>) {
-        if self.ended {
-            // The stream is already gone: tell the sink at once.
-            m.ended.do_send(crate::messages::SourceEnded { reason: info::STOPPED_BY_PUBLISHER });
-            return;
-        }
-        self.fanout.add(m);
+impl Source for RtmpConnection {
+    fn fanout(&mut self) -> &mut FanOut {
+        &mut self.fanout
     }
-}
 
-impl Handler<RemoveSubscriber> for RtmpConnection {
-    type Result = ();
-    fn handle(&mut self, m: RemoveSubscriber, _: &mut Context<Self>) {
-        self.fanout.remove(m.id);
+    fn has_video(&self) -> bool {
+        true
     }
-}
 
-impl Handler<RequestKeyframe> for RtmpConnection {
-    type Result = ();
-    fn handle(&mut self, _: RequestKeyframe, _: &mut Context<Self>) {}
-}
-
-impl Handler<GetGop> for RtmpConnection {
-    type Result = GopReply;
-    fn handle(&mut self, _: GetGop, _: &mut Context<Self>) -> GopReply {
-        GopReply { frames: self.fanout.gop().to_vec(), has_video: true }
+    fn has_ended(&self) -> bool {
+        self.ended
     }
-}
 
-impl Handler<Stop> for RtmpConnection {
-    type Result = ();
     /// REST terminate: the stream ends with `reason` and the encoder is disconnected.
-    fn handle(&mut self, m: Stop, ctx: &mut Context<Self>) {
-        info!(parent: &self.span, reason = m.reason, "RTMP stream stopped by the server");
-        self.end(m.reason);
+    fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
+        info!(parent: &self.span, reason, "RTMP stream stopped by the server");
+        self.end(reason);
         self.close(ctx);
     }
 }
+
+crate::source_handlers!(RtmpConnection);
 
 #[cfg(test)]
 mod tests {

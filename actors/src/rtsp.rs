@@ -80,11 +80,10 @@ use url::Url;
 use crate::error::RtspError;
 use crate::fanout::FanOut;
 use crate::media::{Codec, Frame};
-use crate::messages::{
-    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, Stop, StreamSource,
-};
-use crate::protocol::{info, StreamInfo, StreamStatus};
-use crate::registry::{Published, Registry};
+use crate::messages::StreamSource;
+use crate::protocol::{info, SourceDescription, StreamInfo};
+use crate::registry::{Published, Registration, Registry};
+use crate::source::Source;
 use crate::transcode::AacToOpus;
 use crate::turn_core::policy::{canonical, is_never_target, is_public_unicast, Cidr};
 
@@ -471,6 +470,8 @@ pub struct RtspSource {
     registry: Arc<Registry>,
     pulls: Arc<Pulls>,
     id: String,
+    /// The stream's place in the registry once the camera plays; dropped when the pull ends.
+    registration: Option<Registration>,
     state: State,
     fanout: FanOut,
     video_stream: usize,
@@ -501,6 +502,7 @@ impl RtspSource {
             registry,
             pulls,
             id,
+            registration: None,
             state: State::Connecting(vec![first]),
             fanout: FanOut::default(),
             video_stream: 0,
@@ -523,13 +525,12 @@ impl RtspSource {
             has_audio,
         };
         let info = self.stream_info(has_audio, setup.width, setup.height);
-        if self.registry.add_session(info, ctx.address().recipient()).is_err() {
-            return self.end(Err(RtspError::NameInUse), ctx);
-        }
-        if self.registry.claim_name(self.url.name(), published.clone()).is_err() {
-            warn!(parent: &self.span, "RTSP stream name is taken by another publisher");
-            self.registry.remove_session(&self.id);
-            return self.end(Err(RtspError::NameInUse), ctx);
+        match self.registry.register_source(info, ctx.address().recipient(), Some(published.clone())) {
+            Ok(r) => self.registration = Some(r),
+            Err(e) => {
+                warn!(parent: &self.span, why = e.info(), "RTSP stream cannot be registered");
+                return self.end(Err(RtspError::NameInUse), ctx);
+            }
         }
         info!(parent: &self.span, width = setup.width, height = setup.height, audio = has_audio,
             transport = ?self.policy.transport, "RTSP pull playing");
@@ -547,40 +548,20 @@ impl RtspSource {
     }
 
     fn stream_info(&self, has_audio: bool, width: u32, height: u32) -> StreamInfo {
-        StreamInfo {
-            media_session_id: self.id.clone(),
-            name: self.url.name().to_string(),
-            published: true,
-            has_video: true,
+        StreamInfo::of_source(SourceDescription {
+            media_session_id: &self.id,
+            name: self.url.name(),
+            provider: MEDIA_PROVIDER,
+            video_codec: Codec::H264.wcs_name(),
             has_audio,
-            status: StreamStatus::Publishing,
-            info: String::new(),
-            record: false,
-            record_name: None,
             width,
             height,
-            bitrate: 0,
-            min_bitrate: 0,
-            max_bitrate: 0,
-            quality: 0,
-            audio_codec: if has_audio { Codec::Opus.wcs_name().into() } else { String::new() },
-            video_codec: Codec::H264.wcs_name().into(),
-            create_date: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            media_provider: MEDIA_PROVIDER.into(),
-            media_type: "publish".into(),
             transport: match self.policy.transport {
-                RtspTransport::Tcp => "TCP".into(),
-                RtspTransport::Udp => "UDP".into(),
+                RtspTransport::Tcp => "TCP",
+                RtspTransport::Udp => "UDP",
             },
-            session_id: String::new(),
-            app_key: "defaultApp".into(),
-            custom: None,
-            audio_state: None,
-            video_state: None,
-        }
+            session_id: "",
+        })
     }
 
     fn on_item(&mut self, item: CodecItem) {
@@ -614,18 +595,12 @@ impl RtspSource {
                 }
                 let t = a.timestamp();
                 let pts = rescale(t.elapsed(), t.clock_rate().get(), tc.sample_rate());
-                if let Err(e) = tc.push(a.data(), pts) {
+                let (frames, res) = tc.frames(a.data(), pts, Instant::now());
+                if let Err(e) = res {
                     debug!(parent: &*span, error = %e, "RTSP AAC frame dropped");
                 }
-                let now = Instant::now();
-                while let Some(p) = tc.pop() {
-                    let _ = fanout.forward(Frame {
-                        codec: Codec::Opus,
-                        keyframe: false,
-                        rtp_time: p.ts48k,
-                        captured: now,
-                        data: p.data.into(),
-                    });
+                for frame in frames {
+                    let _ = fanout.forward(frame);
                 }
             }
             _ => {}
@@ -662,8 +637,7 @@ impl RtspSource {
                 "RTSP pull ended");
         }
         self.fanout.end(reason);
-        self.registry.release_name(self.url.name(), &self.id);
-        self.registry.remove_session(&self.id);
+        self.registration = None; // releases the name and the record
         let me = ctx.address();
         self.pulls.remove_if(self.url.name(), |_, a| *a == me);
         ctx.stop();
@@ -882,42 +856,26 @@ impl Handler<WaitReady> for RtspSource {
     }
 }
 
-impl Handler<AddSubscriber> for RtspSource {
-    type Result = ();
-    fn handle(&mut self, m: AddSubscriber, _: &mut Context<Self>) {
-        self.idle_since = None;
-        self.fanout.add(m);
+impl Source for RtspSource {
+    fn fanout(&mut self) -> &mut FanOut {
+        &mut self.fanout
+    }
+
+    fn has_video(&self) -> bool {
+        true
+    }
+
+    /// Nobody watching: the pull stops [`IDLE`] after.
+    fn viewers_changed(&mut self, _ctx: &mut Context<Self>) {
+        self.idle_since = self.fanout.is_empty().then(Instant::now);
+    }
+
+    fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
+        self.end(Ok(reason), ctx);
     }
 }
 
-impl Handler<RemoveSubscriber> for RtspSource {
-    type Result = ();
-    fn handle(&mut self, m: RemoveSubscriber, _: &mut Context<Self>) {
-        self.fanout.remove(m.id);
-        if self.fanout.is_empty() {
-            self.idle_since = Some(Instant::now());
-        }
-    }
-}
-
-impl Handler<RequestKeyframe> for RtspSource {
-    type Result = ();
-    fn handle(&mut self, _: RequestKeyframe, _: &mut Context<Self>) {}
-}
-
-impl Handler<GetGop> for RtspSource {
-    type Result = GopReply;
-    fn handle(&mut self, _: GetGop, _: &mut Context<Self>) -> GopReply {
-        GopReply { frames: self.fanout.gop().to_vec(), has_video: true }
-    }
-}
-
-impl Handler<Stop> for RtspSource {
-    type Result = ();
-    fn handle(&mut self, m: Stop, ctx: &mut Context<Self>) {
-        self.end(Ok(m.reason), ctx);
-    }
-}
+crate::source_handlers!(RtspSource);
 
 #[cfg(test)]
 mod tests {

@@ -38,7 +38,7 @@ use crate::picture::Format;
 use crate::protocol::{
     self as p, info, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
 };
-use crate::publisher::{Publisher, RelayEvent};
+use crate::publisher::{Hold, Publisher, RelayEvent};
 use crate::recorder::{RecordTarget, RecordingFailed};
 use crate::registry::{ClaimError, Published};
 use crate::snapshot::{SnapshotError, TakeSnapshot};
@@ -283,15 +283,18 @@ impl Session {
             video: neg.video,
             has_audio: neg.has_audio,
         };
-        if let Err(e) = core.registry.add_session(info.clone(), addr.clone().recipient()) {
-            addr.do_send(Stop { reason: info::MEDIA_SESSION_ID_IN_USE });
-            return self.fail_stream(&req, true, claim_info(e), ctx);
-        }
         let record_source = published.source.clone();
-        if core.registry.claim_name(&req.name, published).is_err() {
-            // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
-            addr.do_send(Stop { reason: info::NAME_IN_USE });
-            return;
+        match core.registry.register_source(info.clone(), addr.clone().recipient(), Some(published)) {
+            Ok(r) => addr.do_send(Hold(r)),
+            Err(ClaimError::NameInUse) => {
+                // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
+                addr.do_send(Stop { reason: info::NAME_IN_USE });
+                return;
+            }
+            Err(e) => {
+                addr.do_send(Stop { reason: e.info() });
+                return self.fail_stream(&req, true, e.info(), ctx);
+            }
         }
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %info.video_codec, "publish");
@@ -410,7 +413,7 @@ impl Session {
         });
         if let Err(e) = core.registry.add_session(info, addr.clone().recipient()) {
             addr.do_send(Stop { reason: info::MEDIA_SESSION_ID_IN_USE });
-            return self.fail_stream(&req, false, claim_info(e), ctx);
+            return self.fail_stream(&req, false, e.info(), ctx);
         }
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, "play");
@@ -572,13 +575,6 @@ impl Session {
             }));
             ctx.stop();
         }
-    }
-}
-
-fn claim_info(e: ClaimError) -> &'static str {
-    match e {
-        ClaimError::NameInUse => info::NAME_IN_USE,
-        ClaimError::MediaSessionIdInUse => info::MEDIA_SESSION_ID_IN_USE,
     }
 }
 

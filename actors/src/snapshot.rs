@@ -30,7 +30,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(40);
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
-    #[error("Stream not found")]
+    #[error("{}", crate::protocol::info::STREAM_NOT_FOUND)]
     NotFound,
     #[error("Stream has no video")]
     NoVideo,

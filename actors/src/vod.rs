@@ -32,12 +32,11 @@ use tracing::{debug, info, warn};
 
 use crate::fanout::FanOut;
 use crate::media::{Codec, Frame};
-use crate::messages::{
-    AddSubscriber, GetGop, GopReply, RemoveSubscriber, RequestKeyframe, Stop, StreamSource,
-};
+use crate::messages::{Stop, StreamSource};
 use crate::mp4_reader::{self, AudioSetup, Mp4Error, Mp4Index, Sample, TrackKind, VideoSetup};
-use crate::protocol::{info, StreamInfo, StreamStatus};
-use crate::registry::{Published, Registry};
+use crate::protocol::{info, SourceDescription, StreamInfo};
+use crate::registry::{Published, Registration, Registry};
+use crate::source::Source;
 use crate::transcode::AacToOpus;
 
 /// A shared `vod-live://` source with no viewers stops after this long.
@@ -48,9 +47,9 @@ const PRIVATE_START_TIMEOUT: Duration = Duration::from_secs(20);
 const TICK_SLACK: Duration = Duration::from_millis(2);
 
 /// Info of the STOPPED status a viewer gets when the file ends (WCS leaves it undocumented).
-pub const END_OF_FILE: &str = "End of file";
-pub const FILE_NOT_FOUND: &str = "File not found";
-pub const WRONG_FORMAT: &str = "File has wrong format";
+pub const END_OF_FILE: &str = info::END_OF_FILE;
+pub const FILE_NOT_FOUND: &str = info::FILE_NOT_FOUND;
+pub const WRONG_FORMAT: &str = info::FILE_WRONG_FORMAT;
 
 /// A parsed `vod://` or `vod-live://` stream name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,15 +94,15 @@ pub fn resolve(media_dir: &Path, rel: &str) -> Result<PathBuf, String> {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum VodError {
-    #[error("File not found")]
+    #[error("{}", info::FILE_NOT_FOUND)]
     NotFound,
-    #[error("File has wrong format")]
+    #[error("{}", info::FILE_WRONG_FORMAT)]
     WrongFormat,
     #[error("Unsupported codec: {0}")]
     Unsupported(String),
-    #[error("Failed to read file")]
+    #[error("{}", info::FAILED_TO_READ_FILE)]
     Read,
-    #[error("Stream name is already in use")]
+    #[error("{}", info::NAME_IN_USE)]
     NameInUse,
 }
 
@@ -130,12 +129,63 @@ pub struct VodEntry {
     pub record: bool,
     #[serde(rename = "loop")]
     pub looping: bool,
+    /// The source's own address: only [`VodCatalog::terminate`] sends it `Stop`.
     #[serde(skip)]
-    pub control: Option<Recipient<Stop>>,
+    control: Option<Recipient<Stop>>,
 }
 
-/// Every running VOD source, for the REST API.
-pub type VodCatalog = DashMap<String, VodEntry>;
+/// Which running VOD sources a REST call means: every field given must match, an empty filter
+/// matches all of them.
+#[derive(Debug, Default, Clone)]
+pub struct VodFilter {
+    pub local_stream_name: Option<String>,
+    pub uri: Option<String>,
+}
+
+impl VodFilter {
+    /// True when nothing is selected (a terminate with it would mean "every source").
+    pub fn is_empty(&self) -> bool {
+        self.local_stream_name.is_none() && self.uri.is_none()
+    }
+
+    fn matches(&self, e: &VodEntry) -> bool {
+        self.local_stream_name.as_ref().is_none_or(|n| *n == e.local_stream_name)
+            && self.uri.as_ref().is_none_or(|u| *u == e.uri)
+    }
+}
+
+/// Every running VOD source, for the REST API (`/vod/find`, `/vod/terminate`). Each source
+/// writes its own entry (inserted when it registers, removed when it ends); others read through
+/// [`VodCatalog::find`] and stop sources through [`VodCatalog::terminate`], which asks the
+/// source itself.
+#[derive(Default)]
+pub struct VodCatalog(DashMap<String, VodEntry>);
+
+impl VodCatalog {
+    /// The matching sources, by media session id.
+    pub fn find(&self, f: &VodFilter) -> Vec<VodEntry> {
+        let mut v: Vec<VodEntry> = self.0.iter().filter(|e| f.matches(e)).map(|e| e.clone()).collect();
+        v.sort_by(|a, b| a.local_media_session_id.cmp(&b.local_media_session_id));
+        v
+    }
+
+    /// Ask every matching source to stop with `reason`; returns how many were asked.
+    pub fn terminate(&self, f: &VodFilter, reason: &'static str) -> usize {
+        let found = self.find(f);
+        for c in found.iter().filter_map(|e| e.control.as_ref()) {
+            c.do_send(Stop { reason });
+        }
+        found.len()
+    }
+
+    fn insert(&self, id: String, entry: VodEntry) {
+        self.0.insert(id, entry);
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.remove(id);
+    }
+}
 
 static NEXT_VOD: AtomicU64 = AtomicU64::new(1);
 
@@ -191,40 +241,28 @@ fn register(
         None => None,
     };
     let has_audio = index.audio.is_some();
-    let info = StreamInfo {
-        media_session_id: id.clone(),
-        name: req.name.clone(),
-        published: true,
-        has_video: video.is_some(),
+    let info = StreamInfo::of_source(SourceDescription {
+        media_session_id: &id,
+        name: &req.name,
+        provider: "VOD",
+        video_codec: video.map(|v| v.wcs_name()).unwrap_or_default(),
         has_audio,
-        status: StreamStatus::Publishing,
-        info: String::new(),
-        record: false,
-        record_name: None,
         width: index.width,
         height: index.height,
-        bitrate: 0,
-        min_bitrate: 0,
-        max_bitrate: 0,
-        quality: 0,
-        audio_codec: if has_audio { "opus".into() } else { String::new() },
-        video_codec: video.map(|v| v.wcs_name().to_string()).unwrap_or_default(),
-        create_date: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        media_provider: "VOD".into(),
-        media_type: "publish".into(),
-        transport: String::new(),
-        session_id: String::new(),
-        app_key: "defaultApp".into(),
-        custom: None,
-        audio_state: None,
-        video_state: None,
-    };
+        transport: "",
+        session_id: "",
+    });
+
+    // The actor's address before it runs, so that it starts holding its registration.
+    let ctx = Context::<VodSource>::new();
+    let addr = ctx.address();
+    let published =
+        Published { media_session_id: id.clone(), source: StreamSource::of(&addr), video, has_audio };
+    let claim = req.uri.shared.then(|| published.clone());
+    let registration =
+        registry.register_source(info, addr.clone().recipient(), claim).map_err(|_| VodError::NameInUse)?;
     let src = VodSource {
         id: id.clone(),
-        name: req.name.clone(),
         uri: req.uri.as_name(),
         shared: req.uri.shared,
         looping: req.looping,
@@ -232,7 +270,7 @@ fn register(
         file,
         transcoder,
         fanout: FanOut::default(),
-        registry: registry.clone(),
+        registration: Some(registration),
         catalog: catalog.clone(),
         state: State::Ready,
         next: 0,
@@ -241,18 +279,7 @@ fn register(
         timer: None,
         start_now: req.start_now,
     };
-    let addr = src.start();
-    let published =
-        Published { media_session_id: id.clone(), source: StreamSource::of(&addr), video, has_audio };
-    if registry.add_session(info, addr.clone().recipient()).is_err() {
-        addr.do_send(Stop { reason: info::STOPPED_BY_PUBLISHER });
-        return Err(VodError::NameInUse);
-    }
-    if req.uri.shared && registry.claim_name(&req.name, published.clone()).is_err() {
-        registry.remove_session(&id);
-        addr.do_send(Stop { reason: info::STOPPED_BY_PUBLISHER });
-        return Err(VodError::NameInUse);
-    }
+    ctx.run(src);
     catalog.insert(
         id.clone(),
         VodEntry {
@@ -280,7 +307,6 @@ enum State {
 
 pub struct VodSource {
     id: String,
-    name: String,
     uri: String,
     shared: bool,
     looping: bool,
@@ -288,7 +314,9 @@ pub struct VodSource {
     file: File,
     transcoder: Option<AacToOpus>,
     fanout: FanOut,
-    registry: Arc<Registry>,
+    /// The stream's place in the registry (a `vod://` viewer's private source claims no name);
+    /// dropped when the source ends.
+    registration: Option<Registration>,
     catalog: Arc<VodCatalog>,
     state: State,
     /// Next sample to send.
@@ -348,7 +376,7 @@ impl VodSource {
         let pts_us = self.loop_base_us + s.pts_us;
         match (s.track, &self.index.video, &self.index.audio) {
             (TrackKind::Video, Some(VideoSetup::H264 { sps, pps, length_size }), _) => {
-                let au = mp4_reader::avcc_to_annexb(&data, *length_size, s.sync, sps, pps);
+                let au = crate::h264::avcc_to_annexb(&data, *length_size, s.sync, sps, pps);
                 let keyframe = s.sync && crate::media::is_keyframe(&au, true);
                 self.send(Frame {
                     codec: Codec::H264,
@@ -380,17 +408,11 @@ impl VodSource {
             (TrackKind::Audio, _, Some(AudioSetup::Aac { sample_rate, .. })) => {
                 let rate = (*sample_rate).max(1) as u64;
                 let Some(t) = self.transcoder.as_mut() else { return Ok(()) };
-                if let Err(e) = t.push(&data, pts_us * rate / 1_000_000) {
+                let (frames, res) = t.frames(&data, pts_us * rate / 1_000_000, due);
+                if let Err(e) = res {
                     debug!(uri = %self.uri, error = %e, "AAC frame dropped");
                 }
-                while let Some(p) = self.transcoder.as_mut().and_then(|t| t.pop()) {
-                    let frame = Frame {
-                        codec: Codec::Opus,
-                        keyframe: false,
-                        rtp_time: p.ts48k,
-                        captured: due,
-                        data: p.data.into(),
-                    };
+                for frame in frames {
                     self.send(frame);
                 }
             }
@@ -411,8 +433,7 @@ impl VodSource {
         self.state = State::Ended;
         info!(uri = %self.uri, id = %self.id, reason, frames = self.fanout.frames(), "VOD source ended");
         self.fanout.end(reason);
-        self.registry.release_name(&self.name, &self.id);
-        self.registry.remove_session(&self.id);
+        self.registration = None; // releases the name and the record
         self.catalog.remove(&self.id);
         ctx.stop();
     }
@@ -446,44 +467,35 @@ impl Actor for VodSource {
     }
 }
 
-impl Handler<AddSubscriber> for VodSource {
-    type Result = ();
-    fn handle(&mut self, m: AddSubscriber, _: &mut Context<Self>) {
-        self.fanout.add(m);
+impl Source for VodSource {
+    fn fanout(&mut self) -> &mut FanOut {
+        &mut self.fanout
     }
-}
 
-impl Handler<RemoveSubscriber> for VodSource {
-    type Result = ();
-    fn handle(&mut self, m: RemoveSubscriber, ctx: &mut Context<Self>) {
-        self.fanout.remove(m.id);
+    fn has_video(&self) -> bool {
+        self.index.video.is_some()
+    }
+
+    fn viewers_changed(&mut self, ctx: &mut Context<Self>) {
         self.check_idle(ctx);
     }
-}
 
-impl Handler<RequestKeyframe> for VodSource {
-    type Result = ();
     /// A viewer connected (or its decoder asks): the first one starts playback.
-    fn handle(&mut self, _: RequestKeyframe, ctx: &mut Context<Self>) {
+    fn keyframe_wanted(&mut self, ctx: &mut Context<Self>) {
         self.start_playing(ctx);
+    }
+
+    /// A snapshot of a source nobody watches yet starts it, so there is a picture to take.
+    fn gop_wanted(&mut self, ctx: &mut Context<Self>) {
+        self.start_playing(ctx);
+    }
+
+    fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
+        self.end(reason, ctx);
     }
 }
 
-impl Handler<GetGop> for VodSource {
-    type Result = GopReply;
-    fn handle(&mut self, _: GetGop, ctx: &mut Context<Self>) -> GopReply {
-        // A snapshot of a source nobody watches yet starts it, so there is a picture to take.
-        self.start_playing(ctx);
-        GopReply { frames: self.fanout.gop().to_vec(), has_video: self.index.video.is_some() }
-    }
-}
-
-impl Handler<Stop> for VodSource {
-    type Result = ();
-    fn handle(&mut self, m: Stop, ctx: &mut Context<Self>) {
-        self.end(m.reason, ctx);
-    }
-}
+crate::source_handlers!(VodSource);
 
 #[cfg(test)]
 mod tests {

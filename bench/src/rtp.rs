@@ -17,38 +17,11 @@ use crate::{h264_frame, load_clip, parse_bitrate, Args};
 /// rounded down to the 16-byte SRTP block), so the packet counts match the WebRTC publisher's.
 pub const MAX_PAYLOAD: usize = 1120;
 
-/// The NAL units of an Annex-B access unit, without start codes (trailing zeros dropped).
-pub fn nal_units(au: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new(); // (start code begins, payload begins)
-    let mut zeros = 0;
-    for (i, &b) in au.iter().enumerate() {
-        if b == 0 {
-            zeros += 1;
-            continue;
-        }
-        if b == 1 && zeros >= 2 {
-            starts.push((i - zeros, i + 1));
-        }
-        zeros = 0;
-    }
-    if starts.is_empty() {
-        return if au.is_empty() { vec![] } else { vec![au] };
-    }
-    let mut out = Vec::new();
-    for (k, &(_, from)) in starts.iter().enumerate() {
-        let to = starts.get(k + 1).map_or(au.len(), |s| s.0);
-        if from < to {
-            out.push(&au[from..to]);
-        }
-    }
-    out
-}
-
 /// RTP payloads of one H.264 access unit, at most `max` bytes each.
 pub fn packetize_h264(au: &[u8], max: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let (mut sps, mut pps): (Option<&[u8]>, Option<&[u8]>) = (None, None);
-    for nal in nal_units(au) {
+    for nal in sluice_codecs::h264::annexb_nals(au) {
         match nal[0] & 0x1f {
             9 => continue, // access unit delimiter: not sent
             7 => {

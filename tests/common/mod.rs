@@ -1,15 +1,17 @@
 //! Shared harness for the integration tests: the real `sluice` binary on random ports, a
 //! blocking WCS WebSocket client, and a real WebRTC peer (str0m, full ICE agent, not lite) that
-//! publishes synthetic H.264/VP8 + Opus or plays and checks what it receives.
+//! publishes synthetic H.264/VP8 + Opus or plays and checks what it receives. Also every helper
+//! more than one test file needs, written once: ffmpeg and ffprobe, temp folders and MP4 boxes,
+//! the RTSP test camera, REST lookups of published streams, and /proc readers (CPU, memory).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,12 +44,9 @@ pub struct Server {
     pub media_dir: PathBuf,
 }
 
-/// A `key=port` of the ready line, 0 when absent.
-fn optional_port(line: &str, key: &str) -> u16 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+/// The `key=port` of the server's ready line (its first stdout line), if present.
+pub fn ready_port(line: &str, key: &str) -> Option<u16> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
 }
 
 impl Server {
@@ -86,21 +85,20 @@ impl Server {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("ready line");
         let port = |k: &str| -> u16 {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {k} port in {line:?}; log {}", log.display()))
+            ready_port(&line, k).unwrap_or_else(|| panic!("no {k} port in {line:?}; log {}", log.display()))
         };
+        // Ports that are 0 when their listener is off (`--no-rtmp`, `--no-tls`).
+        let optional_port = |k: &str| ready_port(&line, k).unwrap_or(0);
         let media_dir = dir.join("media");
         Server {
             ws: port("ws"),
             rest: port("rest"),
             http: port("http"),
             media: port("media"),
-            rtmp: optional_port(&line, "rtmp"),
-            wss: optional_port(&line, "wss"),
-            rest_https: optional_port(&line, "rest_https"),
-            https: optional_port(&line, "https"),
+            rtmp: optional_port("rtmp"),
+            wss: optional_port("wss"),
+            rest_https: optional_port("rest_https"),
+            https: optional_port("https"),
             child,
             log,
             media_dir,
@@ -879,4 +877,221 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Published streams over REST (tests/rtmp.rs, tests/rtsp.rs, tests/ingest_cpu.rs)
+
+/// REST `/stream/find` of the published stream `name`: the status code and the body (an array
+/// of stream objects on 200).
+pub fn find_published(server: &Server, name: &str) -> (u16, Value) {
+    server.rest("/rest-api/stream/find", Some(&json!({"name": name, "published": true}).to_string()))
+}
+
+/// Wait until REST lists `name` as published (an RTMP encoder or a pull came up); returns its
+/// stream object.
+pub fn wait_published(server: &Server, name: &str) -> Value {
+    let end = Instant::now() + STEP;
+    while Instant::now() < end {
+        let (code, body) = find_published(server, name);
+        if code == 200 {
+            return body[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{name} not published within {STEP:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The RTSP test camera (tests/rtsp.rs, tests/ingest_cpu.rs)
+
+/// The GStreamer RTSP server of tests/support/rtsp_camera.py (H.264 test pattern + AAC tone) on
+/// a free loopback port; counts the RTSP clients that connected; killed when dropped. Needs
+/// Debian's python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,bad,ugly}
+/// and gstreamer1.0-libav (tests/run-all.sh installs them).
+pub struct Camera {
+    child: Child,
+    pub port: u16,
+    clients: Arc<AtomicU64>,
+}
+
+impl Camera {
+    pub fn start() -> Camera {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/rtsp_camera.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .args([script, "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the RTSP camera (python3-gi, gir1.2-gst-rtsp-server-1.0)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let port = first
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("RTSP camera did not start: {first:?}"));
+        let clients = Arc::new(AtomicU64::new(0));
+        let c = clients.clone();
+        // Keeps reading the camera's lines, so it never writes to a closed pipe.
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if l.starts_with("client ") {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Camera { child, port, clients }
+    }
+
+    /// `rtsp://127.0.0.1:<port><path>`; the camera serves any path but ignores the query.
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// How many RTSP clients have connected so far.
+    pub fn clients(&self) -> u64 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files: temp folders, ffprobe, MP4 boxes (tests/recording.rs, tests/shutdown.rs, tests/rtmp.rs)
+
+/// A fresh folder `sluice-<tag>-…` in the temp dir, removed with its contents when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("sluice-{tag}-{}", new_id("d")));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        TempDir(d)
+    }
+
+    /// The names of the files in the folder, sorted.
+    pub fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What ffprobe reads in a media file, per stream in file order and for the container.
+#[derive(Debug)]
+pub struct Probe {
+    /// Codec names ("" where ffprobe names none).
+    pub codecs: Vec<String>,
+    /// The container's duration in seconds (0 when ffprobe gives none).
+    pub duration: f64,
+    /// Each stream's duration in seconds (0 when ffprobe gives none).
+    pub stream_durations: Vec<f64>,
+    /// Packets read in each stream.
+    pub packets: Vec<u64>,
+    /// Each stream's width and height ((0, 0) for audio).
+    pub sizes: Vec<(u64, u64)>,
+}
+
+/// ffprobe `path`, reading every packet (`-count_packets`: a file cut mid-fragment fails or
+/// comes up short); panics if ffprobe fails. Needs ffprobe (Debian package ffmpeg).
+pub fn ffprobe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-show_entries"])
+        .arg("stream=codec_name,width,height,duration,nb_read_packets:format=duration")
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (Debian package ffmpeg)");
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    // ffprobe's JSON writes durations and packet counts as strings, sizes as numbers.
+    let num = |v: &Value| v.as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    Probe {
+        codecs: streams.iter().map(|s| s["codec_name"].as_str().unwrap_or("").to_string()).collect(),
+        duration: num(&v["format"]["duration"]),
+        stream_durations: streams.iter().map(|s| num(&s["duration"])).collect(),
+        packets: streams.iter().map(|s| num(&s["nb_read_packets"]) as u64).collect(),
+        sizes: streams
+            .iter()
+            .map(|s| (s["width"].as_u64().unwrap_or(0), s["height"].as_u64().unwrap_or(0)))
+            .collect(),
+    }
+}
+
+/// The type of the last top-level box of an MP4 file (`free` means the last fragment was cut,
+/// not finished).
+pub fn last_mp4_box(file: &[u8]) -> Option<[u8; 4]> {
+    let (mut i, mut last) = (0usize, None);
+    while i + 8 <= file.len() {
+        let size = u32::from_be_bytes(file[i..i + 4].try_into().ok()?) as usize;
+        last = Some(file[i + 4..i + 8].try_into().ok()?);
+        if size < 8 {
+            break;
+        }
+        i += size;
+    }
+    last
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readers: CPU and memory of a process (the server's: `Server::pid`)
+
+/// CPU time a process has used (user + system), in seconds: utime and stime of
+/// /proc/<pid>/stat, in clock ticks of `getconf CLK_TCK` (100 on Linux).
+pub fn cpu_secs(pid: u32) -> f64 {
+    static TICKS_PER_SEC: OnceLock<f64> = OnceLock::new();
+    let per_sec = *TICKS_PER_SEC.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // The fields after the command name (which may hold spaces and parentheses) start after the
+    // last ')': state is field 0 there, utime 11 and stime 12 (fields 14 and 15 of the line).
+    let f: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 1..].split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).expect("utime and stime in stat");
+    (ticks(11) + ticks(12)) as f64 / per_sec
+}
+
+/// A process's CPU share (1.0 = one core) while `during` runs: its CPU time over the wall time.
+pub fn cpu_share_during(pid: u32, during: impl FnOnce()) -> f64 {
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    during();
+    (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64()
+}
+
+/// The value of one field of /proc/<pid>/status (`VmRSS`, `Uid`, …), trimmed.
+pub fn proc_status(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// A process's resident memory in KiB (VmRSS of /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let rss = proc_status(pid, "VmRSS");
+    rss.trim_end_matches("kB").trim().parse().unwrap_or_else(|_| panic!("VmRSS {rss:?}"))
 }

@@ -34,7 +34,7 @@ pub use jwt::{Claims, TokenError, Verifier};
 use crate::turn_core::Cidr;
 
 /// The WCS stream `info` that starts every refusal of a token.
-pub const RESTRICTED: &str = "Restricted access";
+pub const RESTRICTED: &str = crate::protocol::info::RESTRICTED_ACCESS;
 /// How long the server waits for the first JWKS fetch at startup before serving anyway.
 pub const JWKS_FIRST_FETCH_WAIT: Duration = Duration::from_secs(5);
 /// After a failed JWKS fetch, the next try comes this soon (the old keys stay in force).

@@ -28,9 +28,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::error::FlvError;
-use crate::media::{h264_sps_dimensions, Codec, Frame};
-use crate::mp4_reader::avcc_to_annexb;
+use crate::h264::{self, AvcConfig};
+use crate::media::{Codec, Frame};
 use crate::transcode::AacToOpus;
 
 /// FLV video codec id of AVC (H.264).
@@ -40,60 +39,22 @@ const SOUND_AAC: u8 = 10;
 /// Enhanced RTMP: the high bit of the first video byte marks an extended header with a FourCC.
 const EX_HEADER: u8 = 0x80;
 
-/// An AVC decoder configuration: parameter sets and the NAL length size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AvcConfig {
-    pub sps: Vec<Vec<u8>>,
-    pub pps: Vec<Vec<u8>>,
-    /// Bytes of each NAL unit's length prefix (1, 2 or 4).
-    pub length_size: u8,
-}
-
-impl AvcConfig {
-    /// Parse an `AVCDecoderConfigurationRecord`.
-    pub fn parse(b: &[u8]) -> Result<AvcConfig, FlvError> {
-        let bad = |why: &str| FlvError::BadAvcConfig(why.to_string());
-        if b.len() < 7 {
-            return Err(bad("shorter than 7 bytes"));
-        }
-        if b[0] != 1 {
-            return Err(bad(&format!("configurationVersion {}", b[0])));
-        }
-        let length_size = (b[4] & 0x03) + 1;
-        if length_size == 3 {
-            return Err(bad("NAL length size 3"));
-        }
-        let mut i = 5;
-        let read_sets = |count: usize, i: &mut usize| -> Result<Vec<Vec<u8>>, FlvError> {
-            let mut sets = Vec::with_capacity(count);
-            for _ in 0..count {
-                let len = b.get(*i..*i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize);
-                let len = len.ok_or_else(|| bad("truncated parameter set length"))?;
-                *i += 2;
-                let set = b.get(*i..*i + len).ok_or_else(|| bad("truncated parameter set"))?;
-                if !set.is_empty() {
-                    sets.push(set.to_vec());
-                }
-                *i += len;
-            }
-            Ok(sets)
-        };
-        let n_sps = (b[5] & 0x1f) as usize;
-        i += 1;
-        let sps = read_sets(n_sps, &mut i)?;
-        let n_pps = *b.get(i).ok_or_else(|| bad("no PPS count"))? as usize;
-        i += 1;
-        let pps = read_sets(n_pps, &mut i)?;
-        if sps.is_empty() || pps.is_empty() {
-            return Err(bad("no SPS or no PPS"));
-        }
-        Ok(AvcConfig { sps, pps, length_size })
-    }
-
-    /// Picture size from the first SPS (0x0 when it cannot be read).
-    pub fn dimensions(&self) -> (u32, u32) {
-        self.sps.first().and_then(|s| h264_sps_dimensions(s)).unwrap_or((0, 0))
-    }
+/// An FLV tag an RTMP publisher sent that cannot become a frame. Each concerns that tag alone:
+/// the RTMP connection logs it (once per kind) and carries on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlvError {
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    #[error(transparent)]
+    BadAvcConfig(#[from] h264::BadAvcConfig),
+    #[error("unknown packet type {0}")]
+    UnknownPacketType(u8),
+    #[error("{0} data before its sequence header")]
+    NoConfig(&'static str),
+    #[error("unsupported codec: {0}")]
+    Unsupported(String),
+    #[error("AAC audio: {0}")]
+    Audio(String),
 }
 
 /// One FLV video tag body, classified.
@@ -247,7 +208,7 @@ impl FlvToFrames {
             }
             VideoTag::Nalus { keyframe, cts_ms, data } => {
                 let avc = self.avc.as_ref().ok_or(FlvError::NoConfig("AVC"))?;
-                let au = avcc_to_annexb(data, avc.length_size, keyframe, &avc.sps, &avc.pps);
+                let au = h264::avcc_to_annexb(data, avc.length_size, keyframe, &avc.sps, &avc.pps);
                 if au.is_empty() {
                     return Ok(None);
                 }
@@ -288,16 +249,8 @@ impl FlvToFrames {
             AudioTag::AacFrame(au) => {
                 let (_, tc) = self.aac.as_mut().ok_or(FlvError::NoConfig("AAC"))?;
                 let rate = tc.sample_rate() as u64;
-                let res = tc.push(au, t * rate / 1000);
-                while let Some(p) = tc.pop() {
-                    out.push(Frame {
-                        codec: Codec::Opus,
-                        keyframe: false,
-                        rtp_time: p.ts48k,
-                        captured: now,
-                        data: Arc::from(p.data),
-                    });
-                }
+                let (frames, res) = tc.frames(au, t * rate / 1000, now);
+                out.extend(frames);
                 res.map_err(|e| FlvError::Audio(e.to_string()))
             }
             AudioTag::Unsupported(f) => Err(FlvError::Unsupported(format!("FLV sound format {f}"))),
@@ -308,40 +261,7 @@ impl FlvToFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// SPS of a 640x360 baseline stream (x264), PPS, as an AVCDecoderConfigurationRecord.
-    const SPS_640X360: [u8; 25] = [
-        0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00,
-        0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
-    ];
-    const PPS: [u8; 5] = [0x68, 0xcb, 0x83, 0xcb, 0x20];
-    /// x264 High profile, 1280x720 (1280x736 coded, cropped).
-    const SPS_HIGH_720P: [u8; 26] = [
-        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
-        0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
-    ];
-
-    fn record() -> Vec<u8> {
-        let mut r = vec![1, 0x42, 0xc0, 0x1e, 0xff, 0xe1];
-        r.extend_from_slice(&(SPS_640X360.len() as u16).to_be_bytes());
-        r.extend_from_slice(&SPS_640X360);
-        r.push(1);
-        r.extend_from_slice(&(PPS.len() as u16).to_be_bytes());
-        r.extend_from_slice(&PPS);
-        r
-    }
-
-    #[test]
-    fn avc_config_and_size() {
-        let c = AvcConfig::parse(&record()).unwrap();
-        assert_eq!((c.length_size, c.sps.len(), c.pps.len()), (4, 1, 1));
-        assert_eq!(c.dimensions(), (640, 360));
-        assert_eq!(h264_sps_dimensions(&SPS_HIGH_720P), Some((1280, 720)));
-        assert_eq!(h264_sps_dimensions(&SPS_HIGH_720P[..6]), None);
-        for cut in 0..record().len() {
-            assert!(AvcConfig::parse(&record()[..cut]).is_err(), "cut at {cut}");
-        }
-    }
+    use crate::h264::tests::avc_record as record;
 
     #[test]
     fn nalus_become_annexb_with_parameter_sets_and_pts() {
@@ -356,7 +276,7 @@ mod tests {
         let fr = f.video(1000, &key, now).unwrap().unwrap();
         assert!(fr.keyframe);
         assert_eq!(fr.rtp_time, 1040 * 90);
-        let types: Vec<u8> = crate::media::annexb_nal_types(&fr.data).collect();
+        let types: Vec<u8> = h264::annexb_nal_types(&fr.data).collect();
         assert_eq!(types, vec![7, 8, 5]);
         // Inter frame, negative composition offset (-1 ms, 0xffffff).
         let inter = [0x27, 1, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0x41, 0x9a];
@@ -438,7 +358,7 @@ mod tests {
             }
             let _ = f.video(i, &body, now);
             let _ = f.audio(i, &body, now, &mut out);
-            let _ = h264_sps_dimensions(&body);
+            let _ = h264::sps_dimensions(&body);
             out.clear();
         }
     }

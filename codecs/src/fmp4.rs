@@ -40,6 +40,7 @@ use mp4_atom::{
     Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd, Vp08, VpcC,
 };
 
+use crate::h264;
 use crate::media::{Codec, Frame, FrameKind};
 
 /// Longest fragment: a crash loses at most this much media (plus one frame per track). The
@@ -271,7 +272,7 @@ impl Fmp4Writer {
             _ => return Ok(Pushed::NoTrack),
         };
         let data = match frame.codec {
-            Codec::H264 => annexb_to_avcc(&frame.data),
+            Codec::H264 => h264::annexb_to_avcc(&frame.data),
             Codec::Vp8 | Codec::Opus => frame.data.to_vec(),
         };
         if data.is_empty() {
@@ -591,15 +592,15 @@ fn video_entry(frame: &Frame) -> Option<VideoEntry> {
         Codec::H264 => {
             let mut sps = None;
             let mut pps = None;
-            for nal in annexb_nals(&frame.data) {
-                match nal.first().map(|h| h & 0x1f) {
-                    Some(7) if sps.is_none() && nal.len() >= 4 => sps = Some(nal.to_vec()),
-                    Some(8) if pps.is_none() && nal.len() >= 2 => pps = Some(nal.to_vec()),
+            for nal in h264::annexb_nals(&frame.data) {
+                match h264::nal_type(nal) {
+                    Some(h264::NAL_SPS) if sps.is_none() && nal.len() >= 4 => sps = Some(nal.to_vec()),
+                    Some(h264::NAL_PPS) if pps.is_none() && nal.len() >= 2 => pps = Some(nal.to_vec()),
                     _ => {}
                 }
             }
             let (sps, pps) = (sps?, pps?);
-            let (width, height) = crate::media::h264_sps_dimensions(&sps)
+            let (width, height) = h264::sps_dimensions(&sps)
                 .and_then(|(w, h)| Some((u16::try_from(w).ok()?, u16::try_from(h).ok()?)))
                 .unwrap_or((0, 0));
             Some(VideoEntry::H264 { sps, pps, width, height })
@@ -618,57 +619,11 @@ fn video_entry(frame: &Frame) -> Option<VideoEntry> {
     }
 }
 
-/// The NAL units of an Annex-B access unit (start codes 00 00 01 or 00 00 00 01), without their
-/// start codes and trailing zero bytes. Bytes before the first start code are ignored.
-pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 2 < data.len() {
-        if data[i + 2] > 1 {
-            // No start code can begin at i, i + 1 or i + 2 (the skip ffmpeg's scanner makes).
-            i += 3;
-        } else if data[i + 2] == 1 && data[i] == 0 && data[i + 1] == 0 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let ends: Vec<usize> = starts.iter().skip(1).map(|s| s - 3).chain(std::iter::once(data.len())).collect();
-    starts.into_iter().zip(ends).filter_map(move |(s, e)| {
-        let mut nal = &data[s..e.max(s)];
-        while let [rest @ .., 0] = nal {
-            nal = rest;
-        }
-        (!nal.is_empty()).then_some(nal)
-    })
-}
-
-/// An Annex-B access unit as an MP4 sample: each NAL unit prefixed by its 4-byte length.
-/// Access unit delimiters are dropped (meaningless in MP4).
-pub fn annexb_to_avcc(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 8);
-    for nal in annexb_nals(data) {
-        if nal[0] & 0x1f == 9 {
-            continue;
-        }
-        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-        out.extend_from_slice(nal);
-    }
-    out
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::h264::tests::{PPS, SPS_640X360};
     use std::sync::Arc;
-
-    /// A real SPS and PPS (x264, constrained baseline, 640x360: coded 640x368 with cropping).
-    pub const SPS_640X360: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00,
-        0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
-    ];
-    pub const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
 
     fn annexb(nals: &[&[u8]]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -757,21 +712,6 @@ pub(crate) mod tests {
             i += size;
         }
         out
-    }
-
-    #[test]
-    fn annexb_split_and_convert() {
-        let au = [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7, 8, 0];
-        let nals: Vec<&[u8]> = annexb_nals(&au).collect();
-        assert_eq!(nals, vec![&[0x09, 0xf0][..], &[0x67, 1, 2][..], &[0x65, 7, 8][..]]);
-        assert_eq!(annexb_to_avcc(&au), vec![0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 3, 0x65, 7, 8]);
-        assert!(annexb_to_avcc(&[1, 2, 3]).is_empty());
-        assert!(annexb_to_avcc(&[]).is_empty());
-        assert!(annexb_to_avcc(&[0, 0, 1]).is_empty());
-        // Start codes at every alignment and after bytes > 1 (the scanner skips by 3).
-        let au = [7, 7, 0, 0, 1, 0x41, 9, 0, 0, 0, 1, 0x65, 2, 2, 2, 0, 0, 1, 0x06, 5];
-        let nals: Vec<&[u8]> = annexb_nals(&au).collect();
-        assert_eq!(nals, vec![&[0x41, 9][..], &[0x65, 2, 2, 2][..], &[0x06, 5][..]]);
     }
 
     #[test]

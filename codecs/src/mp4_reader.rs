@@ -385,59 +385,9 @@ pub fn read_sample<R: Read + Seek>(r: &mut R, s: &Sample) -> Result<Vec<u8>, Mp4
     Ok(buf)
 }
 
-/// Length-prefixed H.264 (AVCC) to Annex-B; on sync samples the parameter sets go first, so a
-/// viewer that starts at any keyframe can decode.
-pub fn avcc_to_annexb(
-    sample: &[u8],
-    length_size: u8,
-    sync: bool,
-    sps: &[Vec<u8>],
-    pps: &[Vec<u8>],
-) -> Vec<u8> {
-    let ls = length_size.clamp(1, 4) as usize;
-    let mut out = Vec::with_capacity(sample.len() + 64);
-    let mut nals: Vec<&[u8]> = Vec::new();
-    let mut i = 0;
-    while i + ls <= sample.len() {
-        let len = sample[i..i + ls].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
-        i += ls;
-        if len == 0 || i + len > sample.len() {
-            break;
-        }
-        nals.push(&sample[i..i + len]);
-        i += len;
-    }
-    let has_sps = nals.iter().any(|n| n.first().is_some_and(|b| b & 0x1f == 7));
-    if sync && !has_sps {
-        for ps in sps.iter().chain(pps) {
-            out.extend_from_slice(&[0, 0, 0, 1]);
-            out.extend_from_slice(ps);
-        }
-    }
-    for n in nals {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(n);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn avcc_conversion_adds_parameter_sets_on_keyframes() {
-        let sample = [0, 0, 0, 2, 0x65, 0xaa, 0, 0, 0, 1, 0x06];
-        let out = avcc_to_annexb(&sample, 4, true, &[vec![0x67, 1]], &[vec![0x68, 2]]);
-        assert_eq!(
-            out,
-            vec![0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 0xaa, 0, 0, 0, 1, 0x06]
-        );
-        let out = avcc_to_annexb(&sample, 4, false, &[vec![0x67]], &[]);
-        assert_eq!(out, vec![0, 0, 0, 1, 0x65, 0xaa, 0, 0, 0, 1, 0x06]);
-        // A length running past the end stops cleanly.
-        assert_eq!(avcc_to_annexb(&[0, 0, 0, 9, 1], 4, false, &[], &[]), Vec::<u8>::new());
-    }
 
     /// Files made by ffmpeg (installed by tests/run-all.sh) in every layout we must read.
     fn ffmpeg(name: &str, args: &[&str]) -> std::path::PathBuf {
@@ -490,7 +440,7 @@ mod tests {
             assert!((1_900_000..=2_100_000).contains(&idx.duration_us), "{name}: {}", idx.duration_us);
             let first = read_sample(&mut f, v[0]).unwrap();
             let Some(VideoSetup::H264 { sps, pps, length_size }) = &idx.video else { unreachable!() };
-            let annexb = avcc_to_annexb(&first, *length_size, true, sps, pps);
+            let annexb = crate::h264::avcc_to_annexb(&first, *length_size, true, sps, pps);
             assert!(crate::media::is_keyframe(&annexb, true), "{name}");
         }
     }

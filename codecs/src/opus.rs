@@ -181,7 +181,8 @@ mod tests {
         }
         // A sine of amplitude 0.5 has a mean square of 0.125.
         assert!(energy / 14.0 > 0.08, "energy {}", energy / 14.0);
-        assert!(dec.decode_float(&[0xff; 3], &mut pcm).is_err() || true);
+        // Garbage decodes to an error or to concealment, never a panic.
+        let _ = dec.decode_float(&[0xff; 3], &mut pcm);
         assert!(Encoder::new(44100, Channels::Stereo).is_err());
     }
 }

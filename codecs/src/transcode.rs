@@ -42,6 +42,7 @@ use rubato::{Fft, FixedSync, Indexing, Resampler};
 use symphonia::core::codecs::audio::well_known::CODEC_ID_AAC;
 use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::io::{BitReaderLtr, ReadBitsLtr};
 use symphonia::core::packet::PacketRef;
 use symphonia::core::units::{Duration, Timestamp};
 use symphonia::default::codecs::AacDecoder;
@@ -108,7 +109,7 @@ pub struct AacToOpus {
     decoder: AacDecoder,
     /// `None` for 48 kHz sources.
     resampler: Option<To48k>,
-    packetizer: Packetizer,
+    encoder: OpusFramer,
     /// The run of continuous input being transcoded; `None` before the first AU, after
     /// [`AacToOpus::finish`], and while the last AU was refused.
     segment: Option<Segment>,
@@ -142,10 +143,32 @@ impl AacToOpus {
             config,
             decoder,
             resampler,
-            packetizer: Packetizer::new(config.channels)?,
+            encoder: OpusFramer::new(config.channels)?,
             segment: None,
             pcm: vec![Vec::with_capacity(RESAMPLER_CHUNK); channels],
         })
+    }
+
+    /// One access unit at `pts` (in the AAC sample rate) in, and every Opus [`Frame`] it
+    /// completes out, stamped `captured`: the one place AAC sources (RTMP, RTSP, VOD) turn AAC
+    /// into frames. The frames completed before a refused AU are returned with its error.
+    pub fn frames(
+        &mut self,
+        aac: &[u8],
+        pts: u64,
+        captured: std::time::Instant,
+    ) -> (Vec<crate::media::Frame>, Result<(), TranscodeError>) {
+        let res = self.push(aac, pts);
+        let frames = std::iter::from_fn(|| self.pop())
+            .map(|p| crate::media::Frame {
+                codec: crate::media::Codec::Opus,
+                keyframe: false,
+                rtp_time: p.ts48k,
+                captured,
+                data: p.data.into(),
+            })
+            .collect();
+        (frames, res)
     }
 
     /// Push one raw AAC access unit (no ADTS header) whose first sample is at `pts`.
@@ -177,7 +200,7 @@ impl AacToOpus {
         let continuous = self.segment.is_some_and(|seg| pts.abs_diff(seg.next_pts) <= self.tolerance());
         if !continuous {
             // Refuse an AU that lands wholly in the past before it touches the decoder state.
-            if let Some(reached) = self.packetizer.cursor() {
+            if let Some(reached) = self.encoder.cursor() {
                 if self.to48(pts.saturating_add(AAC_FRAME_SAMPLES)) <= reached {
                     return Err(TranscodeError::Late { pts, reached: self.from48(reached) });
                 }
@@ -192,25 +215,25 @@ impl AacToOpus {
             }
         } else {
             result = self.end_segment();
-            self.packetizer.seek(self.to48(pts));
+            self.encoder.seek(self.to48(pts));
             self.segment =
                 Some(Segment { next_pts: pts.saturating_add(frames as u64), in_frames: frames as u64 });
         }
         let fed = match self.resampler.as_mut() {
-            Some(resampler) => resampler.push(&self.pcm, frames, &mut self.packetizer),
+            Some(resampler) => resampler.push(&self.pcm, frames, &mut self.encoder),
             None => {
-                self.packetizer.write(&self.pcm, frames);
+                self.encoder.write(&self.pcm, frames);
                 Ok(())
             }
         };
-        let encoded = self.packetizer.take_error();
+        let encoded = self.encoder.take_error();
         result.and(fed).and(encoded)
     }
 
     /// Next encoded Opus packet with its timestamp in 48 kHz units: 960 apart while the input is
     /// continuous, jumping at a gap (see [`AacToOpus::push`]); always increasing.
     pub fn pop(&mut self) -> Option<OpusPacket> {
-        self.packetizer.packets.pop_front()
+        self.encoder.packets.pop_front()
     }
 
     /// Channels of the Opus output (1 or 2): those of the AAC.
@@ -226,15 +249,15 @@ impl AacToOpus {
     /// The Opus encoder's look-ahead in 48 kHz samples (the `pre_skip` of an Opus header): how
     /// much later than its packet timestamp the decoded audio comes out.
     pub fn pre_skip(&self) -> u16 {
-        self.packetizer.lookahead
+        self.encoder.lookahead
     }
 
     /// End of stream: drain the resampler and send the last, partial packet padded with silence.
     /// [`AacToOpus::pop`] then yields everything. A later push starts a new run of audio.
     pub fn finish(&mut self) -> Result<(), TranscodeError> {
         let drained = self.end_segment();
-        self.packetizer.pad_out();
-        drained.and(self.packetizer.take_error())
+        self.encoder.pad_out();
+        drained.and(self.encoder.take_error())
     }
 
     /// Decodes `aac` into `self.pcm`; returns the number of frames.
@@ -281,7 +304,7 @@ impl AacToOpus {
         let Some(resampler) = self.resampler.as_mut() else { return Ok(()) };
         // The resampled length of the whole run, so segments follow the pts exactly.
         let want = div_round(u128::from(seg.in_frames) * u128::from(OPUS_RATE), u128::from(self.config.rate));
-        let drained = resampler.drain(want, &mut self.packetizer);
+        let drained = resampler.drain(want, &mut self.encoder);
         resampler.reset();
         drained
     }
@@ -336,8 +359,8 @@ const AOT_PS: u32 = 29;
 impl AscInfo {
     fn parse(asc: &[u8]) -> Result<AscInfo, TranscodeError> {
         let bad = |reason: &str| TranscodeError::BadConfig { asc: asc.to_vec(), reason: reason.to_string() };
-        let mut bits = crate::media::BitReader::new(asc);
-        let mut read = |n| bits.bits(n).map(|v| v as u32);
+        let mut bits = BitReaderLtr::new(asc);
+        let mut read = |n| bits.read_bits_leq32(n).ok();
         let short = || bad("truncated");
         let mut aot = read(5).ok_or_else(short)?;
         if aot == 31 {
@@ -440,7 +463,7 @@ impl To48k {
         &mut self,
         input: &[Vec<f32>],
         frames: usize,
-        sink: &mut Packetizer,
+        sink: &mut OpusFramer,
     ) -> Result<(), TranscodeError> {
         for (pending, plane) in self.pending.iter_mut().zip(input) {
             pending.extend_from_slice(&plane[..frames]);
@@ -453,7 +476,7 @@ impl To48k {
 
     /// Ends a run: resamples what is pending plus silence until the run has produced `want`
     /// output frames in all, and passes exactly those on.
-    fn drain(&mut self, want: u64, sink: &mut Packetizer) -> Result<(), TranscodeError> {
+    fn drain(&mut self, want: u64, sink: &mut OpusFramer) -> Result<(), TranscodeError> {
         // Each call yields at least one frame once the delay is through, so this ends; the bound
         // is a guard against a resampler that stops producing.
         let mut guard = 0;
@@ -471,7 +494,7 @@ impl To48k {
         &mut self,
         partial: Option<usize>,
         limit: u64,
-        sink: &mut Packetizer,
+        sink: &mut OpusFramer,
     ) -> Result<(), TranscodeError> {
         let need = self.fft.input_frames_next();
         let real = partial.unwrap_or(need);
@@ -512,7 +535,7 @@ impl To48k {
 }
 
 /// 48 kHz planar samples → 20 ms Opus packets on a 48 kHz timeline.
-struct Packetizer {
+struct OpusFramer {
     encoder: crate::opus::Encoder,
     channels: usize,
     lookahead: u16,
@@ -528,7 +551,7 @@ struct Packetizer {
     scratch: Vec<u8>,
 }
 
-impl Packetizer {
+impl OpusFramer {
     fn new(channels: u8) -> Result<Self, TranscodeError> {
         let (layout, bitrate) = match channels {
             1 => (crate::opus::Channels::Mono, BITRATE_MONO),
@@ -539,7 +562,7 @@ impl Packetizer {
         encoder.set_bitrate(bitrate).map_err(TranscodeError::EncoderSetup)?;
         let lookahead = encoder.lookahead().map_err(TranscodeError::EncoderSetup)?;
         let channels = usize::from(channels);
-        Ok(Packetizer {
+        Ok(OpusFramer {
             encoder,
             channels,
             lookahead: u16::try_from(lookahead).unwrap_or(0),

@@ -1,4 +1,4 @@
-//! REST endpoints of the embedded TURN server, under `/rest-api/turn`:
+//! The embedded TURN server's methods, under `/rest-api/turn`:
 //!
 //! - `/credentials[?user=NAME]` (GET or POST): 200 `{urls, username, credential, ttl,
 //!   iceServers}`, time-limited credentials from the TURN secret (TURN REST API scheme), ready
@@ -22,6 +22,8 @@ use tracing::info;
 use sluice_actors::turn::{TurnHandle, TurnStats};
 use sluice_actors::turn_core::{CredentialIssuer, CredentialRateLimiter};
 
+use super::{ApiError, ApiResult};
+
 /// What the REST handlers need of the TURN server (None: TURN is off).
 pub struct TurnRest(Option<(Arc<CredentialIssuer>, Arc<TurnStats>, Mutex<CredentialRateLimiter>)>);
 
@@ -34,10 +36,6 @@ impl TurnRest {
     }
 }
 
-fn disabled() -> HttpResponse {
-    HttpResponse::NotFound().json(json!({ "error": "TURN is disabled on this server" }))
-}
-
 #[derive(Deserialize)]
 struct CredentialsQuery {
     user: Option<String>,
@@ -47,8 +45,8 @@ async fn credentials(
     turn: web::Data<TurnRest>,
     req: HttpRequest,
     query: web::Query<CredentialsQuery>,
-) -> HttpResponse {
-    let Some((issuer, _, limiter)) = &turn.0 else { return disabled() };
+) -> ApiResult {
+    let (issuer, _, limiter) = turn.0.as_ref().ok_or(ApiError::TurnDisabled)?;
     if let Some(client) = req.peer_addr().map(|a| a.ip()) {
         let verdict = limiter.lock().unwrap_or_else(|p| p.into_inner()).check(client, Instant::now());
         if let Err(limited) = verdict {
@@ -56,39 +54,30 @@ async fn credentials(
             if limited.first {
                 info!(%client, retry_after = secs, "TURN credentials refused: rate limit");
             }
-            return HttpResponse::TooManyRequests()
-                .insert_header(("Retry-After", secs.to_string()))
-                // Pages on other origins (the Firewall Traversal demo) may read it.
-                .insert_header(("Access-Control-Expose-Headers", "Retry-After"))
-                .insert_header(("Cache-Control", "no-store"))
-                .json(json!({
-                    "error": format!(
-                        "too many TURN credential requests from this address ({} a minute); retry in {secs} s",
-                        issuer.rate_per_minute
-                    ),
-                }));
+            return Err(ApiError::TooManyCredentialRequests {
+                per_minute: issuer.rate_per_minute,
+                retry_after_secs: secs,
+            });
         }
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let c = issuer.issue(query.user.as_deref().unwrap_or(""), now);
     let urls = issuer.urls();
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
         "urls": urls,
         "username": c.username,
         "credential": c.credential,
         "ttl": c.ttl,
         "iceServers": [{ "urls": urls, "username": c.username, "credential": c.credential }],
-    }))
+    })))
 }
 
-async fn stats(turn: web::Data<TurnRest>) -> HttpResponse {
-    match &turn.0 {
-        Some((_, stats, _)) => HttpResponse::Ok().json(stats.to_json()),
-        None => disabled(),
-    }
+async fn stats(turn: web::Data<TurnRest>) -> ApiResult {
+    let (_, stats, _) = turn.0.as_ref().ok_or(ApiError::TurnDisabled)?;
+    Ok(HttpResponse::Ok().json(stats.to_json()))
 }
 
-/// Registered before the main REST routes (a more specific scope).
+/// Registered before the `/rest-api` scope (a more specific one).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/rest-api/turn")

@@ -1,0 +1,103 @@
+//! What every stream source shares: a WebRTC publisher, an RTMP encoder, an RTSP pull and a VOD
+//! file are all actors that own a [`FanOut`] of viewers (and recorders, snapshot takers) and a
+//! [`crate::registry::Registration`].
+//!
+//! A source implements [`Source`] (its fan-out and its few differences) and gets the five
+//! handlers every source answers from [`source_handlers!`]: [`AddSubscriber`],
+//! [`RemoveSubscriber`], [`RequestKeyframe`], [`GetGop`] and [`Stop`]. Registering goes through
+//! [`crate::registry::Registry::register_source`], and the stream object through
+//! [`crate::protocol::StreamInfo::of_source`]: adding a source means writing its protocol.
+
+use actix::prelude::*;
+
+use crate::fanout::FanOut;
+use crate::messages::AddSubscriber;
+
+/// A stream source (see the module docs). Default methods do nothing.
+pub trait Source: Actor<Context = Context<Self>> {
+    fn fanout(&mut self) -> &mut FanOut;
+
+    /// Whether the stream carries video (what a snapshot taker is told with the GOP).
+    fn has_video(&self) -> bool;
+
+    /// The stream has ended: a viewer that joins now is told at once.
+    fn has_ended(&self) -> bool {
+        false
+    }
+
+    /// A viewer is about to join (the publisher tells it the current mute state).
+    fn viewer_joining(&mut self, _m: &AddSubscriber) {}
+
+    /// The set of viewers changed (idle tracking).
+    fn viewers_changed(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// A viewer asks for a keyframe (only a WebRTC publisher can make one; a VOD file starts).
+    fn keyframe_wanted(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// Someone wants the current GOP (a snapshot).
+    fn gop_wanted(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// End the stream with `reason` (REST terminate, server shutdown).
+    fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>);
+}
+
+/// The five handlers of a [`Source`] type.
+#[macro_export]
+macro_rules! source_handlers {
+    ($t:ty) => {
+        impl actix::Handler<$crate::messages::AddSubscriber> for $t {
+            type Result = ();
+            fn handle(&mut self, m: $crate::messages::AddSubscriber, ctx: &mut actix::Context<Self>) {
+                use $crate::source::Source as _;
+                if self.has_ended() {
+                    m.ended.do_send($crate::messages::SourceEnded {
+                        reason: $crate::protocol::info::STOPPED_BY_PUBLISHER,
+                    });
+                    return;
+                }
+                self.viewer_joining(&m);
+                self.fanout().add(m);
+                self.viewers_changed(ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::messages::RemoveSubscriber> for $t {
+            type Result = ();
+            fn handle(&mut self, m: $crate::messages::RemoveSubscriber, ctx: &mut actix::Context<Self>) {
+                use $crate::source::Source as _;
+                self.fanout().remove(m.id);
+                self.viewers_changed(ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::messages::RequestKeyframe> for $t {
+            type Result = ();
+            fn handle(&mut self, _: $crate::messages::RequestKeyframe, ctx: &mut actix::Context<Self>) {
+                use $crate::source::Source as _;
+                self.keyframe_wanted(ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::messages::GetGop> for $t {
+            type Result = $crate::messages::GopReply;
+            fn handle(
+                &mut self,
+                _: $crate::messages::GetGop,
+                ctx: &mut actix::Context<Self>,
+            ) -> $crate::messages::GopReply {
+                use $crate::source::Source as _;
+                self.gop_wanted(ctx);
+                let has_video = self.has_video();
+                $crate::messages::GopReply { frames: self.fanout().gop().to_vec(), has_video }
+            }
+        }
+
+        impl actix::Handler<$crate::messages::Stop> for $t {
+            type Result = ();
+            fn handle(&mut self, m: $crate::messages::Stop, ctx: &mut actix::Context<Self>) {
+                use $crate::source::Source as _;
+                self.stop(m.reason, ctx);
+            }
+        }
+    };
+}
