@@ -9,8 +9,10 @@
 //!   parses WCS frames, negotiates WebRTC, starts the stream actors, relays their status events.
 //! - [`publisher::Publisher`], one per published stream, and [`subscriber::Subscriber`], one per
 //!   viewer. Each owns one WebRTC engine peer ([`engine::Peer`], a `str0m::Rtc` in ICE-lite mode).
-//!   They all run on one dedicated *media arbiter* (a thread of its own), apart from the web
-//!   workers, so a restarted web worker never takes media with it.
+//!   Publishers (and the media socket) run on the *media arbiter*; viewers are spread
+//!   round-robin over one *media thread* per core (`--media-threads`), the media arbiter being
+//!   the first. All are apart from the web workers, so a restarted web worker never takes media
+//!   with it.
 //! - [`recorder::Recorder`], one per recorded stream: one more sink of the stream, like a
 //!   viewer, writing a crash-safe fragmented MP4 ([`fmp4`], pure code in `sluice-codecs`).
 //!   Recorders run on a *recording arbiter* of their own, so file IO never blocks the media arbiter;
@@ -35,33 +37,75 @@
 //! and answers its NACKs. Nothing is decoded. Keyframes are requested from the publishing browser
 //! when a viewer joins or asks (rate-limited), because browsers send none on their own.
 //!
+//! ## Every source, one lifecycle
+//! A source (a publisher, an RTMP encoder, an RTSP pull, a VOD file) implements
+//! [`source::Source`] and gets its handlers from [`source_handlers!`]; it registers with
+//! [`registry::Registry::register_source`] and holds the [`registry::Registration`], which frees
+//! its name and record when dropped; its stream object is [`protocol::StreamInfo::of_source`].
+//!
+//! ## Layout
+//! - [`access`]: tokens, hooks, API keys ([`auth`]) and limits ([`limits`]).
+//! - [`signalling`]: the WCS wire format ([`protocol`]), SDP helpers, the session actor.
+//! - [`webrtc`]: the str0m wrapper ([`engine`]), the media socket, publishers, viewers.
+//! - [`streams`]: the registry, the fan-out, the source trait, shared messages, snapshots.
+//! - [`sources`]: RTMP, RTSP, VOD. [`recording`]: the recorder. [`turn`]: the TURN server.
+//! - Pure codec code (MP4, FLV, H.264, pictures, AAC→Opus) is the `sluice-codecs` crate,
+//!   re-exported here ([`fmp4`], [`flv`], [`h264`], [`media`], [`mp4_reader`], [`picture`],
+//!   [`transcode`], [`opus`]).
+//!
 //! ## Where to start
 //! [`protocol`] is the wire format, [`engine`] is the only file that calls str0m, [`session`]
 //! shows the whole flow of a publish and a play.
 
-pub mod auth;
-pub mod engine;
+/// Who may do what: tokens, hooks, API keys ([`auth`]), and limits against abuse ([`limits`]).
+pub mod access {
+    pub mod auth;
+    pub mod limits;
+}
+/// The WCS WebSocket protocol: the wire format, SDP helpers and the session actor.
+pub mod signalling {
+    pub mod protocol;
+    pub mod sdp;
+    pub mod session;
+}
+/// WebRTC peers: the str0m engine wrapper, the shared media socket, publishers and viewers.
+pub mod webrtc {
+    pub mod engine;
+    pub mod media_socket;
+    pub mod peer_link;
+    pub mod publisher;
+    pub mod subscriber;
+}
+/// Streams: the registry, the fan-out, what every source shares, shared messages, snapshots.
+pub mod streams {
+    pub mod fanout;
+    pub mod messages;
+    pub mod registry;
+    pub mod snapshot;
+    pub mod source;
+}
+/// Sources from outside WebRTC: RTMP encoders, RTSP cameras, VOD files.
+pub mod sources {
+    pub mod rtmp;
+    pub mod rtsp;
+    pub mod vod;
+}
+/// Recording to fragmented MP4.
+pub mod recording {
+    pub mod recorder;
+}
 pub mod error;
-pub mod fanout;
-pub mod limits;
-pub mod media_socket;
-pub mod messages;
-pub mod peer_link;
-pub mod protocol;
-pub mod publisher;
-pub mod recorder;
-pub mod registry;
-pub mod rtmp;
-pub mod rtsp;
-pub mod sdp;
-pub mod session;
 pub mod shutdown;
-pub mod snapshot;
-pub mod source;
-pub mod subscriber;
 pub mod turn;
-pub mod turn_core;
-pub mod vod;
+
+// Short paths (`crate::registry`, `sluice_actors::session`, ...) for every module.
+pub use access::{auth, limits};
+pub use recording::recorder;
+pub use signalling::{protocol, sdp, session};
+pub use sources::{rtmp, rtsp, vod};
+pub use streams::{fanout, messages, registry, snapshot, source};
+pub use turn::core as turn_core;
+pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber};
 
 /// The pure codec modules live in the `sluice-codecs` crate (no actix there, by its
 /// `Cargo.toml`); they are re-exported so `crate::fmp4` and `sluice_actors::fmp4` still name them.

@@ -1,7 +1,7 @@
 //! JWT verification: HS256 with a shared secret, and RS256/ES256/EdDSA (and their siblings)
 //! with keys from a JWKS document. The one module that calls `jsonwebtoken`.
 //!
-//! The key set is swapped in whole by the JWKS refresher ([`super::jwks`]); verification only
+//! The key set is swapped in whole by the JWKS refresher ([`super::Authorizer::start_jwks_refresh`]); verification only
 //! reads it (no network on the request path). A token names its key by `kid`; without one every
 //! key of the token's algorithm is tried.
 

@@ -85,7 +85,7 @@ pub fn summarize(sdp: &str) -> MediaSummary {
 
 /// Give every `msid` of an SDP the first one's stream id, so a browser puts audio and video
 /// in ONE MediaStream (the official SDK plays `event.streams[0]` of each track; two streams
-/// would leave the <video> without sound).
+/// would leave the `<video>` without sound).
 pub fn unify_msid(sdp: &str) -> String {
     let stream_of = |l: &str| -> Option<String> {
         let rest = l.strip_prefix("a=msid:").or_else(|| l.split_once(" msid:").map(|(_, r)| r))?;

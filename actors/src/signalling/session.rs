@@ -2,7 +2,8 @@
 //!
 //! Owns the WebSocket and the client's streams (by `mediaSessionId`). Parses each frame
 //! ([`crate::protocol::parse_client`]), negotiates WebRTC for `publishStream`/`playStream`, starts
-//! the [`Publisher`]/[`Subscriber`] actors on the media arbiter and relays their
+//! the [`Publisher`] actor on the media arbiter and each [`Subscriber`] on the next viewer
+//! arbiter (round-robin over the media threads, [`crate::Core::viewer_arbiter`]), and relays their
 //! [`StatusChanged`] and [`StreamEventNotice`] back as WCS frames. Keeps the client alive with
 //! `ping` every [`PING_INTERVAL`] and drops it after [`CLIENT_TIMEOUT`] of silence. When the socket
 //! closes, every stream of the session ends with "Stopped by session disconnect".

@@ -2,8 +2,8 @@
 //!
 //! Owns the publishing browser's engine peer and the stream's [`FanOut`]: every frame the
 //! browser sends is shared (`Arc`) with each sink (viewer, recorder), never decoded. Answers
-//! the source messages ([`AddSubscriber`], [`RemoveSubscriber`], [`RequestKeyframe`]), plus
-//! [`RelayEvent`], [`Stop`] and [`Datagram`]. Reports PUBLISHING, UNPUBLISHED or FAILED to its
+//! the source messages ([`AddSubscriber`], [`crate::messages::RemoveSubscriber`], [`crate::messages::RequestKeyframe`]), plus
+//! [`RelayEvent`], [`crate::messages::Stop`] and [`Datagram`]. Reports PUBLISHING, UNPUBLISHED or FAILED to its
 //! session.
 //!
 //! Keyframes: Chromium's encoder sends none on its own after the first, so a joining viewer

@@ -5,7 +5,7 @@
 //! the stream object (WCS-shaped JSON; `clientIp` added). 200 allows; its JSON body may
 //! overwrite `name` and `record` of a stream. Any other status declines: the reason given to the
 //! client is the body's `info` (or `reason`, or `error`) text, else "Declined by the application
-//! server (HTTP <status>)". A backend that fails or does not answer within the timeout declines
+//! server (HTTP `<status>`)". A backend that fails or does not answer within the timeout declines
 //! too (fail closed), with "Application server unavailable: …". With a secret, each request
 //! carries `X-Sluice-Signature: sha256=<hex HMAC-SHA256 of the body>` for the backend to check.
 

@@ -3,8 +3,9 @@
 //! [`crate::registry::Registration`].
 //!
 //! A source implements [`Source`] (its fan-out and its few differences) and gets the five
-//! handlers every source answers from [`source_handlers!`]: [`AddSubscriber`],
-//! [`RemoveSubscriber`], [`RequestKeyframe`], [`GetGop`] and [`Stop`]. Registering goes through
+//! handlers every source answers from [`crate::source_handlers!`]: [`AddSubscriber`],
+//! [`crate::messages::RemoveSubscriber`], [`crate::messages::RequestKeyframe`],
+//! [`crate::messages::GetGop`] and [`crate::messages::Stop`]. Registering goes through
 //! [`crate::registry::Registry::register_source`], and the stream object through
 //! [`crate::protocol::StreamInfo::of_source`]: adding a source means writing its protocol.
 
