@@ -37,7 +37,7 @@ use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource};
 use crate::peer_link::PeerLink;
 use crate::picture::Format;
 use crate::protocol::{
-    self as p, info, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
+    self as p, info as wcs, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
 };
 use crate::publisher::{Hold, Publisher, RelayEvent};
 use crate::recorder::{RecordTarget, RecordingFailed};
@@ -207,7 +207,7 @@ impl Session {
                             }
                         }
                         if act.core.shutdown.is_stopping() {
-                            return act.fail_stream(&req, published, info::SERVER_SHUTDOWN, ctx);
+                            return act.fail_stream(&req, published, wcs::SERVER_SHUTDOWN, ctx);
                         }
                         then(act, req, ctx)
                     }
@@ -254,10 +254,10 @@ impl Session {
             return self.fail_stream(&req, true, crate::limits::TOO_MANY_STREAMS, ctx);
         }
         if core.registry.media_session_exists(&req.media_session_id) {
-            return self.fail_stream(&req, true, info::MEDIA_SESSION_ID_IN_USE, ctx);
+            return self.fail_stream(&req, true, wcs::MEDIA_SESSION_ID_IN_USE, ctx);
         }
         if core.registry.name_published(&req.name) {
-            return self.fail_stream(&req, true, info::NAME_IN_USE, ctx);
+            return self.fail_stream(&req, true, wcs::NAME_IN_USE, ctx);
         }
         let neg = match negotiate(&req.sdp, Role::Publish, &self.candidates(req.transport)) {
             Ok(n) => n,
@@ -266,15 +266,15 @@ impl Session {
                 return self.fail_stream(&req, true, &e.client_info(), ctx);
             }
         };
-        let mut info = req.to_info(true, &self.id, &self.app_key, Self::now_ms());
-        info.has_audio = neg.has_audio;
-        info.has_video = neg.has_video;
-        info.audio_codec = if neg.has_audio { "opus".into() } else { String::new() };
-        info.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
+        let mut stream = req.to_info(true, &self.id, &self.app_key, Self::now_ms());
+        stream.has_audio = neg.has_audio;
+        stream.has_video = neg.has_video;
+        stream.audio_codec = if neg.has_audio { "opus".into() } else { String::new() };
+        stream.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
 
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
         let session = ctx.address().recipient();
-        let (info2, registry) = (info.clone(), core.registry.clone());
+        let (info2, registry) = (stream.clone(), core.registry.clone());
         let addr = Publisher::start_in_arbiter(&core.media_arbiter, move |_| {
             Publisher::new(link, info2, session, registry)
         });
@@ -285,11 +285,11 @@ impl Session {
             has_audio: neg.has_audio,
         };
         let record_source = published.source.clone();
-        match core.registry.register_source(info.clone(), addr.clone().recipient(), Some(published)) {
+        match core.registry.register_source(stream.clone(), addr.clone().recipient(), Some(published)) {
             Ok(r) => addr.do_send(Hold(r)),
             Err(ClaimError::NameInUse) => {
                 // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
-                addr.do_send(Stop { reason: info::NAME_IN_USE });
+                addr.do_send(Stop { reason: wcs::NAME_IN_USE });
                 return;
             }
             Err(e) => {
@@ -298,11 +298,11 @@ impl Session {
             }
         }
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
-        info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %info.video_codec, "publish");
+        info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %stream.video_codec, "publish");
         if req.record {
             // Before setRemoteSDP, so that PUBLISHING carries recordName.
             let target = RecordTarget {
-                info: info.clone(),
+                info: stream.clone(),
                 source: record_source,
                 video: neg.video,
                 has_audio: neg.has_audio,
@@ -324,7 +324,7 @@ impl Session {
     fn play_allowed(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
         let core = self.core.clone();
         if core.registry.media_session_exists(&req.media_session_id) {
-            return self.fail_stream(&req, false, info::MEDIA_SESSION_ID_IN_USE, ctx);
+            return self.fail_stream(&req, false, wcs::MEDIA_SESSION_ID_IN_USE, ctx);
         }
         if crate::rtsp::is_rtsp_name(&req.name) {
             return self.play_rtsp(req, ctx);
@@ -333,7 +333,7 @@ impl Session {
             return self.start_play(req, source, ctx);
         }
         let Some(uri) = VodUri::parse(&req.name) else {
-            return self.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx);
+            return self.fail_stream(&req, false, wcs::STREAM_NOT_FOUND, ctx);
         };
         let path = match vod::resolve(&core.media_dir, &uri.path) {
             Ok(p) => p,
@@ -351,7 +351,7 @@ impl Session {
                 // Two viewers raced to start one vod-live source: join the winner.
                 Err(VodError::NameInUse) => match act.core.registry.lookup(&req.name) {
                     Some(source) => act.start_play(req, source, ctx),
-                    None => act.fail_stream(&req, false, info::STREAM_NOT_FOUND, ctx),
+                    None => act.fail_stream(&req, false, wcs::STREAM_NOT_FOUND, ctx),
                 },
                 Err(e) => act.fail_stream(&req, false, &e.to_string(), ctx),
             })
@@ -389,7 +389,7 @@ impl Session {
         }
         if core.shutdown.is_stopping() {
             // A VOD or RTSP source that opened while the server began to stop.
-            return self.fail_stream(&req, false, info::SERVER_SHUTDOWN, ctx);
+            return self.fail_stream(&req, false, wcs::SERVER_SHUTDOWN, ctx);
         }
         let neg =
             match negotiate(&req.sdp, Role::Play { video: source.video }, &self.candidates(req.transport)) {
@@ -399,21 +399,21 @@ impl Session {
                     return self.fail_stream(&req, false, &e.client_info(), ctx);
                 }
             };
-        let mut info = req.to_info(false, &self.id, &self.app_key, Self::now_ms());
-        info.has_audio = neg.has_audio && source.has_audio;
-        info.has_video = neg.has_video;
-        info.audio_codec = if info.has_audio { "opus".into() } else { String::new() };
-        info.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
+        let mut stream = req.to_info(false, &self.id, &self.app_key, Self::now_ms());
+        stream.has_audio = neg.has_audio && source.has_audio;
+        stream.has_video = neg.has_video;
+        stream.audio_codec = if stream.has_audio { "opus".into() } else { String::new() };
+        stream.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
 
         let id = NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed);
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
         let (session, events) = (ctx.address().recipient(), ctx.address().recipient());
-        let (info2, registry, publisher) = (info.clone(), core.registry.clone(), source.source.clone());
+        let (info2, registry, publisher) = (stream.clone(), core.registry.clone(), source.source.clone());
         let addr = Subscriber::start_in_arbiter(core.viewer_arbiter(), move |_| {
             Subscriber::new(id, link, info2, session, events, registry, publisher)
         });
-        if let Err(e) = core.registry.add_session(info, addr.clone().recipient()) {
-            addr.do_send(Stop { reason: info::MEDIA_SESSION_ID_IN_USE });
+        if let Err(e) = core.registry.add_session(stream, addr.clone().recipient()) {
+            addr.do_send(Stop { reason: wcs::MEDIA_SESSION_ID_IN_USE });
             return self.fail_stream(&req, false, e.info(), ctx);
         }
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
@@ -426,12 +426,12 @@ impl Session {
         // A request still waiting for the application server is cancelled (below: confirmed).
         self.pending.remove(id);
         match self.streams.get(id) {
-            Some(h) => h.stop(info::STOPPED_BY_USER),
+            Some(h) => h.stop(wcs::STOPPED_BY_USER),
             None => {
                 // Unknown or already ended: confirm the end so the client's stream resolves.
                 let status = if published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
                 let obj = serde_json::json!([{ "mediaSessionId": id, "name": name, "published": published,
-                    "status": status, "info": info::STREAM_NOT_FOUND }]);
+                    "status": status, "info": wcs::STREAM_NOT_FOUND }]);
                 ctx.text(p::frame("notifyStreamStatusEvent", obj));
             }
         }
@@ -445,13 +445,13 @@ impl Session {
         if needs_session && !self.established {
             if let ClientMessage::PublishStream(r) | ClientMessage::PlayStream(r) = &m {
                 let published = matches!(m, ClientMessage::PublishStream(_));
-                return self.fail_stream(r, published, info::SESSION_NOT_READY, ctx);
+                return self.fail_stream(r, published, wcs::SESSION_NOT_READY, ctx);
             }
         }
         if self.core.shutdown.is_stopping() {
             if let ClientMessage::PublishStream(r) | ClientMessage::PlayStream(r) = &m {
                 let published = matches!(m, ClientMessage::PublishStream(_));
-                return self.fail_stream(r, published, info::SERVER_SHUTDOWN, ctx);
+                return self.fail_stream(r, published, wcs::SERVER_SHUTDOWN, ctx);
             }
         }
         match m {
@@ -472,7 +472,7 @@ impl Session {
             },
             ClientMessage::AvailableStream { media_session_id, name } => {
                 let available = self.core.registry.lookup(&name).is_some();
-                let reason = if available { "" } else { info::STREAM_NOT_FOUND };
+                let reason = if available { "" } else { wcs::STREAM_NOT_FOUND };
                 ctx.text(p::available_stream(&media_session_id, available, reason));
             }
             ClientMessage::Snapshot { media_session_id, name } => {
@@ -572,7 +572,7 @@ impl Session {
             info!(parent: &self.span, "server shutdown, closing");
             ctx.close(Some(ws::CloseReason {
                 code: ws::CloseCode::Away,
-                description: Some(info::SERVER_SHUTDOWN.into()),
+                description: Some(wcs::SERVER_SHUTDOWN.into()),
             }));
             ctx.stop();
         }
@@ -614,7 +614,7 @@ impl Actor for Session {
             self.core.limits.close_session(ip);
         }
         for (_, h) in self.streams.drain() {
-            h.stop(info::STOPPED_BY_SESSION_DISCONNECT);
+            h.stop(wcs::STOPPED_BY_SESSION_DISCONNECT);
         }
         info!(parent: &self.span, "session closed");
         Running::Stop

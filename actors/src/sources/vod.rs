@@ -72,22 +72,42 @@ impl VodUri {
     }
 }
 
+/// Why a VOD path was refused (logged; the client gets "File not found").
+#[derive(Debug, thiserror::Error)]
+pub enum VodPathError {
+    #[error("empty path or NUL in it")]
+    Empty,
+    #[error("path {0:?} is absolute or climbs out with '..'")]
+    Escapes(String),
+    #[error("media folder {dir}: {source}")]
+    MediaDir { dir: PathBuf, source: std::io::Error },
+    #[error("{path:?}: {source}")]
+    Missing { path: String, source: std::io::Error },
+    #[error("path {0:?} resolves outside the media folder (symlink)")]
+    Outside(String),
+    #[error("{0:?} is not a file")]
+    NotAFile(String),
+}
+
 /// Resolve a VOD path inside `media_dir`. Anything that leaves it is refused.
-pub fn resolve(media_dir: &Path, rel: &str) -> Result<PathBuf, String> {
+pub fn resolve(media_dir: &Path, rel: &str) -> Result<PathBuf, VodPathError> {
     let p = Path::new(rel);
     if rel.is_empty() || rel.contains('\0') {
-        return Err("empty or NUL in path".into());
+        return Err(VodPathError::Empty);
     }
     if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(format!("path {rel:?} is absolute or climbs out with '..'"));
+        return Err(VodPathError::Escapes(rel.into()));
     }
-    let root = media_dir.canonicalize().map_err(|e| format!("media dir: {e}"))?;
-    let full = root.join(p).canonicalize().map_err(|e| format!("{e}"))?;
+    let root = media_dir
+        .canonicalize()
+        .map_err(|source| VodPathError::MediaDir { dir: media_dir.to_path_buf(), source })?;
+    let full =
+        root.join(p).canonicalize().map_err(|source| VodPathError::Missing { path: rel.into(), source })?;
     if !full.starts_with(&root) {
-        return Err(format!("path {rel:?} resolves outside the media folder (symlink)"));
+        return Err(VodPathError::Outside(rel.into()));
     }
     if !full.is_file() {
-        return Err(format!("{rel:?} is not a file"));
+        return Err(VodPathError::NotAFile(rel.into()));
     }
     Ok(full)
 }

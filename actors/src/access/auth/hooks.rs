@@ -47,20 +47,9 @@ pub enum HookAnswer {
 }
 
 impl Hooks {
-    pub fn new(url: &str, secret: Option<String>, timeout: Duration) -> Result<Self, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("invalid hook URL {url:?}: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("hook URL {url:?} must be http:// or https://"));
-        }
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(Hooks { base: url.trim_end_matches('/').to_string(), secret, timeout, tls: Arc::new(tls) })
+    pub fn new(url: &str, secret: Option<String>, timeout: Duration) -> Result<Self, super::AuthSetupError> {
+        super::http_url("--hook-url", url)?;
+        Ok(Hooks { base: url.trim_end_matches('/').to_string(), secret, timeout, tls: client_tls()? })
     }
 
     /// HMAC-SHA256 of `body` under `secret`, hex.
@@ -110,6 +99,17 @@ impl Hooks {
         debug!(%url, status = status.as_u16(), %reason, "application server declined");
         HookAnswer::Deny(reason)
     }
+}
+
+/// The TLS settings of outgoing requests (hooks, JWKS): the public web's roots, aws-lc-rs.
+pub fn client_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
 }
 
 /// At most 200 characters of a backend's text, cut at a character boundary.

@@ -60,6 +60,11 @@ pub enum TokenError {
     NotGranted(String),
 }
 
+/// A JWKS document that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JWKS document: {0}")]
+pub struct JwksError(#[from] serde_json::Error);
+
 /// A verification key and the algorithms it may verify.
 #[derive(Clone)]
 struct Key {
@@ -117,12 +122,12 @@ impl Verifier {
         secret: Option<&str>,
         audience: Option<String>,
         issuer: Option<String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
         let secret = match secret {
             Some(s) => Some(Key {
                 kid: None,
                 algs: vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
-                key: DecodingKey::from_secret(s.as_bytes()).map_err(|e| format!("JWT secret: {e}"))?,
+                key: DecodingKey::from_secret(s.as_bytes())?,
             }),
             None => None,
         };
@@ -131,8 +136,8 @@ impl Verifier {
 
     /// Replace the JWKS keys with those of `doc` (a JWKS JSON document); returns how many
     /// usable keys it holds.
-    pub fn set_jwks(&self, doc: &[u8]) -> Result<usize, String> {
-        let set: JwkSet = serde_json::from_slice(doc).map_err(|e| format!("not a JWKS document: {e}"))?;
+    pub fn set_jwks(&self, doc: &[u8]) -> Result<usize, JwksError> {
+        let set: JwkSet = serde_json::from_slice(doc)?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
             let algs = algorithms_of(jwk);
@@ -227,9 +232,9 @@ impl Verifier {
 }
 
 /// Mint an HS256 token (the `sluice token` command and tests).
-pub fn mint_hs256(secret: &str, claims: &Claims) -> Result<String, String> {
-    let key = EncodingKey::from_secret(secret.as_bytes()).map_err(|e| e.to_string())?;
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).map_err(|e| e.to_string())
+pub fn mint_hs256(secret: &str, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    let key = EncodingKey::from_secret(secret.as_bytes())?;
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key)
 }
 
 #[cfg(test)]
@@ -314,7 +319,7 @@ mod tests {
             {"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
              "y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","use":"sig","kid":"1"},
             {"kty":"oct","k":"c2VjcmV0","kid":"sym"}]}"#;
-        assert_eq!(v.set_jwks(doc), Ok(1));
-        assert_eq!(v.set_jwks(br#"{"keys":[]}"#), Ok(0));
+        assert_eq!(v.set_jwks(doc).unwrap(), 1);
+        assert_eq!(v.set_jwks(br#"{"keys":[]}"#).unwrap(), 0);
     }
 }

@@ -62,6 +62,29 @@ pub struct AuthConfig {
     pub api_allow: Vec<Cidr>,
 }
 
+/// A configuration the authorizer cannot work with (the server refuses to start).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("--jwt-secret must be at least 16 characters")]
+    ShortSecret,
+    #[error("invalid {flag} {url:?}: {reason}")]
+    BadUrl { flag: &'static str, url: String, reason: String },
+    #[error("JWT secret: {0}")]
+    Secret(#[from] jsonwebtoken::errors::Error),
+    #[error("TLS client setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Checks that `url` is an http(s) URL, for `flag`.
+pub(crate) fn http_url(flag: &'static str, url: &str) -> Result<(), AuthSetupError> {
+    let bad = |reason: String| AuthSetupError::BadUrl { flag, url: url.to_string(), reason };
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(()),
+        _ => Err(bad("must be http:// or https://".into())),
+    }
+}
+
 /// Counters of refusals, read by `/health`.
 #[derive(Debug, Default)]
 pub struct AuthStats {
@@ -105,18 +128,13 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Authorizer {
-    pub fn new(cfg: &AuthConfig) -> Result<Self, String> {
+    pub fn new(cfg: &AuthConfig) -> Result<Self, AuthSetupError> {
         let jwt_on = cfg.jwt_secret.is_some() || cfg.jwks_url.is_some();
-        if let Some(s) = &cfg.jwt_secret {
-            if s.len() < 16 {
-                return Err("--jwt-secret must be at least 16 characters".into());
-            }
+        if cfg.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(AuthSetupError::ShortSecret);
         }
         if let Some(u) = &cfg.jwks_url {
-            let parsed = url::Url::parse(u).map_err(|e| format!("invalid --jwks-url {u:?}: {e}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(format!("--jwks-url {u:?} must be http:// or https://"));
-            }
+            http_url("--jwks-url", u)?;
         }
         let hooks = match &cfg.hook_url {
             Some(u) => Some(Hooks::new(u, cfg.hook_secret.clone(), cfg.hook_timeout)?),
@@ -351,23 +369,29 @@ impl Authorizer {
 }
 
 /// GET the JWKS document.
-async fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let tls =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+async fn fetch(url: &str) -> Result<Vec<u8>, JwksFetchError> {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
-        .connector(awc::Connector::new().rustls_0_23(Arc::new(tls)))
+        .connector(awc::Connector::new().rustls_0_23(hooks::client_tls()?))
         .finish();
-    let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let mut resp = client.get(url).send().await.map_err(|e| JwksFetchError::Request(e.to_string()))?;
     if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status().as_u16()));
+        return Err(JwksFetchError::Status(resp.status().as_u16()));
     }
-    resp.body().limit(1 << 20).await.map(|b| b.to_vec()).map_err(|e| e.to_string())
+    resp.body().limit(1 << 20).await.map(|b| b.to_vec()).map_err(|e| JwksFetchError::Body(e.to_string()))
+}
+
+/// Why a JWKS fetch failed (the keys in force stay).
+#[derive(Debug, thiserror::Error)]
+enum JwksFetchError {
+    #[error("TLS client setup: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("reading the body: {0}")]
+    Body(String),
 }
 
 /// The token a WCS `custom` object carries (`custom.token`), if any.
