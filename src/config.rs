@@ -219,6 +219,9 @@ pub struct Cli {
     /// 0: unlimited [default: 50]
     #[arg(long, env = "SLUICE_MAX_MESSAGES_PER_SEC")]
     pub max_messages_per_sec: Option<u32>,
+    /// Leave the stream name out of /metrics labels (per-stream series are unbounded)
+    #[arg(long, env = "SLUICE_NO_METRICS_STREAM_NAMES")]
+    pub no_metrics_stream_names: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -322,6 +325,7 @@ pub struct FileConfig {
     pub max_streams: Option<usize>,
     pub max_viewers_per_stream: Option<usize>,
     pub max_messages_per_sec: Option<u32>,
+    pub no_metrics_stream_names: Option<bool>,
 }
 
 /// A file setting that takes one value or a list (`public_ip = "a"` or `["a", "b"]`).
@@ -385,6 +389,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Limits against abuse.
     pub limits: LimitConfig,
+    /// Stream names as /metrics labels.
+    pub metrics_stream_names: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -463,6 +469,8 @@ impl Config {
         Ok(Config {
             auth,
             limits,
+            metrics_stream_names: !(cli.no_metrics_stream_names
+                || file.no_metrics_stream_names.unwrap_or(false)),
             turn_public_ip: cli.turn_public_ip.or(file.turn_public_ip).unwrap_or(public_ips[0]),
             public_ips,
             public_ip_detected,

@@ -48,7 +48,7 @@ fn cors() -> DefaultHeaders {
     DefaultHeaders::new()
         .add(("Access-Control-Allow-Origin", "*"))
         .add(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
-        .add(("Access-Control-Allow-Headers", "content-type, x-requested-with"))
+        .add(("Access-Control-Allow-Headers", "content-type, x-requested-with, authorization, x-api-key"))
 }
 
 /// An address as the host part of a URL (IPv6 in brackets).
@@ -265,10 +265,12 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .bind((cfg.bind, cfg.ws_port))?;
     let ws_server = and_tls!(ws_server, wss_port);
     let d = data.clone();
+    let metrics_names = cfg.metrics_stream_names;
     let rest_server = HttpServer::new(move || {
         App::new()
             .app_data(d.clone())
             .app_data(turn_rest.clone())
+            .app_data(web::Data::new(rest::metrics::StreamNames(metrics_names)))
             .wrap(actix_web::middleware::from_fn(gate::rest_gate))
             .wrap(cors())
             .configure(rest::routes)

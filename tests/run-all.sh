@@ -18,6 +18,8 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # coturn: turnutils_uclient is the independent TURN client of tests/turn.rs (the daemon is not started).
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# Prometheus scrapes /metrics in tests/browser/metrics.spec.mjs (promtool checks the format).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The test IP camera of tests/rtsp.rs: GStreamer's RTSP server from Python (H.264 + AAC).
 for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \

@@ -80,6 +80,7 @@ pub mod webrtc {
 pub mod streams {
     pub mod fanout;
     pub mod messages;
+    pub mod metrics;
     pub mod registry;
     pub mod snapshot;
     pub mod source;
@@ -103,7 +104,7 @@ pub use access::{auth, limits};
 pub use recording::recorder;
 pub use signalling::{protocol, sdp, session};
 pub use sources::{rtmp, rtsp, vod};
-pub use streams::{fanout, messages, registry, snapshot, source};
+pub use streams::{fanout, messages, metrics, registry, snapshot, source};
 pub use turn::core as turn_core;
 pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber};
 

@@ -63,6 +63,33 @@ impl Frame {
     pub fn kind(&self) -> FrameKind {
         self.codec.kind()
     }
+
+    /// The picture size a keyframe announces: the SPS of an H.264 access unit, the key frame
+    /// header of VP8. `None` for other frames or when it does not parse.
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        if !self.keyframe {
+            return None;
+        }
+        match self.codec {
+            Codec::H264 => crate::h264::annexb_nals(&self.data)
+                .find(|n| n.first().is_some_and(|b| b & 0x1f == crate::h264::NAL_SPS))
+                .and_then(crate::h264::sps_dimensions),
+            Codec::Vp8 => vp8_dimensions(&self.data),
+            Codec::Opus => None,
+        }
+    }
+}
+
+/// Width and height of a VP8 key frame (RFC 6386 §9.1: a 3-byte frame tag, the start code
+/// 9d 01 2a, then 14-bit width and height, little-endian, under 2-bit scale fields).
+pub fn vp8_dimensions(data: &[u8]) -> Option<(u32, u32)> {
+    let d = data.get(..10)?;
+    if d[0] & 0x01 != 0 || d[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u32::from(u16::from_le_bytes([d[6], d[7]]) & 0x3fff);
+    let h = u32::from(u16::from_le_bytes([d[8], d[9]]) & 0x3fff);
+    (w > 0 && h > 0).then_some((w, h))
 }
 
 /// True if an Annex-B H.264 access unit holds an IDR slice, or a VP8 frame is a key frame (bit 0
@@ -91,5 +118,29 @@ mod tests {
         assert!(is_keyframe(&[0x10, 0x02], false));
         assert!(!is_keyframe(&[0x11], false));
         assert!(!is_keyframe(&[], false));
+    }
+}
+
+#[cfg(test)]
+mod dimension_tests {
+    use super::*;
+
+    #[test]
+    fn vp8_key_frame_header() {
+        // Frame tag (key frame, show), start code, 640x480.
+        let key = [0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, 0x00];
+        assert_eq!(vp8_dimensions(&key), Some((640, 480)));
+        assert_eq!(vp8_dimensions(&key[..9]), None);
+        let mut inter = key;
+        inter[0] |= 1;
+        assert_eq!(vp8_dimensions(&inter), None);
+        let f = Frame {
+            codec: Codec::Vp8,
+            keyframe: true,
+            rtp_time: 0,
+            captured: Instant::now(),
+            data: key.into(),
+        };
+        assert_eq!(f.dimensions(), Some((640, 480)));
     }
 }

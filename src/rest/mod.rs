@@ -17,6 +17,7 @@
 //! all of it is `crate::gate`.
 
 mod error;
+pub mod metrics;
 mod recording;
 mod streams;
 mod turn;
@@ -159,5 +160,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/health", web::get().to(health)),
         )
         .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics::metrics))
         .default_service(web::to(not_found));
 }

@@ -131,12 +131,14 @@ async fn snapshot(
         width: query.width.unwrap_or(0),
         height: query.height.unwrap_or(0),
     };
+    let started = std::time::Instant::now();
     let img = core
         .snapshots
         .send(req)
         .await
         .map_err(|_| ApiError::Unavailable("snapshot"))?
         .map_err(|e| ApiError::snapshot(stream, e))?;
+    sluice_actors::metrics::metrics().snapshot_seconds.observe(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(json!({ "data": BASE64.encode(img) })))
 }
 

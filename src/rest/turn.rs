@@ -28,6 +28,11 @@ use super::{ApiError, ApiResult};
 pub struct TurnRest(Option<(Arc<CredentialIssuer>, Arc<TurnStats>, Mutex<CredentialRateLimiter>)>);
 
 impl TurnRest {
+    /// The TURN server's counters (None: TURN is off).
+    pub fn stats(&self) -> Option<&TurnStats> {
+        self.0.as_ref().map(|(_, s, _)| s.as_ref())
+    }
+
     pub fn new(turn: Option<&TurnHandle>) -> Self {
         TurnRest(turn.map(|t| {
             let limiter = CredentialRateLimiter::new(t.issuer.rate_per_minute);

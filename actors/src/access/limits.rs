@@ -64,6 +64,11 @@ impl Limits {
         true
     }
 
+    /// WebSocket sessions open now.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.iter().map(|e| *e.value()).sum()
+    }
+
     /// A session of `ip` counted by [`Limits::open_session`] ended.
     pub fn close_session(&self, ip: IpAddr) {
         if let dashmap::Entry::Occupied(mut e) = self.sessions.entry(ip) {

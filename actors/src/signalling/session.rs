@@ -494,12 +494,14 @@ impl Session {
             return ctx.text(p::stream_event(&media_session_id, "snapshotFailed", &payload));
         }
         let req = TakeSnapshot { stream: name, format: Format::Png, width: 0, height: 0 };
+        let started = Instant::now();
         self.core
             .snapshots
             .send(req)
             .into_actor(self)
             .map(move |res, _, ctx| {
                 let res = res.unwrap_or(Err(SnapshotError::Unavailable));
+                crate::metrics::metrics().snapshot_seconds.observe(started.elapsed().as_secs_f64());
                 let (kind, payload) = match res {
                     Ok(png) => ("snapshotCompleted", serde_json::json!({ "snapshot": BASE64.encode(png) })),
                     Err(e) => ("snapshotFailed", serde_json::json!({ "info": e.to_string() })),

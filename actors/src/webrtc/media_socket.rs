@@ -107,6 +107,8 @@ impl LocalRelays {
 pub struct SocketStats {
     pub received: AtomicU64,
     pub sent: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
     pub unrouted: AtomicU64,
     pub send_dropped: AtomicU64,
 }
@@ -254,6 +256,7 @@ impl MediaSocket {
 
     /// Send one engine transmit. Never blocks: a full socket buffer drops the datagram.
     pub fn send(&self, t: Transmit) {
+        let len = t.contents.len() as u64;
         let ok = match t.proto {
             Proto::Udp => match self.udp.send_to(&t.contents, self.outgoing(t.destination)) {
                 Ok(_) => true,
@@ -271,10 +274,14 @@ impl MediaSocket {
         };
         let counter = if ok { &self.stats.sent } else { &self.stats.send_dropped };
         counter.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.stats.sent_bytes.fetch_add(len, Ordering::Relaxed);
+        }
     }
 
     fn route(&self, proto: Proto, source: SocketAddr, data: Vec<u8>) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.stats.received_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         let source = canonical(source);
         let source = match (&self.relays, proto) {
             (Some(r), Proto::Udp) => r.incoming(source),

@@ -99,6 +99,9 @@ impl Publisher {
         }
         self.state = State::Ended;
         info!(parent: &self.span, %status, reason, frames = self.fanout.frames(), sinks = self.fanout.len(), "publisher ended");
+        if status == StreamStatus::Failed {
+            crate::metrics::metrics().peer_failed("publisher", reason);
+        }
         self.fanout.end(info::STOPPED_BY_PUBLISHER);
         let info = match self.registration.take() {
             Some(r) => r.finish(&mut self.info, status, reason),
@@ -129,6 +132,7 @@ impl Publisher {
             }
         }
         if self.link.peer.request_keyframe() {
+            crate::metrics::metrics().keyframe_requests.inc();
             self.last_keyframe_request = Some(now);
             self.keyframe_in_flight = true;
             self.drive(ctx);
@@ -171,6 +175,16 @@ impl PeerActor for Publisher {
             PeerEvent::Frame(f) => {
                 if f.keyframe {
                     self.keyframe_in_flight = false;
+                    // The picture size, for the stream object (REST find, the dashboard).
+                    if let Some((w, h)) = f.dimensions().filter(|&d| d != (self.info.width, self.info.height))
+                    {
+                        if let Some(u) = self.registry.update(&self.info.media_session_id, |i| {
+                            i.width = w;
+                            i.height = h;
+                        }) {
+                            self.info = u;
+                        }
+                    }
                 }
                 if self.state == State::Live && self.fanout.forward(f) {
                     self.request_keyframe(ctx);

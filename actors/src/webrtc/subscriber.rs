@@ -89,6 +89,9 @@ impl Subscriber {
         }
         self.state = State::Ended;
         info!(parent: &self.span, %status, reason, frames = self.frames_out, "subscriber ended");
+        if status == StreamStatus::Failed {
+            crate::metrics::metrics().peer_failed("viewer", reason);
+        }
         self.source.leave.do_send(RemoveSubscriber { id: self.id });
         let info = self.registry.finish(&mut self.info, status, reason);
         self.session.do_send(StatusChanged(info));
@@ -144,7 +147,10 @@ impl PeerActor for Subscriber {
             PeerEvent::Connected => {
                 if self.state == State::Connecting {
                     self.state = State::Playing;
-                    info!(parent: &self.span, "playing");
+                    // createDate is when playStream arrived.
+                    let joined_ms = crate::protocol::now_ms().saturating_sub(self.info.create_date);
+                    crate::metrics::metrics().join_seconds.observe(joined_ms as f64 / 1000.0);
+                    info!(parent: &self.span, joined_ms, "playing");
                     self.set_status(StreamStatus::Playing, "");
                     self.source.keyframe.do_send(RequestKeyframe);
                 }
