@@ -192,6 +192,8 @@ fn stream_events_reach_subscribers() {
     a.send("sendStreamEvent", json!({"mediaSessionId": id, "type": "audioMuted"}));
     let e = v.expect("notifyStreamEvent", |d| d["type"] == "audioMuted");
     assert_eq!(e["mediaSessionId"], vid.as_str());
+    // Mute notices carry an object with the stream's name (WCS pages read payload.streamName).
+    assert_eq!(e["payload"], json!({"streamName": name}));
     a.send("sendStreamEvent", json!({"mediaSessionId": id, "type": "data", "payload": {"hello": 1}}));
     let e = v.expect("notifyStreamEvent", |d| d["type"] == "data");
     assert_eq!(e["payload"], json!({"hello": 1}));
@@ -203,4 +205,5 @@ fn stream_events_reach_subscribers() {
     let (lid, _lpeer) = play(&mut late, &name);
     let e = late.expect("notifyStreamEvent", |d| d["type"] == "audioMuted");
     assert_eq!(e["mediaSessionId"], lid.as_str());
+    assert_eq!(e["payload"]["streamName"], name.as_str());
 }

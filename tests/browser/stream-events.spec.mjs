@@ -35,6 +35,8 @@ for (const [pubSdk, viewSdk] of [['ours', 'official'], ['official', 'ours']]) {
             assert.equal(await pub.evaluate(() => sdk.call('pub', 'isAudioMuted')), true);
             let events = await waitForStreamEvents(viewer, 'play', 1);
             assert.equal(events[0].type, 'audioMuted');
+            // WCS pages read payload.streamName of mute notices (Media Devices Manager).
+            assert.equal(events[0].payload?.streamName, name);
 
             await pub.evaluate(() => sdk.call('pub', 'sendData', { hello: 'world', n: 1 }));
             await pub.evaluate(() => sdk.call('pub', 'unmuteAudio'));

@@ -111,6 +111,16 @@ impl Publisher {
         ctx.stop();
     }
 
+    /// A mute notice's payload: the client's object (or none) with the stream's name added.
+    fn mute_payload(&self, payload: Value) -> Value {
+        let mut obj = match payload {
+            Value::Object(o) => o,
+            _ => serde_json::Map::new(),
+        };
+        obj.entry("streamName").or_insert_with(|| Value::String(self.info.name.clone()));
+        Value::Object(obj)
+    }
+
     fn request_keyframe(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         // A keyframe already asked for and not yet arrived serves this request too.
@@ -238,7 +248,7 @@ impl Source for Publisher {
                     events.do_send(StreamEventNotice {
                         media_session_id: id.clone(),
                         kind: format!("{kind}Muted"),
-                        payload: Value::Null,
+                        payload: self.mute_payload(Value::Null),
                     });
                 }
             }
@@ -287,8 +297,10 @@ pub struct RelayEvent {
 
 impl Handler<RelayEvent> for Publisher {
     type Result = ();
-    fn handle(&mut self, m: RelayEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, mut m: RelayEvent, _: &mut Context<Self>) {
         if let Some((kind, muted)) = mute_change(&m.kind) {
+            // WCS pages (Media Devices Manager) read `payload.streamName` of mute notices.
+            m.payload = self.mute_payload(m.payload);
             let state = Some(MuteState { muted });
             let updated = self.registry.update(&self.info.media_session_id, |i| match kind {
                 "audio" => i.audio_state = state,
