@@ -12,10 +12,9 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use sluice_actors::auth::{Action, ApiRefusal};
 use sluice_actors::Core;
@@ -46,16 +45,9 @@ fn peer(req: &ServiceRequest) -> Option<IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
-fn refusal(e: &ApiRefusal) -> HttpResponse {
-    let code = match e {
-        ApiRefusal::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        ApiRefusal::Forbidden(_) => StatusCode::FORBIDDEN,
-    };
-    let mut r = HttpResponse::build(code);
-    if code == StatusCode::UNAUTHORIZED {
-        r.insert_header(("WWW-Authenticate", "Bearer"));
-    }
-    r.json(json!({ "error": e.message() }))
+/// The refusal as the front answers every error ([`crate::rest::ApiError`]).
+fn refusal(e: ApiRefusal) -> HttpResponse {
+    actix_web::ResponseError::error_response(&crate::rest::ApiError::from(e))
 }
 
 fn core_of(req: &ServiceRequest) -> Option<Arc<Core>> {
@@ -86,7 +78,7 @@ pub async fn rest_gate(
         Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
         Err(e) => {
             tracing::info!(peer = ?peer(&req), %path, reason = e.message(), "REST request refused");
-            Ok(req.into_response(refusal(&e)).map_into_right_body())
+            Ok(req.into_response(refusal(e)).map_into_right_body())
         }
     }
 }
@@ -104,6 +96,6 @@ pub async fn records_gate(
     };
     match decision {
         Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
-        Err(e) => Ok(req.into_response(refusal(&e)).map_into_right_body()),
+        Err(e) => Ok(req.into_response(refusal(e)).map_into_right_body()),
     }
 }

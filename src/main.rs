@@ -136,13 +136,8 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     // More media threads carry viewers only (publishers and the socket stay on the first).
     let viewer_arbiters: Vec<actix::Arbiter> =
         (1..cfg.media_threads).map(|_| actix::Arbiter::new()).collect();
-    // TURN relays reach the media socket from this host: loopback when bound to every
-    // interface, else the bind address (see LocalRelays).
-    let relay_local = match cfg.bind {
-        b if !b.is_unspecified() => b,
-        _ if cfg.turn_public_ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
-        _ => std::net::Ipv6Addr::LOCALHOST.into(),
-    };
+    // TURN relays reach the media socket from this host (see LocalRelays).
+    let relay_local = sluice_actors::media_socket::local_ip(cfg.bind, cfg.turn_public_ip.is_ipv4());
     let relays = cfg.turn.as_ref().map(|_| LocalRelays::new(relay_local, cfg.turn_public_ip));
     let socket = MediaSocket::start(
         cfg.bind,

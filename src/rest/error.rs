@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 use thiserror::Error;
 
+use sluice_actors::auth::ApiRefusal;
 use sluice_actors::error::RecordError;
 use sluice_actors::protocol::info;
 use sluice_actors::snapshot::SnapshotError;
@@ -65,6 +66,21 @@ pub enum ApiError {
     /// A path under the REST port that is no method.
     #[error("no such REST method")]
     NoSuchMethod(String),
+    /// The access gate: no credential where one is needed (what to configure or send).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The access gate: a credential that does not do.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl From<ApiRefusal> for ApiError {
+    fn from(r: ApiRefusal) -> Self {
+        match r {
+            ApiRefusal::Unauthenticated(m) => ApiError::Unauthenticated(m),
+            ApiRefusal::Forbidden(m) => ApiError::Forbidden(m),
+        }
+    }
 }
 
 impl ApiError {
@@ -104,6 +120,8 @@ impl ResponseError for ApiError {
             | E::TurnDisabled
             | E::NoSuchMethod(_) => StatusCode::NOT_FOUND,
             E::NameInUse(_) => StatusCode::CONFLICT,
+            E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::TooManyCredentialRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             // Ours, not the request's: records folder or file (the stream goes on), picture, VOD file.
             E::Record(_) | E::Snapshot { .. } | E::Vod { .. } | E::Unavailable(_) => {
@@ -121,6 +139,9 @@ impl ResponseError for ApiError {
                 // Pages on other origins (the Firewall Traversal demo) may read it.
                 .insert_header(("Access-Control-Expose-Headers", "Retry-After"))
                 .insert_header(("Cache-Control", "no-store"));
+        }
+        if let ApiError::Unauthenticated(_) = self {
+            r.insert_header(("WWW-Authenticate", "Bearer"));
         }
         r.json(json!({ "error": self.to_string() }))
     }

@@ -204,15 +204,9 @@ impl MediaSocket {
         self.local
     }
 
-    /// Where a process on this host reaches the media socket: its own address, or, when it is
-    /// bound to every interface, loopback of the family asked for (`::` takes IPv4 too).
+    /// Where a process on this host reaches the media socket (see [`local_ip`]).
     pub fn reachable_locally(&self, v4: bool) -> SocketAddr {
-        let ip = match self.local.ip() {
-            ip if !ip.is_unspecified() => ip,
-            std::net::IpAddr::V6(_) if !v4 => std::net::Ipv6Addr::LOCALHOST.into(),
-            _ => std::net::Ipv4Addr::LOCALHOST.into(),
-        };
-        SocketAddr::new(ip, self.local.port())
+        SocketAddr::new(local_ip(self.local.ip(), v4), self.local.port())
     }
 
     /// The candidate a datagram from `source` was sent to: the advertised address of its
@@ -373,6 +367,17 @@ impl MediaSocket {
         self.tcp_out.remove(&remote);
         self.by_source.remove(&(Proto::Tcp, remote));
         debug!(%remote, "ICE-TCP connection closed");
+    }
+}
+
+/// The address a socket bound to `bind` is reached at, and sends from, within this host: `bind`
+/// itself, or, for a wildcard, loopback of the family asked for (`::` takes IPv4 too). The
+/// media socket is reached there by TURN relays, and relays bound alike send from there.
+pub fn local_ip(bind: std::net::IpAddr, v4: bool) -> std::net::IpAddr {
+    match bind {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V6(_) if !v4 => std::net::Ipv6Addr::LOCALHOST.into(),
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
     }
 }
 
