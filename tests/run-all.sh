@@ -58,6 +58,10 @@ empty_pc="$(mktemp -d)"
 PKG_CONFIG_LIBDIR="$empty_pc" PKG_CONFIG_PATH="" cargo build --release --locked --bin sluice --target-dir target/fresh
 rmdir "$empty_pc"
 
+# A run from a clean clone never rebuilds incrementally: the incremental caches would only
+# double what the build writes to disk.
+export CARGO_INCREMENTAL=0
+
 echo "== cargo build"
 cargo build --locked --workspace --all-targets
 
