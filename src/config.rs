@@ -170,6 +170,11 @@ pub struct Cli {
     /// RTP transport asked of RTSP cameras: tcp (interleaved) or udp [default: tcp]
     #[arg(long, env = "SLUICE_RTSP_TRANSPORT")]
     pub rtsp_transport: Option<RtspTransport>,
+    /// Hosts streams may be re-published to over RTMP (rtmpUrl, /rest-api/push/startup), in
+    /// the --rtsp-allow syntax; repeatable (environment: comma-separated). [default: hosts
+    /// whose every address is public, as for --rtsp-allow]
+    #[arg(long = "rtmp-push-allow", env = "SLUICE_RTMP_PUSH_ALLOW", value_delimiter = ',', value_name = "HOST")]
+    pub rtmp_push_allow: Vec<HostPattern>,
     /// Shared secret of HS256 tokens (JWT). With it (or --jwks-url), publishing, playing,
     /// recording and snapshots need a token granting them (see README "Access control")
     #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
@@ -311,6 +316,7 @@ pub struct FileConfig {
     pub no_rtmp: Option<bool>,
     pub rtsp_allow: Option<Vec<HostPattern>>,
     pub rtsp_transport: Option<RtspTransport>,
+    pub rtmp_push_allow: Option<Vec<HostPattern>>,
     pub jwt_secret: Option<String>,
     pub jwks_url: Option<String>,
     pub jwks_refresh: Option<u64>,
@@ -385,6 +391,8 @@ pub struct Config {
     pub rtmp_port: Option<u16>,
     /// What rtsp:// play names may pull, and how.
     pub rtsp: RtspPolicy,
+    /// Where streams may be re-published over RTMP.
+    pub rtmp_push: sluice_actors::push::pusher::PushPolicy,
     /// Access control.
     pub auth: AuthConfig,
     /// Limits against abuse.
@@ -504,6 +512,13 @@ impl Config {
                     cli.rtsp_allow
                 },
                 transport: cli.rtsp_transport.or(file.rtsp_transport).unwrap_or_default(),
+            },
+            rtmp_push: sluice_actors::push::pusher::PushPolicy {
+                allow: if cli.rtmp_push_allow.is_empty() {
+                    file.rtmp_push_allow.unwrap_or_default()
+                } else {
+                    cli.rtmp_push_allow
+                },
             },
         })
     }

@@ -94,6 +94,7 @@ fn print_token(a: config::TokenArgs) -> i32 {
 }
 
 fn main() -> std::io::Result<()> {
+    rest::stat::started(); // the uptime of `/?action=stat` counts from here
     let mut cli = Cli::parse();
     if let Some(config::Command::Token(args)) = cli.command.take() {
         std::process::exit(print_token(args));
@@ -121,7 +122,8 @@ fn main() -> std::io::Result<()> {
 
 async fn run(cfg: Config) -> std::io::Result<()> {
     sluice_actors::engine::warm_up();
-    for dir in [&cfg.media_dir, &cfg.records_dir] {
+    let session_logs_dir = cfg.data_dir.join("session-logs");
+    for dir in [&cfg.media_dir, &cfg.records_dir, &session_logs_dir] {
         if let Err(e) = std::fs::create_dir_all(dir) {
             error!(dir = %dir.display(), error = %e, "cannot create folder");
         }
@@ -164,6 +166,11 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let ingest_arbiter = actix::Arbiter::new();
     let rtsp =
         sluice_actors::rtsp::RtspPulls::new(cfg.rtsp.clone(), ingest_arbiter.handle(), registry.clone());
+    let pushes = sluice_actors::push::pusher::Pushes::new(
+        cfg.rtmp_push.clone(),
+        ingest_arbiter.handle(),
+        registry.clone(),
+    );
     let rtmp_port = match cfg.rtmp_port {
         Some(p) => {
             let bind = std::net::SocketAddr::new(cfg.bind, p);
@@ -192,6 +199,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         vod_arbiter: vod_arbiter.handle(),
         vod: Default::default(),
         rtsp,
+        pushes,
         socket,
         media_arbiter: media_arbiter.handle(),
         viewer_arbiters: std::iter::once(media_arbiter.handle())
@@ -199,6 +207,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
             .collect(),
         next_viewer: Default::default(),
         candidates: CandidateConfig { addrs: cfg.media_candidates(media_port), tcp: cfg.ice_tcp },
+        session_logs_dir,
         shutdown: Default::default(),
     });
     let data = web::Data::new(core.clone());
@@ -277,12 +286,17 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let rest_server = and_tls!(rest_server, rest_https_port);
     let d = data.clone();
     let (static_dir, records_dir) = (cfg.static_dir.clone(), cfg.records_dir.clone());
+    let session_logs_dir = core.session_logs_dir.clone();
     let web_server = HttpServer::new(move || {
         App::new()
             .app_data(d.clone())
             .wrap(actix_web::middleware::from_fn(gate::records_gate))
             .route("/health", web::get().to(rest::health))
             .service(actix_files::Files::new("/client/records", &records_dir))
+            .service(actix_files::Files::new(
+                &format!("/{}", sluice_actors::debug_log::URL_PATH),
+                &session_logs_dir,
+            ))
             .service(actix_files::Files::new("/", &static_dir).index_file("index.html"))
     })
     .workers(1)

@@ -21,6 +21,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 # Prometheus scrapes /metrics in tests/browser/metrics.spec.mjs (promtool checks the format).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# nginx with the RTMP module: the RTMP server tests/rtmp_push.rs re-publishes to.
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx libnginx-mod-rtmp)
 # The test IP camera of tests/rtsp.rs: GStreamer's RTSP server from Python (H.264 + AAC).
 for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav; do

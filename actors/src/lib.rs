@@ -49,6 +49,7 @@
 //! - [`webrtc`]: the str0m wrapper ([`engine`]), the media socket, publishers, viewers.
 //! - [`streams`]: the registry, the fan-out, the source trait, shared messages, snapshots.
 //! - [`sources`]: RTMP, RTSP, VOD. [`recording`]: the recorder. [`turn`]: the TURN server.
+//! - [`push`]: RTMP re-publishing, a stream sent to an RTMP server ([`push::pusher`]).
 //! - Pure codec code (MP4, FLV, H.264, pictures, AAC→Opus) is the `sluice-codecs` crate,
 //!   re-exported here ([`fmp4`], [`flv`], [`h264`], [`media`], [`mp4_reader`], [`picture`],
 //!   [`transcode`], [`opus`]).
@@ -64,6 +65,7 @@ pub mod access {
 }
 /// The WCS WebSocket protocol: the wire format, SDP helpers and the session actor.
 pub mod signalling {
+    pub mod debug_log;
     pub mod protocol;
     pub mod sdp;
     pub mod session;
@@ -75,6 +77,7 @@ pub mod webrtc {
     pub mod peer_link;
     pub mod publisher;
     pub mod subscriber;
+    pub mod video_rate;
 }
 /// Streams: the registry, the fan-out, what every source shares, shared messages, snapshots.
 pub mod streams {
@@ -84,12 +87,18 @@ pub mod streams {
     pub mod registry;
     pub mod snapshot;
     pub mod source;
+    pub mod transcoder;
 }
 /// Sources from outside WebRTC: RTMP encoders, RTSP cameras, VOD files.
 pub mod sources {
     pub mod rtmp;
     pub mod rtsp;
     pub mod vod;
+}
+/// RTMP re-publishing: streams pushed to RTMP servers.
+pub mod push {
+    pub mod pusher;
+    pub mod rtmp_client;
 }
 /// Recording to fragmented MP4.
 pub mod recording {
@@ -102,15 +111,15 @@ pub mod turn;
 // Short paths (`crate::registry`, `sluice_actors::session`, ...) for every module.
 pub use access::{auth, limits};
 pub use recording::recorder;
-pub use signalling::{protocol, sdp, session};
+pub use signalling::{debug_log, protocol, sdp, session};
 pub use sources::{rtmp, rtsp, vod};
-pub use streams::{fanout, messages, metrics, registry, snapshot, source};
+pub use streams::{fanout, messages, metrics, registry, snapshot, source, transcoder};
 pub use turn::core as turn_core;
-pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber};
+pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber, video_rate};
 
 /// The pure codec modules live in the `sluice-codecs` crate (no actix there, by its
 /// `Cargo.toml`); they are re-exported so `crate::fmp4` and `sluice_actors::fmp4` still name them.
-pub use sluice_codecs::{flv, fmp4, h264, media, mp4_reader, opus, picture, transcode};
+pub use sluice_codecs::{flv, fmp4, h264, media, mp4_reader, opus, picture, transcode, video_transcode};
 
 use std::sync::Arc;
 
@@ -159,10 +168,14 @@ pub struct Core {
     pub recordings: Arc<recorder::Recordings>,
     /// RTSP pulls (`rtsp://` play names), running on the ingest arbiter with RTMP ingest.
     pub rtsp: Arc<rtsp::RtspPulls>,
+    /// RTMP re-publishing (`rtmpUrl`, `/push/...`), on the ingest arbiter too.
+    pub pushes: Arc<push::pusher::Pushes>,
     /// Who may do what ([`auth`]).
     pub auth: Arc<auth::Authorizer>,
     /// Limits against abuse ([`limits`]).
     pub limits: Arc<limits::Limits>,
+    /// Where session debug logs are written (served at `/client/session-logs/`).
+    pub session_logs_dir: std::path::PathBuf,
     /// Set when the server is stopping: sessions refuse new streams and close when done.
     pub shutdown: shutdown::Shutdown,
 }

@@ -24,6 +24,17 @@
 //! ## Timestamps
 //! RTMP timestamps are 32-bit milliseconds that wrap after 49.7 days; [`Timeline`] unwraps them
 //! to 64 bits so the frames' clocks never jump back.
+//!
+//! ## The other way: frames to FLV tags ([`FramesToFlv`], RTMP re-publishing)
+//! A stream's [`Frame`]s become FLV tag bodies for an RTMP server: from the first H.264
+//! keyframe that carries its SPS and PPS on, an AVC sequence header ([`avc_sequence_header`],
+//! again whenever the parameter sets change), then each access unit as AVCC NAL units with
+//! composition time 0 ([`avc_nalus`]: browsers send no B-frames); Opus is transcoded to AAC-LC
+//! ([`crate::transcode::OpusToAac`]) and sent as an AAC sequence header and raw AAC frames
+//! ([`aac_sequence_header`], [`aac_frame`]). [`Metadata`] is what `onMetaData` says. Times are
+//! milliseconds from the first keyframe, each track on its own RTP clock, the two tracks
+//! aligned by the arrival time of their first frames (WebRTC's RTP clocks of audio and video
+//! are unrelated).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -258,6 +269,340 @@ impl FlvToFrames {
     }
 }
 
+// ---- Muxing: frames to FLV tag bodies -------------------------------------------------------
+
+/// An `AVCDecoderConfigurationRecord` (ISO 14496-15 §5.3.3.1) of one SPS and one PPS (NAL
+/// units with their header byte), 4-byte NAL lengths. `None` for an SPS too short to carry
+/// the profile and level.
+pub fn avc_decoder_config(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    let profile = sps.get(1..4)?;
+    let sps_len = u16::try_from(sps.len()).ok()?;
+    let pps_len = u16::try_from(pps.len()).ok()?;
+    let mut r = Vec::with_capacity(11 + sps.len() + pps.len());
+    r.extend_from_slice(&[1, profile[0], profile[1], profile[2], 0xfc | 3, 0xe0 | 1]);
+    r.extend_from_slice(&sps_len.to_be_bytes());
+    r.extend_from_slice(sps);
+    r.push(1);
+    r.extend_from_slice(&pps_len.to_be_bytes());
+    r.extend_from_slice(pps);
+    Some(r)
+}
+
+/// The FLV video tag body of an AVC sequence header (keyframe, packet type 0).
+pub fn avc_sequence_header(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    let mut b = vec![0x10 | CODEC_AVC, 0, 0, 0, 0];
+    b.extend(avc_decoder_config(sps, pps)?);
+    Some(b)
+}
+
+/// The FLV video tag body of one Annex-B access unit: AVCC NAL units (4-byte lengths, access
+/// unit delimiters dropped), packet type 1, composition time 0.
+pub fn avc_nalus(annexb: &[u8], keyframe: bool) -> Vec<u8> {
+    let frame_type = if keyframe { 0x10 } else { 0x20 };
+    let mut b = vec![frame_type | CODEC_AVC, 1, 0, 0, 0];
+    b.extend(h264::annexb_to_avcc(annexb));
+    b
+}
+
+/// First byte of an AAC audio tag: sound format 10, "44 kHz" (FLV's code for any AAC rate),
+/// 16-bit, stereo (FLV readers take the real values from the AudioSpecificConfig).
+const AAC_TAG_BYTE: u8 = (SOUND_AAC << 4) | 0x0f;
+
+/// The FLV audio tag body of an AAC sequence header: the AudioSpecificConfig.
+pub fn aac_sequence_header(asc: &[u8]) -> Vec<u8> {
+    let mut b = vec![AAC_TAG_BYTE, 0];
+    b.extend_from_slice(asc);
+    b
+}
+
+/// The FLV audio tag body of one raw AAC access unit.
+pub fn aac_frame(raw: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(raw.len() + 2);
+    b.extend_from_slice(&[AAC_TAG_BYTE, 1]);
+    b.extend_from_slice(raw);
+    b
+}
+
+/// What `onMetaData` tells an RTMP server and its players.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metadata {
+    /// Picture size (0: no video).
+    pub width: u32,
+    pub height: u32,
+    pub video: bool,
+    pub audio: bool,
+    pub audio_rate: u32,
+    pub stereo: bool,
+}
+
+impl Metadata {
+    /// The FLV script tag body: AMF0 `"onMetaData"` and an ECMA array of the known fields
+    /// (`videocodecid` 7 for AVC, `audiocodecid` 10 for AAC).
+    pub fn to_amf0(&self) -> Vec<u8> {
+        fn key(b: &mut Vec<u8>, k: &str) {
+            b.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            b.extend_from_slice(k.as_bytes());
+        }
+        let mut fields: Vec<(&str, Option<f64>, Option<bool>)> = Vec::new();
+        if self.video {
+            fields.push(("width", Some(self.width as f64), None));
+            fields.push(("height", Some(self.height as f64), None));
+            fields.push(("videocodecid", Some(CODEC_AVC as f64), None));
+        }
+        if self.audio {
+            fields.push(("audiocodecid", Some(SOUND_AAC as f64), None));
+            fields.push(("audiosamplerate", Some(self.audio_rate as f64), None));
+            fields.push(("audiosamplesize", Some(16.0), None));
+            fields.push(("stereo", None, Some(self.stereo)));
+        }
+        fields.push(("encoder", None, None));
+        let mut b = vec![0x02];
+        key(&mut b, "onMetaData");
+        b.push(0x08);
+        b.extend_from_slice(&(fields.len() as u32).to_be_bytes());
+        for (k, num, flag) in fields {
+            key(&mut b, k);
+            match (num, flag) {
+                (Some(n), _) => {
+                    b.push(0x00);
+                    b.extend_from_slice(&n.to_be_bytes());
+                }
+                (None, Some(f)) => b.extend_from_slice(&[0x01, f as u8]),
+                (None, None) => {
+                    let v = concat!("sluice ", env!("CARGO_PKG_VERSION"));
+                    b.push(0x02);
+                    key(&mut b, v);
+                }
+            }
+        }
+        b.extend_from_slice(&[0, 0, 9]);
+        b
+    }
+}
+
+/// FLV tag types (FLV file format §E.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagType {
+    Audio = 8,
+    Video = 9,
+    Script = 18,
+}
+
+/// The 9-byte FLV file header and the first PreviousTagSize (for writing `.flv` files).
+pub fn file_header(video: bool, audio: bool) -> Vec<u8> {
+    let flags = (u8::from(audio) << 2) | u8::from(video);
+    vec![b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0]
+}
+
+/// One FLV file tag: header, `body`, PreviousTagSize. `ts_ms` wraps as FLV's 32-bit time does.
+pub fn file_tag(kind: TagType, ts_ms: u32, body: &[u8]) -> Vec<u8> {
+    let len = body.len().min(0xff_ffff) as u32;
+    let mut t = Vec::with_capacity(body.len() + 15);
+    t.push(kind as u8);
+    t.extend_from_slice(&len.to_be_bytes()[1..]);
+    t.extend_from_slice(&ts_ms.to_be_bytes()[1..]);
+    t.push((ts_ms >> 24) as u8);
+    t.extend_from_slice(&[0, 0, 0]);
+    t.extend_from_slice(&body[..len as usize]);
+    t.extend_from_slice(&(len + 11).to_be_bytes());
+    t
+}
+
+/// Which frames go out when the way to the RTMP server is slow: the sender has a queue of
+/// `capacity` messages, `free` of them free. Video stops when the queue is three-quarters full
+/// and resumes at the first keyframe that finds it at least half empty (a decoder needs the
+/// whole GOP); audio goes on while a few slots are left.
+#[derive(Debug, Default, Clone)]
+pub struct FlowControl {
+    skipping_video: bool,
+    /// Frames not sent, for the log.
+    pub skipped: u64,
+}
+
+impl FlowControl {
+    /// Audio frames need this many free slots.
+    pub const AUDIO_RESERVE: usize = 8;
+
+    pub fn admit(
+        &mut self,
+        kind: crate::media::FrameKind,
+        keyframe: bool,
+        free: usize,
+        capacity: usize,
+    ) -> bool {
+        let ok = match kind {
+            crate::media::FrameKind::Audio => free >= Self::AUDIO_RESERVE,
+            crate::media::FrameKind::Video if self.skipping_video => {
+                let resume = keyframe && free >= capacity / 2;
+                self.skipping_video = !resume;
+                resume
+            }
+            crate::media::FrameKind::Video => {
+                self.skipping_video = free < capacity / 4;
+                !self.skipping_video
+            }
+        };
+        if !ok {
+            self.skipped += 1;
+        }
+        ok
+    }
+}
+
+/// One thing to send to the RTMP server, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlvOut {
+    /// `@setDataFrame onMetaData` (sent again when the picture size changes).
+    Metadata(Metadata),
+    /// A video tag body at `ts_ms` (decode time = presentation time).
+    Video { ts_ms: u32, body: Vec<u8>, keyframe: bool },
+    /// An audio tag body at `ts_ms`.
+    Audio { ts_ms: u32, body: Vec<u8> },
+}
+
+/// The frames-to-FLV state of one re-published stream (see the module docs). Sans-IO: push
+/// frames in, pop what to send out.
+pub struct FramesToFlv {
+    video: bool,
+    audio: bool,
+    /// SPS and PPS of the last sequence header sent.
+    avc: Option<(Vec<u8>, Vec<u8>)>,
+    aac: Option<crate::transcode::OpusToAac>,
+    aac_header_sent: bool,
+    /// Arrival of the first keyframe (of the first audio frame for a stream without video):
+    /// time 0. `None` until then; frames before it are dropped.
+    epoch: Option<Instant>,
+    /// First RTP time of each track and its offset from the epoch, in ms.
+    video_base: Option<(u64, u64)>,
+    audio_base: Option<(u64, u64)>,
+    metadata: Metadata,
+    out: std::collections::VecDeque<FlvOut>,
+}
+
+impl FramesToFlv {
+    /// For a stream with H.264 video (`video`) and/or Opus audio (`audio`).
+    pub fn new(video: bool, audio: bool) -> Self {
+        FramesToFlv {
+            video,
+            audio,
+            avc: None,
+            aac: None,
+            aac_header_sent: false,
+            epoch: None,
+            video_base: None,
+            audio_base: None,
+            metadata: Metadata { video, audio, audio_rate: 48_000, stereo: true, ..Default::default() },
+            out: Default::default(),
+        }
+    }
+
+    /// True once the first keyframe (or, audio only, the first audio frame) went out.
+    pub fn started(&self) -> bool {
+        self.epoch.is_some()
+    }
+
+    /// One frame of the stream. A VP8 frame is [`FlvError::Unsupported`] (FLV carries no VP8);
+    /// an Opus packet that does not transcode is [`FlvError::Audio`], for that packet alone.
+    pub fn push(&mut self, f: &Frame) -> Result<(), FlvError> {
+        match f.codec {
+            Codec::H264 => {
+                self.video_frame(f);
+                Ok(())
+            }
+            Codec::Opus => self.audio_frame(f),
+            Codec::Vp8 => Err(FlvError::Unsupported("VP8 video (RTMP carries H.264 only)".into())),
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<FlvOut> {
+        self.out.pop_front()
+    }
+
+    fn ms_since_epoch(&self, at: Instant) -> u64 {
+        self.epoch.map(|e| at.saturating_duration_since(e).as_millis() as u64).unwrap_or(0)
+    }
+
+    fn video_frame(&mut self, f: &Frame) {
+        if f.keyframe {
+            let mut sps = None;
+            let mut pps = None;
+            for nal in h264::annexb_nals(&f.data) {
+                match h264::nal_type(nal) {
+                    Some(h264::NAL_SPS) if sps.is_none() => sps = Some(nal),
+                    Some(h264::NAL_PPS) if pps.is_none() => pps = Some(nal),
+                    _ => {}
+                }
+            }
+            if let (Some(sps), Some(pps)) = (sps, pps) {
+                let changed = self.avc.as_ref().is_none_or(|(s, p)| s != sps || p != pps);
+                if changed {
+                    if let Some(header) = avc_sequence_header(sps, pps) {
+                        if self.epoch.is_none() {
+                            self.epoch = Some(f.captured);
+                        }
+                        let ts = self.video_ts(f);
+                        let (w, h) = h264::sps_dimensions(sps).unwrap_or((0, 0));
+                        if (w, h) != (self.metadata.width, self.metadata.height) {
+                            self.metadata.width = w;
+                            self.metadata.height = h;
+                            self.out.push_back(FlvOut::Metadata(self.metadata.clone()));
+                        }
+                        self.out.push_back(FlvOut::Video { ts_ms: ts, body: header, keyframe: true });
+                        self.avc = Some((sps.to_vec(), pps.to_vec()));
+                    }
+                }
+            }
+        }
+        if self.avc.is_none() {
+            return; // nothing decodable before the first keyframe with its parameter sets
+        }
+        let ts = self.video_ts(f);
+        self.out.push_back(FlvOut::Video {
+            ts_ms: ts,
+            body: avc_nalus(&f.data, f.keyframe),
+            keyframe: f.keyframe,
+        });
+    }
+
+    fn video_ts(&mut self, f: &Frame) -> u32 {
+        let offset = self.ms_since_epoch(f.captured);
+        let (rtp0, off0) = *self.video_base.get_or_insert((f.rtp_time, offset));
+        (off0 + f.rtp_time.saturating_sub(rtp0) / 90) as u32
+    }
+
+    fn audio_frame(&mut self, f: &Frame) -> Result<(), FlvError> {
+        if !self.audio {
+            return Ok(());
+        }
+        if self.epoch.is_none() {
+            if self.video {
+                return Ok(()); // audio starts with the video's first keyframe
+            }
+            self.epoch = Some(f.captured);
+            self.out.push_back(FlvOut::Metadata(self.metadata.clone()));
+        }
+        if self.aac.is_none() {
+            let tc = crate::transcode::OpusToAac::new().map_err(|e| FlvError::Audio(e.to_string()))?;
+            self.aac = Some(tc);
+        }
+        let offset = self.ms_since_epoch(f.captured);
+        let (rtp0, off0) = *self.audio_base.get_or_insert((f.rtp_time, offset));
+        let Some(tc) = self.aac.as_mut() else { return Ok(()) };
+        if !self.aac_header_sent {
+            self.aac_header_sent = true;
+            let body = aac_sequence_header(tc.audio_specific_config());
+            self.out.push_back(FlvOut::Audio { ts_ms: off0 as u32, body });
+        }
+        let res = tc.push(&f.data, f.rtp_time).map_err(|e| FlvError::Audio(e.to_string()));
+        while let Some(au) = tc.pop() {
+            let rel = au.ts48k - rtp0 as i64;
+            let ts = (off0 as i64 + rel / 48).max(0) as u32;
+            self.out.push_back(FlvOut::Audio { ts_ms: ts, body: aac_frame(&au.data) });
+        }
+        res
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,5 +715,124 @@ mod tests {
         assert_eq!(t.unwrap(5), (1u64 << 32) + 5);
         // A small step back (B-frame order, jitter) is not a wrap.
         assert_eq!(t.unwrap(3), (1u64 << 32) + 3);
+    }
+
+    fn au(nals: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for n in nals {
+            v.extend_from_slice(&[0, 0, 0, 1]);
+            v.extend_from_slice(n);
+        }
+        v
+    }
+
+    /// What the muxer writes, the demuxer above reads back: same parameter sets, same access
+    /// units, same AAC configuration.
+    #[test]
+    fn muxed_tags_demux_back() {
+        use crate::h264::tests::{PPS, SPS_640X360};
+        let t0 = Instant::now();
+        let key = au(&[SPS_640X360, PPS, &[0x65, 0x88, 0x84, 0x21]]);
+        let inter = au(&[&[0x09, 0xf0], &[0x41, 0x9a, 0x02]]);
+        let mut mux = FramesToFlv::new(true, true);
+        let frame = |codec, keyframe, rtp_time, ms: u64, data: &[u8]| Frame {
+            codec,
+            keyframe,
+            rtp_time,
+            captured: t0 + std::time::Duration::from_millis(ms),
+            data: Arc::from(data),
+        };
+        // Audio and an inter frame before the first keyframe are dropped.
+        let mut enc = crate::opus::Encoder::new(48_000, crate::opus::Channels::Stereo).unwrap();
+        let mut pkt = vec![0u8; 1500];
+        let n = enc.encode_float(&[0.0; 1920], &mut pkt).unwrap();
+        mux.push(&frame(Codec::Opus, false, 5_000, 0, &pkt[..n])).unwrap();
+        mux.push(&frame(Codec::H264, false, 900_000, 0, &inter)).unwrap();
+        assert!(mux.pop().is_none() && !mux.started());
+        mux.push(&frame(Codec::H264, true, 900_000 + 3000, 10, &key)).unwrap();
+        mux.push(&frame(Codec::H264, false, 900_000 + 6000, 43, &inter)).unwrap();
+        for i in 0..60u64 {
+            mux.push(&frame(Codec::Opus, false, 10_000 + i * 960, 30 + i * 20, &pkt[..n])).unwrap();
+        }
+        assert!(mux.push(&frame(Codec::Vp8, true, 0, 0, &[0x10, 2, 0, 0x9d, 1, 0x2a])).is_err());
+
+        let mut demux = FlvToFrames::default();
+        let mut got_video = Vec::new();
+        let mut audio_ts = Vec::new();
+        let mut asc = None;
+        let mut aac_frames = 0;
+        while let Some(o) = mux.pop() {
+            match o {
+                FlvOut::Metadata(m) => {
+                    assert_eq!((m.width, m.height), (640, 360));
+                    let amf = m.to_amf0();
+                    assert_eq!(&amf[..13], b"\x02\x00\x0aonMetaData");
+                    assert_eq!(&amf[amf.len() - 3..], &[0, 0, 9]);
+                }
+                FlvOut::Video { ts_ms, body, .. } => {
+                    if let Some(fr) = demux.video(ts_ms, &body, t0).unwrap() {
+                        got_video.push((ts_ms, fr));
+                    }
+                }
+                FlvOut::Audio { ts_ms, body } => match parse_audio(&body).unwrap() {
+                    AudioTag::AacConfig(c) => asc = Some(c.to_vec()),
+                    AudioTag::AacFrame(f) => {
+                        assert!(!f.is_empty());
+                        aac_frames += 1;
+                        audio_ts.push(ts_ms);
+                    }
+                    AudioTag::Unsupported(f) => panic!("format {f}"),
+                },
+            }
+        }
+        assert_eq!(demux.tracks().width, 640);
+        assert_eq!(got_video.len(), 2);
+        assert_eq!(got_video[0].0, 0);
+        assert_eq!(got_video[1].0, 33); // 3000 ticks of 90 kHz later
+        assert!(got_video[0].1.keyframe);
+        assert_eq!(&got_video[0].1.data[..], &key[..]);
+        // The delimiter is dropped; the rest comes back as it was.
+        assert_eq!(&got_video[1].1.data[..], &au(&[&[0x41, 0x9a, 0x02]])[..]);
+        assert_eq!(asc.as_deref(), Some(&[0x11, 0x90][..]));
+        // 60 * 960 samples: 56 AUs minus the encoder's look-ahead; audio starts 20 ms after
+        // the keyframe (arrival 30 vs 10 ms), AUs 1024/48 ms apart.
+        assert!(aac_frames >= 50, "{aac_frames}");
+        assert!(audio_ts.windows(2).all(|w| w[1] >= w[0]));
+        assert!(audio_ts.last().unwrap().abs_diff(20 + 55 * 1024 / 48) < 60, "{audio_ts:?}");
+        // The demuxer's transcoder takes the muxer's AAC configuration.
+        let mut out = Vec::new();
+        demux.audio(0, &aac_sequence_header(&[0x11, 0x90]), t0, &mut out).unwrap();
+        assert!(demux.tracks().audio);
+    }
+
+    #[test]
+    fn file_tags_and_records() {
+        assert_eq!(&file_header(true, true)[..5], b"FLV\x01\x05");
+        let t = file_tag(TagType::Video, 0x0123_4567, &[1, 2, 3]);
+        assert_eq!(t.len(), 11 + 3 + 4);
+        assert_eq!(&t[..11], &[9, 0, 0, 3, 0x23, 0x45, 0x67, 0x01, 0, 0, 0]);
+        assert_eq!(&t[14..], &14u32.to_be_bytes());
+        use crate::h264::tests::{PPS, SPS_640X360};
+        let rec = avc_decoder_config(SPS_640X360, PPS).unwrap();
+        let parsed = crate::h264::AvcConfig::parse(&rec).unwrap();
+        assert_eq!(parsed.sps, vec![SPS_640X360.to_vec()]);
+        assert_eq!(parsed.pps, vec![PPS.to_vec()]);
+        assert_eq!(parsed.length_size, 4);
+        assert!(avc_decoder_config(&[0x67], PPS).is_none());
+    }
+
+    #[test]
+    fn flow_control_skips_video_to_the_next_keyframe() {
+        use crate::media::FrameKind::{Audio, Video};
+        let mut f = FlowControl::default();
+        assert!(f.admit(Video, false, 100, 100));
+        assert!(!f.admit(Video, false, 20, 100), "three-quarters full: video stops");
+        assert!(f.admit(Audio, false, 20, 100), "audio goes on");
+        assert!(!f.admit(Video, false, 90, 100), "not before a keyframe");
+        assert!(!f.admit(Video, true, 40, 100), "a keyframe, but the queue is still over half full");
+        assert!(f.admit(Video, true, 60, 100));
+        assert!(f.admit(Video, false, 60, 100));
+        assert!(!f.admit(Audio, false, 3, 100));
+        assert_eq!(f.skipped, 4);
     }
 }

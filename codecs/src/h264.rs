@@ -214,6 +214,92 @@ impl AvcConfig {
     }
 }
 
+/// The slice types of H.264 (Table 7-6; types 5..9 are the same five, "all slices of the picture").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceType {
+    P,
+    B,
+    I,
+    Sp,
+    Si,
+}
+
+/// Bits of an RBSP (emulation prevention bytes removed), read MSB first: enough of an
+/// Exp-Golomb reader for the first fields of a slice header.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - (self.pos % 8))) & 1;
+        self.pos += 1;
+        Some(b as u32)
+    }
+
+    /// ue(v): unsigned Exp-Golomb.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        let mut v: u64 = 1;
+        for _ in 0..zeros {
+            v = (v << 1) | self.bit()? as u64;
+        }
+        u32::try_from(v - 1).ok()
+    }
+}
+
+/// The slice type of a coded slice NAL unit (type 1 or 5, header byte included), read from the
+/// start of its slice header (`first_mb_in_slice`, `slice_type`). `None` for other NAL units or
+/// when it does not parse. Never panics, whatever the bytes.
+pub fn slice_type(nal: &[u8]) -> Option<SliceType> {
+    if !matches!(nal_type(nal), Some(1) | Some(NAL_IDR)) {
+        return None;
+    }
+    // Two Exp-Golomb fields fit in a few bytes; drop emulation prevention bytes (00 00 03).
+    let mut rbsp = Vec::with_capacity(16);
+    let mut zeros = 0;
+    for &b in nal.iter().skip(1).take(24) {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = Bits { data: &rbsp, pos: 0 };
+    let _first_mb = r.ue()?;
+    match r.ue()? % 5 {
+        0 => Some(SliceType::P),
+        1 => Some(SliceType::B),
+        2 => Some(SliceType::I),
+        3 => Some(SliceType::Sp),
+        _ => Some(SliceType::Si),
+    }
+}
+
+/// `max_num_reorder_frames` of an SPS's VUI (how many frames a decoder must hold back to output
+/// in presentation order): `None` when the SPS has no bitstream restrictions or does not parse.
+pub fn sps_max_num_reorder_frames(sps_nal: &[u8]) -> Option<u32> {
+    if sps_nal.is_empty() {
+        return None;
+    }
+    let sps = SeqParameterSet::from_bits(RefNal::new(sps_nal, &[], true).rbsp_bits()).ok()?;
+    sps.vui_parameters?.bitstream_restrictions.map(|b| b.max_num_reorder_frames)
+}
+
+/// `profile_idc` of an SPS NAL unit (66 baseline, 77 main, 100 high, ...).
+pub fn sps_profile_idc(sps_nal: &[u8]) -> Option<u8> {
+    sps_nal.get(1).copied()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -338,5 +424,24 @@ pub(crate) mod tests {
         r.extend_from_slice(PPS);
         r.extend_from_slice(&[0, 0]);
         assert_eq!(AvcConfig::parse(&r).map(|c| c.pps), Ok(vec![PPS.to_vec()]));
+    }
+
+    #[test]
+    fn slice_types_and_reorder_hints() {
+        // first_mb 0 (1), slice_type 1 = B (010), 0 = P (1), 7 = I (0001000).
+        assert_eq!(slice_type(&[0x01, 0b1010_0000]), Some(SliceType::B));
+        assert_eq!(slice_type(&[0x41, 0b1100_0000]), Some(SliceType::P));
+        assert_eq!(slice_type(&[0x65, 0b1000_1000]), Some(SliceType::I));
+        assert_eq!(slice_type(&[0x67, 0x80]), None, "an SPS is not a slice");
+        assert_eq!(slice_type(&[0x41]), None);
+        assert_eq!(slice_type(&[]), None);
+        assert_eq!(slice_type(&[0x41, 0, 0, 0, 0, 0, 0]), None);
+        for n in 0..=255u8 {
+            let _ = slice_type(&[0x41, n, 0, 0, 3, n]);
+            let _ = sps_max_num_reorder_frames(&[0x67, 0x64, n, n, 0, 0, 3, n]);
+        }
+        assert_eq!(sps_profile_idc(SPS_HIGH_720P), Some(100));
+        assert_eq!(sps_profile_idc(SPS_640X360), Some(66));
+        assert_eq!(sps_max_num_reorder_frames(&[]), None);
     }
 }

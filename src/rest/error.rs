@@ -10,7 +10,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use sluice_actors::auth::ApiRefusal;
-use sluice_actors::error::RecordError;
+use sluice_actors::error::{RecordError, RtspError};
 use sluice_actors::protocol::info;
 use sluice_actors::snapshot::SnapshotError;
 use sluice_actors::vod::VodError;
@@ -56,6 +56,9 @@ pub enum ApiError {
     /// An actor the method needs did not answer (the service's name).
     #[error("{0} service unavailable")]
     Unavailable(&'static str),
+    /// An RTSP pull that did not start or a URL that is refused (the URL without credentials).
+    #[error("{source}")]
+    Rtsp { uri: String, source: RtspError },
     #[error("TURN is disabled on this server")]
     TurnDisabled,
     /// The client asked for more TURN credentials than its allowance.
@@ -120,6 +123,14 @@ impl ResponseError for ApiError {
             | E::TurnDisabled
             | E::NoSuchMethod(_) => StatusCode::NOT_FOUND,
             E::NameInUse(_) => StatusCode::CONFLICT,
+            E::Rtsp { source, .. } => match source {
+                RtspError::WrongFormat => StatusCode::BAD_REQUEST,
+                RtspError::Restricted => StatusCode::FORBIDDEN,
+                RtspError::NotFound => StatusCode::NOT_FOUND,
+                RtspError::NameInUse => StatusCode::CONFLICT,
+                RtspError::NoCodecs(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                RtspError::Connect(_) => StatusCode::BAD_GATEWAY,
+            },
             E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::TooManyCredentialRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

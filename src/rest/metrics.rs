@@ -24,7 +24,7 @@ use super::turn::TurnRest;
 pub struct StreamNames(pub bool);
 
 /// The kind of source a published stream comes from, by its WCS `mediaProvider`.
-fn source_kind(provider: &str) -> &'static str {
+pub(super) fn source_kind(provider: &str) -> &'static str {
     match provider {
         "WebRTC" => "webrtc",
         "Flash" => "rtmp",
@@ -47,7 +47,7 @@ fn counter(r: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<(
 }
 
 /// CPU seconds (user + system) and resident bytes of this process, from /proc/self.
-fn process_stats() -> (f64, i64) {
+pub(super) fn process_stats() -> (f64, i64) {
     let cpu = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
@@ -86,6 +86,39 @@ fn collect(core: &Core, turn: &TurnRest, names: StreamNames) -> prometheus::Resu
     }
     r.register(Box::new(streams))?;
     let viewers: i64 = viewers_by_stream.values().sum();
+    // Measured video of the WebRTC peers (their once-a-second reports, `crate::video_rate`).
+    let (mut nacks, mut lost) = (0u64, 0u64);
+    for m in all.iter().filter(|s| !s.published).filter_map(|s| s.metrics.as_ref()) {
+        nacks += m.nack;
+        lost += m.lost_packets;
+    }
+    gauge(&r, "sluice_viewers_video_nacks", "NACKs received from the current viewers", nacks as i64)?;
+    gauge(&r, "sluice_viewers_video_lost_packets", "Packets the current viewers reported lost", lost as i64)?;
+    if names.0 {
+        let opts = |n: &str, h: &str| Opts::new(n, h);
+        let bitrate = IntGaugeVec::new(
+            opts("sluice_stream_video_bitrate", "Video bits per second received from a WebRTC publisher"),
+            &["stream"],
+        )?;
+        let fps = prometheus::GaugeVec::new(
+            opts("sluice_stream_video_fps", "Video frames per second received from a WebRTC publisher"),
+            &["stream"],
+        )?;
+        let lost = IntGaugeVec::new(
+            opts("sluice_stream_video_lost_packets", "Video packets lost from a WebRTC publisher (estimated)"),
+            &["stream"],
+        )?;
+        for s in all.iter().filter(|s| s.published) {
+            if let Some(m) = &s.metrics {
+                bitrate.with_label_values(&[&s.name]).set(m.video_rate as i64);
+                fps.with_label_values(&[&s.name]).set(m.fps);
+                lost.with_label_values(&[&s.name]).set(m.lost_packets as i64);
+            }
+        }
+        r.register(Box::new(bitrate))?;
+        r.register(Box::new(fps))?;
+        r.register(Box::new(lost))?;
+    }
     gauge(&r, "sluice_viewers", "Viewers playing a stream", viewers)?;
     if names.0 {
         let per =

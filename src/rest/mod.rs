@@ -1,7 +1,8 @@
 //! The WCS REST API on its own port, under `/rest-api`, one file per resource:
 //! [`streams`] (`/stream/find`, `find_all`, `terminate`, `snapshot`), [`recording`]
-//! (`/stream/startRecording`, `/recorder/...`), [`vod`] (`/vod/...`), [`turn`]
-//! (`/turn/credentials`, `/turn/stats`); plus `/health` here (also on the web port).
+//! (`/stream/startRecording`, `/recorder/...`), [`vod`] (`/vod/...`), [`rtsp`] (`/rtsp/...`), [`turn`]
+//! (`/turn/credentials`, `/turn/stats`); plus `/health` here (also on the web port) and the
+//! WCS console's node statistics, `/?action=stat` ([`stat`]).
 //!
 //! Shapes as WCS: POST with a JSON body (the SDK's REST client sends GET without a body when it
 //! has nothing to send, so every method also takes GET). Every body goes through [`Body`]: an
@@ -18,7 +19,10 @@
 
 mod error;
 pub mod metrics;
+mod push;
 mod recording;
+mod rtsp;
+pub mod stat;
 mod streams;
 mod turn;
 mod vod;
@@ -125,6 +129,12 @@ pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
     }))
 }
 
+/// `/api/find_all`: WCS's SIP agents (its console's "api" view). sluice speaks no SIP, so
+/// there are none: an empty list, not an error, so the console shows an empty table.
+async fn sip_agents() -> HttpResponse {
+    HttpResponse::Ok().json(json!([]))
+}
+
 async fn not_found(req: HttpRequest) -> ApiResult {
     Err(ApiError::NoSuchMethod(req.path().to_string()))
 }
@@ -157,9 +167,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(streams::routes)
                 .configure(vod::routes)
                 .configure(recording::routes)
+                .configure(push::routes)
+                .configure(rtsp::routes)
+                .service(method("/api/find_all", sip_agents))
                 .route("/health", web::get().to(health)),
         )
         .route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics::metrics))
+        .service(method("/", stat::root))
         .default_service(web::to(not_found));
 }

@@ -85,9 +85,11 @@ export async function startServer({ extraArgs = [] } = {}) {
     const args = [
         '--ws-port', '0', '--rest-port', '0', '--http-port', '0', '--media-port', '0',
         '--wss-port', '0', '--https-port', '0', '--rest-https-port', '0',
-        '--static-dir', join(REPO_ROOT, 'static'),
         '--media-dir', join(work, 'media'), '--records-dir', join(work, 'records'),
     ];
+    if (!extraArgs.includes('--static-dir')) {
+        args.push('--static-dir', join(REPO_ROOT, 'static'));
+    }
     if (!extraArgs.some((a) => a === '--no-turn' || a.startsWith('--turn-port'))) {
         args.push('--turn-port', '0'); // several servers may run at once (never the fixed 3478)
     }

@@ -37,6 +37,9 @@ pub mod info {
     pub const RTSP_NOT_FOUND: &str = "Rtsp stream not found";
     /// A refusal by access control (tokens, `--rtsp-allow`); a reason may follow after ": ".
     pub const RESTRICTED_ACCESS: &str = "Restricted access";
+    /// The PLAYING info of a play that asked for a picture size (`width`/`height`): WCS would
+    /// transcode to it; sluice forwards the published picture (the size asked for follows).
+    pub const PLAY_SIZE_NOT_APPLIED: &str = "Play size not applied, the stream is sent as published; requested";
 }
 
 /// The status of one published or played stream, as the SDK's `STREAM_STATUS`.
@@ -115,6 +118,12 @@ pub struct StreamInfo {
     pub audio_state: Option<MuteState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video_state: Option<MuteState>,
+    /// Why the stream's video is re-encoded before viewers get it (B-frames), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcoding: Option<String>,
+    /// The last video rate report of a WebRTC publisher or viewer ([`crate::video_rate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::video_rate::VideoRate>,
 }
 
 /// What a server-side source (RTMP, RTSP, VOD) says about itself; the rest of its stream object
@@ -174,6 +183,8 @@ impl StreamInfo {
             custom: None,
             audio_state: None,
             video_state: None,
+            transcoding: None,
+            metrics: None,
         }
     }
 }
@@ -208,6 +219,8 @@ pub struct StreamRequest {
     pub min_bitrate: u32,
     pub max_bitrate: u32,
     pub quality: u32,
+    /// `rtmpUrl` of a publish: re-publish the stream to that RTMP server ([`crate::push`]).
+    pub rtmp_url: Option<String>,
 }
 
 impl StreamRequest {
@@ -244,6 +257,8 @@ impl StreamRequest {
             custom: self.custom.clone(),
             audio_state: None,
             video_state: None,
+            transcoding: None,
+            metrics: None,
         }
     }
 }
@@ -286,6 +301,12 @@ pub enum ClientMessage {
     },
     Ping,
     Pong,
+    /// `sessionDebug {command: "start"|"stop"}` ([`crate::debug_log`]).
+    SessionDebug {
+        command: String,
+    },
+    /// `pushLogs {logs}`: the SDK's own log lines while a debug log is kept.
+    PushLogs(String),
     /// Messages the SDK may send that a streaming server has nothing to do with
     /// (`pushLogs`, `sessionDebug`, metrics ...): acknowledged by silence.
     Ignored(String),
@@ -308,8 +329,6 @@ impl fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 const IGNORED: &[&str] = &[
-    "pushLogs",
-    "sessionDebug",
     "submitBugReport",
     "webRTCMetricsClientDescription",
     "webRTCMetricsBatch",
@@ -372,6 +391,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
                 min_bitrate: u32_field(o, "minBitrate"),
                 max_bitrate: u32_field(o, "maxBitrate"),
                 quality: u32_field(o, "quality"),
+                rtmp_url: str_field(o, "rtmpUrl").filter(|u| !u.trim().is_empty()),
             };
             if name == "publishStream" {
                 ClientMessage::PublishStream(req)
@@ -416,6 +436,10 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
                 payload: o.get("payload").cloned().unwrap_or(Value::Null),
             }
         }
+        "sessionDebug" => ClientMessage::SessionDebug {
+            command: obj.and_then(|o| str_field(o, "command")).unwrap_or_default(),
+        },
+        "pushLogs" => ClientMessage::PushLogs(obj.and_then(|o| str_field(o, "logs")).unwrap_or_default()),
         "ping" => ClientMessage::Ping,
         "pong" => ClientMessage::Pong,
         n if IGNORED.contains(&n) => ClientMessage::Ignored(name),

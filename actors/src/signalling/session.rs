@@ -32,8 +32,9 @@ use serde_json::{Map, Value};
 use tracing::{debug, info, info_span, warn};
 
 use crate::auth::{self, Action, HookAnswer};
+use crate::debug_log::{self, DebugLog};
 use crate::engine::{negotiate, Candidates, Role};
-use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource};
+use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource, VideoRateNotice};
 use crate::peer_link::PeerLink;
 use crate::picture::Format;
 use crate::protocol::{
@@ -94,6 +95,8 @@ pub struct Session {
     streams: HashMap<String, Handle>,
     /// The server is stopping: close the socket once the last stream has sent its final status.
     closing: bool,
+    /// `sessionDebug start` was asked: the log the Stream Diagnostic page downloads.
+    debug_log: Option<DebugLog>,
     span: tracing::Span,
 }
 
@@ -116,7 +119,65 @@ impl Session {
             last_heard: Instant::now(),
             streams: HashMap::new(),
             closing: false,
+            debug_log: None,
             span,
+        }
+    }
+
+    /// Send a frame to the client (and into the debug log while one is kept).
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
+        if let Some(log) = &mut self.debug_log {
+            log.line("out", &text);
+        }
+        ctx.text(text);
+    }
+
+    /// `sessionDebug {command}`: "start" begins a debug log, "stop" writes it (off the arbiter)
+    /// and answers with the file to download ([`crate::debug_log`]).
+    fn on_session_debug(&mut self, command: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let event = |status: &str, file: Option<String>| {
+            let mut o = serde_json::json!({ "status": status });
+            if let Some(f) = file {
+                o["file"] = Value::String(f);
+            }
+            p::frame("notifySessionDebugEvent", serde_json::json!([o]))
+        };
+        match command {
+            "start" => {
+                if self.debug_log.is_none() {
+                    info!(parent: &self.span, "session debug log started");
+                    self.debug_log = Some(DebugLog::start(&self.id));
+                }
+                self.send(ctx, event("STARTED", None));
+            }
+            "stop" => {
+                let Some(log) = self.debug_log.take() else {
+                    return self.send(ctx, event("STOPPED", None));
+                };
+                let dir = self.core.session_logs_dir.clone();
+                tokio::task::spawn_blocking(move || log.write(&dir))
+                    .into_actor(self)
+                    .map(move |res, act, ctx| match res {
+                        Ok(Ok(name)) => {
+                            info!(parent: &act.span, file = %name, "session debug log written");
+                            act.send(ctx, event("STOPPED", Some(format!("{}/{name}", debug_log::URL_PATH))));
+                        }
+                        Ok(Err(e)) => {
+                            warn!(parent: &act.span, error = %e, "session debug log not written");
+                            act.send(ctx, event("FAILED", None));
+                        }
+                        Err(_) => act.send(ctx, event("FAILED", None)),
+                    })
+                    .spawn(ctx);
+            }
+            other => {
+                let e = ProtocolError {
+                    api_method: "sessionDebug".into(),
+                    media_session_id: None,
+                    reason: format!("Unknown command \"{other}\" (start, stop)"),
+                };
+                self.send(ctx, p::fail(&e));
+            }
         }
     }
 
@@ -126,7 +187,7 @@ impl Session {
 
     /// Answer a stream request with FAILED and the reason, without creating anything.
     fn fail_stream(
-        &self,
+        &mut self,
         req: &StreamRequest,
         published: bool,
         reason: &str,
@@ -136,7 +197,7 @@ impl Session {
         i.status = StreamStatus::Failed;
         i.info = reason.to_string();
         debug!(parent: &self.span, stream = %req.name, reason, "stream request failed");
-        ctx.text(p::status_event(&i));
+        self.send(ctx, p::status_event(&i));
     }
 
     fn candidates(&self, transport: Transport) -> Candidates {
@@ -273,10 +334,10 @@ impl Session {
         stream.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
 
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
-        let session = ctx.address().recipient();
+        let (session, rates) = (ctx.address().recipient(), ctx.address().recipient());
         let (info2, registry) = (stream.clone(), core.registry.clone());
         let addr = Publisher::start_in_arbiter(&core.media_arbiter, move |_| {
-            Publisher::new(link, info2, session, registry)
+            Publisher::new(link, info2, session, rates, registry)
         });
         let published = Published {
             media_session_id: req.media_session_id.clone(),
@@ -299,6 +360,17 @@ impl Session {
         }
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %stream.video_codec, "publish");
+        if let Some(url) = req.rtmp_url.as_deref() {
+            // RTMP re-publishing while the publish lasts (crate::push).
+            let src = crate::push::pusher::PushSource {
+                stream_name: req.name.clone(),
+                media_session_id: req.media_session_id.clone(),
+                source: record_source.clone(),
+                video: neg.video,
+                has_audio: neg.has_audio,
+            };
+            crate::push::pusher::start_with_publish(&core.pushes, src, url, ctx.address().recipient());
+        }
         if req.record {
             // Before setRemoteSDP, so that PUBLISHING carries recordName.
             let target = RecordTarget {
@@ -310,11 +382,11 @@ impl Session {
             if let Err(e) = core.recordings.start(target, None, Some(ctx.address().recipient())) {
                 warn!(parent: &self.span, stream = %req.name, error = %e, "cannot record; publishing goes on");
                 core.registry.update(&req.media_session_id, |i| i.record = false);
-                ctx.text(record_failed(&req.media_session_id, &format!("Recording failed: {e}")));
+                self.send(ctx, record_failed(&req.media_session_id, &format!("Recording failed: {e}")));
             }
         }
         self.streams.insert(req.media_session_id.clone(), Handle::Publish(addr));
-        ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
+        self.send(ctx, p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
     }
 
     fn on_play(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
@@ -404,13 +476,23 @@ impl Session {
         stream.has_video = neg.has_video;
         stream.audio_codec = if stream.has_audio { "opus".into() } else { String::new() };
         stream.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
+        if req.width > 0 || req.height > 0 {
+            // WCS would transcode to the requested size; sluice forwards the published picture.
+            stream.info = format!(
+                "{} {}x{}",
+                wcs::PLAY_SIZE_NOT_APPLIED,
+                req.width,
+                req.height
+            );
+        }
 
         let id = NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed);
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
-        let (session, events) = (ctx.address().recipient(), ctx.address().recipient());
+        let (session, events, rates) =
+            (ctx.address().recipient(), ctx.address().recipient(), ctx.address().recipient());
         let (info2, registry, publisher) = (stream.clone(), core.registry.clone(), source.source.clone());
         let addr = Subscriber::start_in_arbiter(core.viewer_arbiter(), move |_| {
-            Subscriber::new(id, link, info2, session, events, registry, publisher)
+            Subscriber::new(id, link, info2, session, events, rates, registry, publisher)
         });
         if let Err(e) = core.registry.add_session(stream, addr.clone().recipient()) {
             addr.do_send(Stop { reason: wcs::MEDIA_SESSION_ID_IN_USE });
@@ -419,7 +501,7 @@ impl Session {
         core.socket.register(&neg.local_ufrag, addr.clone().recipient());
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, "play");
         self.streams.insert(req.media_session_id.clone(), Handle::Play(addr));
-        ctx.text(p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
+        self.send(ctx, p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
     }
 
     fn on_stop(&mut self, id: &str, name: &str, published: bool, ctx: &mut ws::WebsocketContext<Self>) {
@@ -432,7 +514,7 @@ impl Session {
                 let status = if published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
                 let obj = serde_json::json!([{ "mediaSessionId": id, "name": name, "published": published,
                     "status": status, "info": wcs::STREAM_NOT_FOUND }]);
-                ctx.text(p::frame("notifyStreamStatusEvent", obj));
+                self.send(ctx, p::frame("notifyStreamStatusEvent", obj));
             }
         }
     }
@@ -464,7 +546,7 @@ impl Session {
                 Some(Handle::Publish(a)) if p::relayable_event(&e.kind) => {
                     a.do_send(RelayEvent { kind: e.kind, payload: e.payload })
                 }
-                _ => ctx.text(p::fail(&ProtocolError {
+                _ => self.send(ctx, p::fail(&ProtocolError {
                     api_method: "sendStreamEvent".into(),
                     media_session_id: None,
                     reason: format!("No published stream {} for event {}", e.media_session_id, e.kind),
@@ -473,16 +555,22 @@ impl Session {
             ClientMessage::AvailableStream { media_session_id, name } => {
                 let available = self.core.registry.lookup(&name).is_some();
                 let reason = if available { "" } else { wcs::STREAM_NOT_FOUND };
-                ctx.text(p::available_stream(&media_session_id, available, reason));
+                self.send(ctx, p::available_stream(&media_session_id, available, reason));
             }
             ClientMessage::Snapshot { media_session_id, name } => {
                 self.on_snapshot(media_session_id, name, ctx)
             }
             ClientMessage::SendData { operation_id, .. } => {
                 // No application server (WCS REST hooks) is configured to receive it.
-                ctx.text(p::data_status(&operation_id, false, "No application server configured"));
+                self.send(ctx, p::data_status(&operation_id, false, "No application server configured"));
             }
-            ClientMessage::Ping => ctx.text(p::pong()),
+            ClientMessage::Ping => self.send(ctx, p::pong()),
+            ClientMessage::SessionDebug { command } => self.on_session_debug(&command, ctx),
+            ClientMessage::PushLogs(lines) => {
+                if let Some(log) = &mut self.debug_log {
+                    log.line("client", &lines);
+                }
+            }
             ClientMessage::Pong | ClientMessage::Ignored(_) => {}
         }
     }
@@ -491,7 +579,7 @@ impl Session {
     fn on_snapshot(&mut self, media_session_id: String, name: String, ctx: &mut ws::WebsocketContext<Self>) {
         if let Err(e) = self.core.auth.check_token(self.token.as_deref(), Action::Snapshot, Some(&name)) {
             let payload = serde_json::json!({ "info": format!("{}: {e}", auth::RESTRICTED) });
-            return ctx.text(p::stream_event(&media_session_id, "snapshotFailed", &payload));
+            return self.send(ctx, p::stream_event(&media_session_id, "snapshotFailed", &payload));
         }
         let req = TakeSnapshot { stream: name, format: Format::Png, width: 0, height: 0 };
         let started = Instant::now();
@@ -499,14 +587,14 @@ impl Session {
             .snapshots
             .send(req)
             .into_actor(self)
-            .map(move |res, _, ctx| {
+            .map(move |res, act, ctx| {
                 let res = res.unwrap_or(Err(SnapshotError::Unavailable));
                 crate::metrics::metrics().snapshot_seconds.observe(started.elapsed().as_secs_f64());
                 let (kind, payload) = match res {
                     Ok(png) => ("snapshotCompleted", serde_json::json!({ "snapshot": BASE64.encode(png) })),
                     Err(e) => ("snapshotFailed", serde_json::json!({ "info": e.to_string() })),
                 };
-                ctx.text(p::stream_event(&media_session_id, kind, &payload));
+                act.send(ctx, p::stream_event(&media_session_id, kind, &payload));
             })
             .spawn(ctx);
     }
@@ -546,7 +634,7 @@ impl Session {
     /// Tell the client why (`fail`, the SDK's WARN) and close with 1008 Policy Violation.
     fn refuse_connection(&mut self, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
         info!(parent: &self.span, %reason, "connection refused");
-        ctx.text(p::fail(&ProtocolError {
+        self.send(ctx, p::fail(&ProtocolError {
             api_method: "connection".into(),
             media_session_id: None,
             reason: reason.to_string(),
@@ -561,8 +649,8 @@ impl Session {
     fn establish(&mut self, conn: Map<String, Value>, ctx: &mut ws::WebsocketContext<Self>) {
         self.established = true;
         info!(parent: &self.span, app = %self.app_key, "session established");
-        ctx.text(p::user_data(&conn, &self.id));
-        ctx.text(p::version(crate::VERSION));
+        self.send(ctx, p::user_data(&conn, &self.id));
+        self.send(ctx, p::version(crate::VERSION));
     }
 }
 
@@ -603,7 +691,7 @@ impl Actor for Session {
                 ctx.stop();
                 return;
             }
-            ctx.text(p::ping());
+            act.send(ctx, p::ping());
         });
         ctx.spawn(self.core.shutdown.stopping().into_actor(self).map(|_, act, ctx| {
             act.closing = true;
@@ -617,6 +705,11 @@ impl Actor for Session {
         }
         for (_, h) in self.streams.drain() {
             h.stop(wcs::STOPPED_BY_SESSION_DISCONNECT);
+        }
+        // A debug log the client never stopped is kept all the same.
+        if let Some(log) = self.debug_log.take() {
+            let dir = self.core.session_logs_dir.clone();
+            tokio::task::spawn_blocking(move || log.write(&dir));
         }
         info!(parent: &self.span, "session closed");
         Running::Stop
@@ -643,7 +736,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     _ => {}
                 }
             }
-            return ctx.text(p::fail(&ProtocolError {
+            return self.send(ctx, p::fail(&ProtocolError {
                 api_method: "unknown".into(),
                 media_session_id: None,
                 reason: crate::limits::TOO_MANY_MESSAGES.into(),
@@ -651,13 +744,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         }
         match msg {
             Ok(ws::Message::Text(text)) => match p::parse_client(&text) {
+                Ok(m) if self.debug_log.is_some() && !matches!(m, ClientMessage::PushLogs(_)) => {
+                    if let Some(log) = &mut self.debug_log {
+                        log.line("in", &text);
+                    }
+                    self.on_message(m, ctx)
+                }
                 Ok(m) => self.on_message(m, ctx),
                 Err(e) => {
                     debug!(parent: &self.span, error = %e, "bad client frame");
-                    ctx.text(p::fail(&e));
+                    self.send(ctx, p::fail(&e));
                 }
             },
-            Ok(ws::Message::Binary(_)) => ctx.text(p::fail(&ProtocolError {
+            Ok(ws::Message::Binary(_)) => self.send(ctx, p::fail(&ProtocolError {
                 api_method: "unknown".into(),
                 media_session_id: None,
                 reason: "Binary frames are not part of the protocol".into(),
@@ -705,7 +804,7 @@ fn record_failed(media_session_id: &str, reason: &str) -> String {
 impl Handler<RecordingFailed> for Session {
     type Result = ();
     fn handle(&mut self, m: RecordingFailed, ctx: &mut Self::Context) {
-        ctx.text(record_failed(&m.media_session_id, &m.reason));
+        self.send(ctx, record_failed(&m.media_session_id, &m.reason));
     }
 }
 
@@ -721,20 +820,30 @@ impl Handler<StatusChanged> for Session {
             let finished = self.core.recordings.finished_name(&info.media_session_id);
             ctx.wait(finished.into_actor(self).map(move |name, act, ctx| {
                 info.record_name = name;
-                ctx.text(p::status_event(&info));
+                act.send(ctx, p::status_event(&info));
                 act.close_if_done(ctx);
             }));
             return;
         }
         // A publisher that lost a name race reports FAILED itself; it still must reach the client.
-        ctx.text(p::status_event(&info));
+        self.send(ctx, p::status_event(&info));
         self.close_if_done(ctx);
+    }
+}
+
+impl Handler<VideoRateNotice> for Session {
+    type Result = ();
+    fn handle(&mut self, m: VideoRateNotice, ctx: &mut Self::Context) {
+        let kind = if m.inbound { "inboundVideoRate" } else { "outboundVideoRate" };
+        let mut obj = serde_json::to_value(m.rate).unwrap_or_default();
+        obj["mediaSessionId"] = Value::String(m.media_session_id);
+        self.send(ctx, p::frame(kind, serde_json::json!([obj])));
     }
 }
 
 impl Handler<StreamEventNotice> for Session {
     type Result = ();
     fn handle(&mut self, m: StreamEventNotice, ctx: &mut Self::Context) {
-        ctx.text(p::stream_event(&m.media_session_id, &m.kind, &m.payload));
+        self.send(ctx, p::stream_event(&m.media_session_id, &m.kind, &m.payload));
     }
 }

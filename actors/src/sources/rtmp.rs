@@ -53,6 +53,8 @@ use crate::messages::StreamSource;
 use crate::protocol::{info, SourceDescription, StreamInfo};
 use crate::registry::{Published, Registration, Registry};
 use crate::source::Source;
+use crate::transcoder::{Transcoded, VideoPath};
+use crate::video_transcode::{self as vt, Reorder, TranscodeSettings};
 
 /// The standard RTMP port.
 pub const DEFAULT_PORT: u16 = 1935;
@@ -158,6 +160,11 @@ pub struct RtmpConnection {
     fanout: FanOut,
     /// Audio frames completed by the last audio tag (reused).
     audio_out: Vec<Frame>,
+    /// H.264 on its way to the fan-out: as it is, or re-encoded once B-frames are found (OBS's
+    /// defaults), which WebRTC viewers would play as a slideshow. Set at publish.
+    video_path: Option<VideoPath>,
+    /// The frame rate the encoder announced in its metadata.
+    fps: Option<f32>,
     opened: Instant,
     last_heard: Instant,
     /// FLV errors already logged (each kind once per connection, then counted).
@@ -182,6 +189,8 @@ impl RtmpConnection {
             flv: FlvToFrames::default(),
             fanout: FanOut::default(),
             audio_out: Vec::new(),
+            video_path: None,
+            fps: None,
             opened: Instant::now(),
             last_heard: Instant::now(),
             flv_errors: 0,
@@ -380,6 +389,8 @@ impl RtmpConnection {
                 info!(parent: &self.span, stream = %name, why = e.info(), "RTMP publish refused");
                 ("NetStream.Publish.BadName", e.info())
             })?;
+        let settings = TranscodeSettings { fps: self.fps, ..Default::default() };
+        self.video_path = Some(VideoPath::new(&name, settings, addr.clone().recipient()));
         self.span = info_span!("rtmp", peer = %self.peer, stream = %name, id = %id);
         info!(parent: &self.span, app, "RTMP publish");
         self.publishing = Some(Publishing { id, _registration: registration });
@@ -390,6 +401,12 @@ impl RtmpConnection {
         debug!(parent: &self.span, width = ?m.video_width, height = ?m.video_height,
             video_codec = ?m.video_codec_id, audio_codec = ?m.audio_codec_id, encoder = ?m.encoder,
             "RTMP metadata");
+        if let Some(fps) = m.video_frame_rate.filter(|f| f.is_finite() && *f > 0.0) {
+            self.fps = Some(fps);
+            if let Some(v) = self.video_path.as_mut() {
+                v.set_fps(fps);
+            }
+        }
         let (Some(p), Some(w), Some(h)) = (&self.publishing, m.video_width, m.video_height) else { return };
         self.registry.update(&p.id, |i| {
             if i.width == 0 {
@@ -406,8 +423,18 @@ impl RtmpConnection {
         let before = self.flv.tracks().clone();
         match self.flv.video(ts, data, Instant::now()) {
             Ok(Some(frame)) => {
-                // An encoder cannot be asked for a keyframe: a sink that lost one waits.
-                let _ = self.fanout.forward(frame);
+                let mut found = None;
+                let frame = match self.video_path.as_mut() {
+                    Some(v) => v.video(frame, &mut found),
+                    None => Some(frame),
+                };
+                if let Some(frame) = frame {
+                    // An encoder cannot be asked for a keyframe: a sink that lost one waits.
+                    let _ = self.fanout.forward(frame);
+                }
+                if let Some(why) = found {
+                    self.b_frames_found(why);
+                }
             }
             Ok(None) => {}
             Err(e) => self.flv_error(e),
@@ -430,6 +457,15 @@ impl RtmpConnection {
             self.flv_error(e);
         }
         self.tracks_changed(&before);
+    }
+
+    /// B-frames found in the first frames: said once, in the log and the stream object.
+    fn b_frames_found(&mut self, why: Reorder) {
+        info!(parent: &self.span, why = why.describe(), note = vt::NOTE_B_FRAMES,
+            "RTMP video has B-frames, which WebRTC viewers play as a slideshow: re-encoding it");
+        if let Some(p) = &self.publishing {
+            self.registry.update(&p.id, |i| i.transcoding = Some(vt::NOTE_B_FRAMES.to_string()));
+        }
     }
 
     fn tracks_changed(&mut self, before: &crate::flv::Tracks) {
@@ -466,6 +502,7 @@ impl RtmpConnection {
         let Some(p) = self.publishing.take() else { return };
         info!(parent: &self.span, reason, frames = self.fanout.frames(), "RTMP stream ended");
         self.fanout.end(reason);
+        self.video_path = None; // ends the transcoding thread, if any
         drop(p); // releases the name and the record
     }
 
@@ -583,6 +620,13 @@ impl Source for RtmpConnection {
         self.ended
     }
 
+    /// An encoder cannot be asked for a keyframe, but a re-encoded stream makes one.
+    fn keyframe_wanted(&mut self, _: &mut Context<Self>) {
+        if let Some(v) = self.video_path.as_mut() {
+            v.request_keyframe();
+        }
+    }
+
     /// REST terminate: the stream ends with `reason` and the encoder is disconnected.
     fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
         info!(parent: &self.span, reason, "RTMP stream stopped by the server");
@@ -592,6 +636,24 @@ impl Source for RtmpConnection {
 }
 
 crate::source_handlers!(RtmpConnection);
+
+/// Frames back from the transcoding thread: forwarded like the encoder's own.
+impl Handler<Transcoded> for RtmpConnection {
+    type Result = ();
+
+    fn handle(&mut self, m: Transcoded, _: &mut Context<Self>) {
+        if self.publishing.is_none() || self.ended {
+            return;
+        }
+        for frame in m.0 {
+            if self.fanout.forward(frame) {
+                if let Some(v) = self.video_path.as_mut() {
+                    v.request_keyframe();
+                }
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@
 //!
 //! [`RtspPulls`] finds the running pull of a URL or starts one: concurrent first viewers of a URL
 //! share one connection attempt, so a camera is pulled once however many viewers arrive at once.
+//! A pull started over REST (`/rest-api/rtsp/startup`, [`RtspPulls::startup`]) is the same pull,
+//! kept up with no viewer until it is terminated.
 //!
 //! ## Errors (the viewer's FAILED `info`, exact WCS strings)
 //! - not an `rtsp://` URL, or one that does not parse: "Rtsp has wrong format";
@@ -399,13 +401,32 @@ impl RtspPulls {
     /// so it always learns the pull's own outcome, however fast that comes (a refused host fails
     /// at once).
     pub fn join(self: &Arc<Self>, url: RtspUrl) -> BoxFuture<'static, Result<Published, RtspError>> {
-        self.join_once(url, true)
+        self.join_once(url, true, false)
+    }
+
+    /// `/rest-api/rtsp/startup`: the pull of `url`, started if there is none, kept running with
+    /// no viewer until it is terminated (or the camera ends it), as WCS keeps a pulled stream.
+    pub fn startup(self: &Arc<Self>, url: RtspUrl) -> BoxFuture<'static, Result<Published, RtspError>> {
+        self.join_once(url, true, true)
+    }
+
+    /// Every pull, running or connecting: its stream name (the URL without credentials) and
+    /// whether the camera plays yet.
+    pub fn list(&self) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = self
+            .pulls
+            .iter()
+            .map(|e| (e.key().clone(), self.registry.lookup(e.key()).is_some()))
+            .collect();
+        v.sort();
+        v
     }
 
     fn join_once(
         self: &Arc<Self>,
         url: RtspUrl,
         retry: bool,
+        keep: bool,
     ) -> BoxFuture<'static, Result<Published, RtspError>> {
         let ended = || RtspError::Connect("pull ended".into());
         let joined = match self.pulls.entry(url.name().to_string()) {
@@ -416,7 +437,9 @@ impl RtspPulls {
                     (self.registry.clone(), self.pulls.clone(), self.policy.clone());
                 let u = url.clone();
                 let addr = RtspSource::start_in_arbiter(&self.arbiter, move |_| {
-                    RtspSource::new(u, policy, registry, pulls, tx)
+                    let mut source = RtspSource::new(u, policy, registry, pulls, tx);
+                    source.kept = keep;
+                    source
                 });
                 v.insert(addr);
                 Ok(rx)
@@ -426,11 +449,11 @@ impl RtspPulls {
         async move {
             let rx = match joined {
                 Ok(rx) => rx,
-                Err(addr) => match addr.send(WaitReady { creds: url.creds.clone() }).await {
+                Err(addr) => match addr.send(WaitReady { creds: url.creds.clone(), keep }).await {
                     Ok(rx) => rx,
                     // Ended between the lookup and the message (it has left the map by now):
                     // start over, once.
-                    Err(_) if retry => return me.join_once(url, false).await,
+                    Err(_) if retry => return me.join_once(url, false, keep).await,
                     Err(_) => return Err(ended()),
                 },
             };
@@ -445,6 +468,8 @@ impl RtspPulls {
 #[rtype(result = "oneshot::Receiver<Result<Published, RtspError>>")]
 pub struct WaitReady {
     pub creds: Option<Credentials>,
+    /// Started over REST: the pull stays up with no viewer until terminated.
+    pub keep: bool,
 }
 
 enum State {
@@ -479,6 +504,8 @@ pub struct RtspSource {
     last_frame: Instant,
     /// Since when nobody watches (or wants to): the pull stops [`IDLE`] after.
     idle_since: Option<Instant>,
+    /// Started by `/rest-api/rtsp/startup`: never stopped for want of viewers.
+    kept: bool,
     lost: u64,
     /// Why the pull failed, for viewers that arrive after it did.
     failure: Option<RtspError>,
@@ -509,6 +536,7 @@ impl RtspSource {
             audio: None,
             last_frame: Instant::now(),
             idle_since: Some(Instant::now()),
+            kept: false,
             lost: 0,
             failure: None,
             span,
@@ -651,7 +679,7 @@ impl RtspSource {
             warn!(parent: &self.span, "RTSP camera sent nothing for {STALL_TIMEOUT:?}, dropping it");
             return self.end(Ok(info::STOPPED_BY_PUBLISHER), ctx);
         }
-        if !self.fanout.is_empty() {
+        if !self.fanout.is_empty() || self.kept {
             self.idle_since = None;
             return;
         }
@@ -838,6 +866,7 @@ impl Handler<WaitReady> for RtspSource {
             let _ = tx.send(Err(RtspError::Restricted));
             return MessageResult(rx);
         }
+        self.kept |= m.keep;
         // A viewer is on its way: the idle clock restarts.
         if self.idle_since.is_some() {
             self.idle_since = Some(Instant::now());

@@ -38,11 +38,15 @@ use crate::protocol::{info, SourceDescription, StreamInfo};
 use crate::registry::{Published, Registration, Registry};
 use crate::source::Source;
 use crate::transcode::AacToOpus;
+use crate::transcoder::{Transcoded, VideoPath};
+use crate::video_transcode::{self as vt, Reorder, TranscodeSettings};
 
 /// A shared `vod-live://` source with no viewers stops after this long.
 pub const VOD_LIVE_IDLE: Duration = Duration::from_secs(60);
 /// A private `vod://` source whose viewer never connects stops after this long.
 const PRIVATE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Video samples whose presentation order is checked for B-frames when a file opens.
+const REORDER_CHECK_SAMPLES: usize = 300;
 /// Samples due within this margin are sent in the same timer tick.
 const TICK_SLACK: Duration = Duration::from_millis(2);
 
@@ -261,7 +265,11 @@ fn register(
         None => None,
     };
     let has_audio = index.audio.is_some();
-    let info = StreamInfo::of_source(SourceDescription {
+    // H.264 with B-frames plays as a slideshow in browsers: the file's index tells before the
+    // first frame (presentation times that go back), so it is re-encoded from the start.
+    let video_pts = index.samples.iter().filter(|s| s.track == TrackKind::Video).map(|s| s.pts_us);
+    let reorders = video == Some(Codec::H264) && vt::presentation_reorders(video_pts, REORDER_CHECK_SAMPLES);
+    let mut info = StreamInfo::of_source(SourceDescription {
         media_session_id: &id,
         name: &req.name,
         provider: "VOD",
@@ -272,6 +280,11 @@ fn register(
         transport: "",
         session_id: "",
     });
+    if reorders {
+        info!(uri = %req.uri.as_name(), id = %id, note = vt::NOTE_B_FRAMES, fps = video_fps(&index),
+            "VOD video has B-frames, which WebRTC viewers play as a slideshow: re-encoding it");
+        info.transcoding = Some(vt::NOTE_B_FRAMES.to_string());
+    }
 
     // The actor's address before it runs, so that it starts holding its registration.
     let ctx = Context::<VodSource>::new();
@@ -281,6 +294,11 @@ fn register(
     let claim = req.uri.shared.then(|| published.clone());
     let registration =
         registry.register_source(info, addr.clone().recipient(), claim).map_err(|_| VodError::NameInUse)?;
+    let settings = TranscodeSettings { fps: video_fps(&index), ..Default::default() };
+    let mut video_path = VideoPath::new(&req.uri.as_name(), settings, addr.clone().recipient());
+    if reorders {
+        video_path.start(Reorder::PresentationOrder);
+    }
     let src = VodSource {
         id: id.clone(),
         uri: req.uri.as_name(),
@@ -289,6 +307,7 @@ fn register(
         index,
         file,
         transcoder,
+        video_path,
         fanout: FanOut::default(),
         registration: Some(registration),
         catalog: catalog.clone(),
@@ -333,6 +352,8 @@ pub struct VodSource {
     index: Mp4Index,
     file: File,
     transcoder: Option<AacToOpus>,
+    /// H.264 on its way to the fan-out: as it is, or re-encoded when it has B-frames.
+    video_path: VideoPath,
     fanout: FanOut,
     /// The stream's place in the registry (a `vod://` viewer's private source claims no name);
     /// dropped when the source ends.
@@ -398,13 +419,15 @@ impl VodSource {
             (TrackKind::Video, Some(VideoSetup::H264 { sps, pps, length_size }), _) => {
                 let au = crate::h264::avcc_to_annexb(&data, *length_size, s.sync, sps, pps);
                 let keyframe = s.sync && crate::media::is_keyframe(&au, true);
-                self.send(Frame {
-                    codec: Codec::H264,
-                    keyframe,
-                    rtp_time: pts_us * 9 / 100,
-                    captured: due,
-                    data: au.into(),
-                });
+                let frame =
+                    Frame { codec: Codec::H264, keyframe, rtp_time: pts_us * 9 / 100, captured: due, data: au.into() };
+                let mut found = None;
+                if let Some(frame) = self.video_path.video(frame, &mut found) {
+                    self.send(frame);
+                }
+                if let Some(why) = found {
+                    self.b_frames_found(why);
+                }
             }
             (TrackKind::Video, Some(VideoSetup::Vp8), _) => {
                 let keyframe = crate::media::is_keyframe(&data, false);
@@ -441,9 +464,22 @@ impl VodSource {
         Ok(())
     }
 
+    /// B-frames found while playing (a file whose index did not show them): said once, in the
+    /// log and the stream object.
+    fn b_frames_found(&mut self, why: Reorder) {
+        info!(uri = %self.uri, id = %self.id, why = why.describe(), note = vt::NOTE_B_FRAMES,
+            "VOD video has B-frames, which WebRTC viewers play as a slideshow: re-encoding it");
+        if let Some(r) = &self.registration {
+            r.registry().update(r.id(), |i| i.transcoding = Some(vt::NOTE_B_FRAMES.to_string()));
+        }
+    }
+
     fn send(&mut self, frame: Frame) {
         // A file cannot make a keyframe on request: a sink that lost a frame waits for the next.
-        let _ = self.fanout.forward(frame);
+        // A re-encoded stream can.
+        if self.fanout.forward(frame) {
+            self.video_path.request_keyframe();
+        }
     }
 
     fn end(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
@@ -500,9 +536,11 @@ impl Source for VodSource {
         self.check_idle(ctx);
     }
 
-    /// A viewer connected (or its decoder asks): the first one starts playback.
+    /// A viewer connected (or its decoder asks): the first one starts playback. A re-encoded
+    /// stream makes a keyframe; a file as it is cannot.
     fn keyframe_wanted(&mut self, ctx: &mut Context<Self>) {
         self.start_playing(ctx);
+        self.video_path.request_keyframe();
     }
 
     /// A snapshot of a source nobody watches yet starts it, so there is a picture to take.
@@ -516,6 +554,29 @@ impl Source for VodSource {
 }
 
 crate::source_handlers!(VodSource);
+
+/// Frames back from the transcoding thread: forwarded like the file's own.
+impl Handler<Transcoded> for VodSource {
+    type Result = ();
+
+    fn handle(&mut self, m: Transcoded, _: &mut Context<Self>) {
+        if self.state != State::Playing {
+            return;
+        }
+        for frame in m.0 {
+            self.send(frame);
+        }
+    }
+}
+
+/// The frame rate of a file's video track (frames over its time span), if it has one.
+fn video_fps(index: &Mp4Index) -> Option<f32> {
+    let mut v = index.samples.iter().filter(|s| s.track == TrackKind::Video);
+    let first = v.next()?.dts_us;
+    let (n, last) = v.fold((1u64, first), |(n, _), s| (n + 1, s.dts_us));
+    let span = last.checked_sub(first).filter(|d| *d > 0)?;
+    Some(((n - 1) as f64 * 1_000_000.0 / span as f64) as f32)
+}
 
 #[cfg(test)]
 mod tests {

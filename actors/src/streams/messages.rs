@@ -19,6 +19,17 @@ pub struct StreamEventNotice {
     pub payload: Value,
 }
 
+/// A WebRTC peer's video rate report for its client: `inboundVideoRate` to a publisher,
+/// `outboundVideoRate` to a viewer ([`crate::video_rate`]).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct VideoRateNotice {
+    pub media_session_id: String,
+    /// True for a publisher (what the server receives), false for a viewer (what it sends).
+    pub inbound: bool,
+    pub rate: crate::video_rate::VideoRate,
+}
+
 /// End a publish or a play. `reason` becomes the `info` of the final status event.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -18,6 +18,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 
 use crate::error::EngineError;
 use crate::media::{Codec, Frame, FrameKind};
+use crate::video_rate::VideoStats;
 
 /// Packets kept per outgoing video stream to answer NACKs (and as str0m's send queue). The
 /// payloads are shared with the stream (see [`StreamPacketizer`]); what each viewer pays is str0m's
@@ -127,7 +128,8 @@ fn base_config() -> RtcConfig {
     cfg.set_ice_lite(true)
         .set_send_buffer_video(SEND_BUFFER_VIDEO)
         .set_send_buffer_audio(SEND_BUFFER_AUDIO)
-        .set_stats_interval(None)
+        // Video counters once a second: the clients' inbound/outboundVideoRate and REST metrics.
+        .set_stats_interval(Some(crate::video_rate::STATS_INTERVAL))
         .clear_codecs()
 }
 
@@ -241,6 +243,8 @@ pub enum PeerEvent {
     KeyframeRequest,
     /// A received frame could not be depacketized and was dropped.
     BadFrame(String),
+    /// The peer's video counters ([`crate::video_rate`]), every `STATS_INTERVAL`.
+    VideoStats(VideoStats),
 }
 
 pub struct Peer {
@@ -352,6 +356,30 @@ impl Peer {
                         }))
                     }
                     Event::KeyframeRequest(_) => event(PeerEvent::KeyframeRequest),
+                    Event::MediaIngressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
+                        event(PeerEvent::VideoStats(VideoStats {
+                            bytes: s.bytes,
+                            packets: s.packets,
+                            nacks: s.nacks,
+                            plis: s.plis,
+                            firs: s.firs,
+                            lost: None,
+                            loss: s.loss,
+                            rtt: s.rtt,
+                        }))
+                    }
+                    Event::MediaEgressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
+                        event(PeerEvent::VideoStats(VideoStats {
+                            bytes: s.bytes,
+                            packets: s.packets,
+                            nacks: s.nacks,
+                            plis: s.plis,
+                            firs: s.firs,
+                            lost: s.remote.map(|r| r.packets_lost),
+                            loss: s.loss,
+                            rtt: s.rtt,
+                        }))
+                    }
                     _ => {}
                 },
             }

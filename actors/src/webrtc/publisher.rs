@@ -25,11 +25,12 @@ use crate::engine::PeerEvent;
 use crate::error::EngineError;
 use crate::fanout::FanOut;
 use crate::media_socket::Datagram;
-use crate::messages::{AddSubscriber, StatusChanged, StreamEventNotice};
+use crate::messages::{AddSubscriber, StatusChanged, StreamEventNotice, VideoRateNotice};
 use crate::peer_link::{PeerActor, PeerLink};
 use crate::protocol::{info, mute_change, MuteState, StreamInfo, StreamStatus};
 use crate::registry::{Registration, Registry};
 use crate::source::Source;
+use crate::video_rate::RateMeter;
 
 /// Minimum spacing of keyframe requests sent to the publishing browser.
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -51,6 +52,9 @@ pub struct Publisher {
     link: PeerLink,
     info: StreamInfo,
     session: Recipient<StatusChanged>,
+    /// Where the once-a-second `inboundVideoRate` reports go (the publishing client).
+    rates: Recipient<VideoRateNotice>,
+    meter: RateMeter,
     registry: Arc<Registry>,
     /// The stream's place in the registry, handed over by the session ([`Hold`]); dropped when
     /// the stream ends.
@@ -69,6 +73,7 @@ impl Publisher {
         link: PeerLink,
         info: StreamInfo,
         session: Recipient<StatusChanged>,
+        rates: Recipient<VideoRateNotice>,
         registry: Arc<Registry>,
     ) -> Self {
         let span = info_span!("publisher", stream = %info.name, id = %info.media_session_id);
@@ -76,6 +81,8 @@ impl Publisher {
             link,
             info,
             session,
+            rates,
+            meter: RateMeter::default(),
             registry,
             state: State::Connecting,
             registration: None,
@@ -183,6 +190,9 @@ impl PeerActor for Publisher {
                 }
             }
             PeerEvent::Frame(f) => {
+                if f.kind() == crate::media::FrameKind::Video {
+                    self.meter.frame();
+                }
                 if f.keyframe {
                     self.keyframe_in_flight = false;
                     // The picture size, for the stream object (REST find, the dashboard).
@@ -202,6 +212,14 @@ impl PeerActor for Publisher {
             }
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::KeyframeRequest => {}
+            PeerEvent::VideoStats(s) => {
+                let (w, h) = (self.info.width, self.info.height);
+                if let Some(rate) = self.meter.sample(s, Instant::now(), w, h) {
+                    self.registry.update(&self.info.media_session_id, |i| i.metrics = Some(rate));
+                    let id = self.info.media_session_id.clone();
+                    self.rates.do_send(VideoRateNotice { media_session_id: id, inbound: true, rate });
+                }
+            }
             PeerEvent::BadFrame(why) => {
                 // Viewers missed a frame: hold their video until a fresh keyframe.
                 debug!(parent: &self.span, %why, "malformed frame from publisher dropped");

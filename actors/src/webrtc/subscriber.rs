@@ -18,8 +18,9 @@ use crate::media::FrameKind;
 use crate::media_socket::Datagram;
 use crate::messages::{
     AddSubscriber, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged, Stop,
-    StreamEventNotice, StreamSource,
+    StreamEventNotice, StreamSource, VideoRateNotice,
 };
+use crate::video_rate::RateMeter;
 use crate::peer_link::{PeerActor, PeerLink};
 use crate::protocol::{info, StreamInfo, StreamStatus};
 use crate::registry::Registry;
@@ -43,6 +44,11 @@ pub struct Subscriber {
     info: StreamInfo,
     session: Recipient<StatusChanged>,
     events: Recipient<StreamEventNotice>,
+    /// Where the once-a-second `outboundVideoRate` reports go (the viewer's client).
+    rates: Recipient<VideoRateNotice>,
+    meter: RateMeter,
+    /// The picture size of the video sent, from its keyframes.
+    size: (u32, u32),
     registry: Arc<Registry>,
     source: StreamSource,
     state: State,
@@ -59,6 +65,7 @@ impl Subscriber {
         info: StreamInfo,
         session: Recipient<StatusChanged>,
         events: Recipient<StreamEventNotice>,
+        rates: Recipient<VideoRateNotice>,
         registry: Arc<Registry>,
         source: StreamSource,
     ) -> Self {
@@ -69,6 +76,9 @@ impl Subscriber {
             info,
             session,
             events,
+            rates,
+            meter: RateMeter::default(),
+            size: (0, 0),
             registry,
             source,
             state: State::Connecting,
@@ -151,12 +161,22 @@ impl PeerActor for Subscriber {
                     let joined_ms = crate::protocol::now_ms().saturating_sub(self.info.create_date);
                     crate::metrics::metrics().join_seconds.observe(joined_ms as f64 / 1000.0);
                     info!(parent: &self.span, joined_ms, "playing");
-                    self.set_status(StreamStatus::Playing, "");
+                    // The PLAYING info keeps a note made at the request (a play size not applied).
+                    let note = std::mem::take(&mut self.info.info);
+                    self.set_status(StreamStatus::Playing, &note);
                     self.source.keyframe.do_send(RequestKeyframe);
                 }
             }
             PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe),
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
+            PeerEvent::VideoStats(s) => {
+                let (w, h) = self.size;
+                if let Some(rate) = self.meter.sample(s, std::time::Instant::now(), w, h) {
+                    self.registry.update(&self.info.media_session_id, |i| i.metrics = Some(rate));
+                    let id = self.info.media_session_id.clone();
+                    self.rates.do_send(VideoRateNotice { media_session_id: id, inbound: false, rate });
+                }
+            }
             PeerEvent::Frame(_) | PeerEvent::BadFrame(_) => {} // a viewer sends no media we use
         }
     }
@@ -190,6 +210,12 @@ impl Handler<Forward> for Subscriber {
         match self.link.peer.write_frame(&frame, &packets) {
             Ok(true) => {
                 self.frames_out += 1;
+                if frame.kind() == FrameKind::Video {
+                    self.meter.frame();
+                    if let Some(size) = frame.dimensions() {
+                        self.size = size;
+                    }
+                }
                 self.drive(ctx);
             }
             Ok(false) => {}
