@@ -175,6 +175,11 @@ pub struct Cli {
     /// whose every address is public, as for --rtsp-allow]
     #[arg(long = "rtmp-push-allow", env = "SLUICE_RTMP_PUSH_ALLOW", value_delimiter = ',', value_name = "HOST")]
     pub rtmp_push_allow: Vec<HostPattern>,
+    /// Hosts streams may be pulled from over WebRTC (/rest-api/pull/pull: another sluice or
+    /// WCS), in the --rtsp-allow syntax; repeatable (environment: comma-separated). [default:
+    /// hosts whose every address is public, as for --rtsp-allow]
+    #[arg(long = "pull-allow", env = "SLUICE_PULL_ALLOW", value_delimiter = ',', value_name = "HOST")]
+    pub pull_allow: Vec<HostPattern>,
     /// Shared secret of HS256 tokens (JWT). With it (or --jwks-url), publishing, playing,
     /// recording and snapshots need a token granting them (see README "Access control")
     #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
@@ -317,6 +322,7 @@ pub struct FileConfig {
     pub rtsp_allow: Option<Vec<HostPattern>>,
     pub rtsp_transport: Option<RtspTransport>,
     pub rtmp_push_allow: Option<Vec<HostPattern>>,
+    pub pull_allow: Option<Vec<HostPattern>>,
     pub jwt_secret: Option<String>,
     pub jwks_url: Option<String>,
     pub jwks_refresh: Option<u64>,
@@ -393,6 +399,8 @@ pub struct Config {
     pub rtsp: RtspPolicy,
     /// Where streams may be re-published over RTMP.
     pub rtmp_push: sluice_actors::push::pusher::PushPolicy,
+    /// Hosts streams may be pulled from over WebRTC.
+    pub pull_allow: Vec<HostPattern>,
     /// Access control.
     pub auth: AuthConfig,
     /// Limits against abuse.
@@ -520,6 +528,7 @@ impl Config {
                     cli.rtmp_push_allow
                 },
             },
+            pull_allow: if cli.pull_allow.is_empty() { file.pull_allow.unwrap_or_default() } else { cli.pull_allow },
         })
     }
 

@@ -189,6 +189,13 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     };
     // The first JWKS fetch (when configured) before the first client.
     auth.start_jwks_refresh();
+    let pulls = sluice_actors::pull::Pulls::new(
+        cfg.pull_allow.clone(),
+        media_arbiter.handle(),
+        registry.clone(),
+        socket.clone(),
+        cfg.media_candidates(media_port),
+    );
     let core = Arc::new(Core {
         auth,
         limits: Arc::new(sluice_actors::limits::Limits::new(cfg.limits)),
@@ -199,6 +206,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         vod_arbiter: vod_arbiter.handle(),
         vod: Default::default(),
         rtsp,
+        pulls,
         pushes,
         socket,
         media_arbiter: media_arbiter.handle(),

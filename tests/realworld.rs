@@ -197,3 +197,41 @@ fn baseline_files_are_not_reencoded() {
     assert!(st.get("transcoding").is_none(), "{st}");
     assert!(!server.log_text().contains("has B-frames"));
 }
+
+#[test]
+fn portrait_phone_file_plays_upright() {
+    let server = Server::start();
+    // Landscape pictures and a rotation matrix, as a phone records portrait (no B-frames).
+    let land = ffmpeg(
+        &[
+            &["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "6"][..],
+            &["-c:v", "libx264", "-profile:v", "high", "-bf", "0", "-pix_fmt", "yuv420p"],
+        ]
+        .concat(),
+        "land.mp4",
+    );
+    let portrait =
+        ffmpeg(&["-i", land.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90"], "portrait.mp4");
+    into_media(&server, &portrait, "portrait.mp4");
+    let mut ws = Wcs::connect(&server);
+    let (_id, peer) = play(&mut ws, "vod-live://portrait.mp4");
+    peer.wait_until(STEP, "frames", |s| s.video_frames.load(Ordering::Relaxed) > 5);
+    let st = stream(&server, "vod-live://portrait.mp4");
+    assert_eq!((st["width"].as_u64(), st["height"].as_u64()), (Some(360), Some(640)), "{st}");
+    assert_eq!(st["transcoding"], "rotated upright: re-encoded to constrained baseline", "{st}");
+    // The pictures viewers get are portrait: the SPS of a keyframe says 360x640.
+    let end = Instant::now() + STEP;
+    let mut size = None;
+    while size.is_none() && Instant::now() < end {
+        let last = peer.stats.last_video.lock().unwrap().clone();
+        size = last.and_then(|f| {
+            h264::annexb_nals(&f)
+                .find(|n| h264::nal_type(n) == Some(h264::NAL_SPS))
+                .and_then(h264::sps_dimensions)
+        });
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(size, Some((360, 640)));
+    let (frames, _) = watch(&peer, Duration::from_secs(3));
+    assert!((85..=95).contains(&frames), "{frames} frames in 3 s");
+}

@@ -62,6 +62,7 @@
 pub mod access {
     pub mod auth;
     pub mod limits;
+    pub mod outbound;
 }
 /// The WCS WebSocket protocol: the wire format, SDP helpers and the session actor.
 pub mod signalling {
@@ -91,6 +92,7 @@ pub mod streams {
 }
 /// Sources from outside WebRTC: RTMP encoders, RTSP cameras, VOD files.
 pub mod sources {
+    pub mod pull;
     pub mod rtmp;
     pub mod rtsp;
     pub mod vod;
@@ -109,10 +111,10 @@ pub mod shutdown;
 pub mod turn;
 
 // Short paths (`crate::registry`, `sluice_actors::session`, ...) for every module.
-pub use access::{auth, limits};
+pub use access::{auth, limits, outbound};
 pub use recording::recorder;
 pub use signalling::{debug_log, protocol, sdp, session};
-pub use sources::{rtmp, rtsp, vod};
+pub use sources::{pull, rtmp, rtsp, vod};
 pub use streams::{fanout, messages, metrics, registry, snapshot, source, transcoder};
 pub use turn::core as turn_core;
 pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber, video_rate};
@@ -168,6 +170,8 @@ pub struct Core {
     pub recordings: Arc<recorder::Recordings>,
     /// RTSP pulls (`rtsp://` play names), running on the ingest arbiter with RTMP ingest.
     pub rtsp: Arc<rtsp::RtspPulls>,
+    /// WebRTC pulls from other servers (`/rest-api/pull/...`), on the media arbiter.
+    pub pulls: Arc<pull::Pulls>,
     /// RTMP re-publishing (`rtmpUrl`, `/push/...`), on the ingest arbiter too.
     pub pushes: Arc<push::pusher::Pushes>,
     /// Who may do what ([`auth`]).

@@ -43,16 +43,24 @@ fn frames_of(path: &Path) -> Vec<Frame> {
         .map(|s| {
             let data = mp4_reader::read_sample(&mut f, s).expect("sample");
             let au = h264::avcc_to_annexb(&data, *length_size, s.sync, sps, pps);
-            Frame { codec: Codec::H264, keyframe: s.sync, rtp_time: s.pts_us * 9 / 100, captured: t0, data: au.into() }
+            Frame {
+                codec: Codec::H264,
+                keyframe: s.sync,
+                rtp_time: s.pts_us * 9 / 100,
+                captured: t0,
+                data: au.into(),
+            }
         })
         .collect()
 }
 
 /// Packed I420 copies of decoded pictures, in output order.
 fn decode_all(frames: &[Frame], timed: &mut Duration) -> Vec<(Vec<u8>, usize, usize)> {
-    let mut dec =
-        Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new().flush_after_decode(Flush::NoFlush))
-            .expect("decoder");
+    let mut dec = Decoder::with_api_config(
+        OpenH264API::from_source(),
+        DecoderConfig::new().flush_after_decode(Flush::NoFlush),
+    )
+    .expect("decoder");
     let mut out = Vec::new();
     let mut keep = |y: &openh264::decoder::DecodedYUV<'_>| {
         use openh264::formats::YUVSource;
@@ -87,7 +95,8 @@ fn main() {
         let mut decode = Duration::ZERO;
         let reference = decode_all(&frames, &mut decode);
         // The whole transcoder, frame by frame, as the transcoding thread runs it.
-        let mut t = VideoTranscoder::new(TranscodeSettings { fps: Some(30.0), ..Default::default() }).expect("transcoder");
+        let mut t = VideoTranscoder::new(TranscodeSettings { fps: Some(30.0), ..Default::default() })
+            .expect("transcoder");
         let mut out = Vec::new();
         let mut first_out_after = None;
         let mut per_frame = Vec::with_capacity(n);

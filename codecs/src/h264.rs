@@ -295,6 +295,21 @@ pub fn sps_max_num_reorder_frames(sps_nal: &[u8]) -> Option<u32> {
     sps.vui_parameters?.bitstream_restrictions.map(|b| b.max_num_reorder_frames)
 }
 
+/// True if an Annex-B access unit holds coded slices and none is a reference (`nal_ref_idc` 0 in
+/// every slice's header): no later frame needs it, so it can be dropped without breaking decoding
+/// (most B-frames of x264 and OBS streams).
+pub fn is_disposable(data: &[u8]) -> bool {
+    let mut slices = 0;
+    for nal in annexb_nals(data) {
+        match nal_type(nal) {
+            Some(1) if nal[0] & 0x60 == 0 => slices += 1,
+            Some(1..=5) => return false,
+            _ => {}
+        }
+    }
+    slices > 0
+}
+
 /// `profile_idc` of an SPS NAL unit (66 baseline, 77 main, 100 high, ...).
 pub fn sps_profile_idc(sps_nal: &[u8]) -> Option<u8> {
     sps_nal.get(1).copied()
@@ -443,5 +458,11 @@ pub(crate) mod tests {
         assert_eq!(sps_profile_idc(SPS_HIGH_720P), Some(100));
         assert_eq!(sps_profile_idc(SPS_640X360), Some(66));
         assert_eq!(sps_max_num_reorder_frames(&[]), None);
+        assert!(is_disposable(&[0, 0, 1, 0x01, 0xa0, 0, 0, 1, 0x01, 0x80]));
+        assert!(!is_disposable(&[0, 0, 1, 0x01, 0xa0, 0, 0, 1, 0x21, 0x80]), "one slice is a reference");
+        assert!(!is_disposable(&[0, 0, 1, 0x41, 0xa0]));
+        assert!(!is_disposable(&[0, 0, 1, 0x65, 0x88]));
+        assert!(!is_disposable(&[0, 0, 1, 0x06, 0x05]), "no slice");
+        assert!(!is_disposable(&[]));
     }
 }

@@ -6,7 +6,8 @@
 //! recordings are written), H.264 (`avc1`/`avc3`), VP8 (`vp08`), AAC (`mp4a`) and Opus tracks.
 //! Samples that lie past the end of the file (a recording cut short by a crash, a truncated
 //! download) are dropped at open, so playback ends cleanly where the data ends. Edit lists are
-//! not applied: every track starts at its first sample.
+//! not applied: every track starts at its first sample. The video track's display rotation (the
+//! `tkhd` matrix a phone writes for a portrait recording) is read as [`Mp4Index::rotation`].
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -76,6 +77,9 @@ pub struct Mp4Index {
     pub audio: Option<AudioSetup>,
     pub width: u32,
     pub height: u32,
+    /// Clockwise rotation (0, 90, 180 or 270 degrees) the video track's matrix asks for before
+    /// display; `width` and `height` are the coded picture's, before rotation.
+    pub rotation: u32,
     /// Every sample of the chosen video and audio tracks, in decode-time order.
     pub samples: Vec<Sample>,
     pub duration_us: u64,
@@ -151,6 +155,7 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
 
 fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index, Mp4Error> {
     let mut video: Option<(VideoSetup, Track, u32, u32)> = None;
+    let mut rotation = 0;
     let mut audio: Option<(AudioSetup, Track)> = None;
     let mut unsupported = Vec::new();
     for trak in &moov.trak {
@@ -172,8 +177,10 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
                 };
                 let t = Track { id, kind: TrackKind::Video, timescale, raw };
                 video = Some((setup, t, visual.width as u32, visual.height as u32));
+                rotation = matrix_rotation(&trak.tkhd.matrix);
             }
             ("vide", StsdCodec::Vp08(v)) if video.is_none() => {
+                rotation = matrix_rotation(&trak.tkhd.matrix);
                 let t = Track { id, kind: TrackKind::Video, timescale, raw };
                 video = Some((VideoSetup::Vp8, t, v.visual.width as u32, v.visual.height as u32));
             }
@@ -304,9 +311,23 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
         audio: audio.filter(|_| at.is_some()).map(|a| a.0),
         width,
         height,
+        rotation: if vt.is_some() { rotation } else { 0 },
         samples,
         duration_us,
     })
+}
+
+/// The clockwise display rotation of a track matrix (ISO 14496-12 §8.3.2; `x' = a x + c y`,
+/// `y' = b x + d y` with y down): the angle of `(a, b)`, rounded to a quarter turn. 0 for a matrix
+/// that is no rotation by a multiple of 90° (a mirror, a shear, zeros).
+fn matrix_rotation(m: &mp4_atom::Matrix) -> u32 {
+    match (m.a.signum(), m.b.signum(), m.c.signum(), m.d.signum()) {
+        (1, 0, 0, 1) => 0,
+        (0, 1, -1, 0) => 90,
+        (-1, 0, 0, -1) => 180,
+        (0, -1, 1, 0) => 270,
+        _ => 0,
+    }
 }
 
 fn codec_name(c: &StsdCodec) -> String {
@@ -466,6 +487,31 @@ mod tests {
         let full = std::fs::read(ffmpeg("cut2.mp4", &args)).unwrap();
         let mut c = std::io::Cursor::new(full[..full.len() - 200].to_vec());
         assert!(matches!(index(&mut c), Err(Mp4Error::WrongFormat(_))));
+    }
+
+    /// Phones write a portrait recording as landscape pictures and a rotation matrix; ffmpeg's
+    /// `rotate` tag writes the same matrix.
+    #[test]
+    fn reads_the_display_rotation() {
+        let plain = ffmpeg("norot.mp4", &["-c:v", "libx264", "-an"]);
+        assert_eq!(open(&plain).unwrap().0.rotation, 0);
+        for (tag, want) in [("90", 270), ("270", 90), ("180", 180)] {
+            let dir = plain.parent().unwrap();
+            let out = dir.join(format!("rot{tag}.mp4"));
+            let ok = std::process::Command::new("ffmpeg")
+                .args(["-y", "-hide_banner", "-loglevel", "error", "-i"])
+                .arg(&plain)
+                .args(["-c", "copy", "-metadata:s:v:0", &format!("rotate={tag}")])
+                .arg(&out)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            let (idx, _) = open(&out).unwrap();
+            // ffmpeg's tag is counterclockwise: its rotate=90 asks for 270° clockwise.
+            assert_eq!(idx.rotation, want, "rotate={tag}");
+            assert_eq!((idx.width, idx.height), (320, 240));
+        }
     }
 
     #[test]

@@ -1244,7 +1244,9 @@ mod opus_to_aac_tests {
         let packets: Vec<Vec<u8>> = (0..3000usize)
             .map(|f| {
                 let pcm: Vec<f32> = (0..1920)
-                    .map(|i| ((f * 960 + i / 2) as f32 * 0.0654).sin() * 0.3 + ((i * 7919) % 13) as f32 * 0.001)
+                    .map(|i| {
+                        ((f * 960 + i / 2) as f32 * 0.0654).sin() * 0.3 + ((i * 7919) % 13) as f32 * 0.001
+                    })
                     .collect();
                 let n = enc.encode_float(&pcm, &mut buf).unwrap();
                 buf[..n].to_vec()

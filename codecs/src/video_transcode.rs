@@ -36,6 +36,8 @@ use crate::media::{Codec, Frame};
 
 /// What the stream object says of a source whose video is re-encoded for this reason.
 pub const NOTE_B_FRAMES: &str = "B-frames: re-encoded to constrained baseline";
+/// ... and of a file re-encoded to turn its portrait pictures upright.
+pub const NOTE_ROTATED: &str = "rotated upright: re-encoded to constrained baseline";
 /// Bits per pixel per frame of the re-encoded stream (then clamped to [`MIN_BITRATE`],
 /// [`MAX_BITRATE`]): about 2.8 Mbit/s at 720p30.
 pub const BITS_PER_PIXEL: f64 = 0.1;
@@ -175,7 +177,12 @@ pub struct TranscodeSettings {
 
 impl Default for TranscodeSettings {
     fn default() -> Self {
-        TranscodeSettings { fps: None, bitrate: None, keyframe_interval_s: KEYFRAME_INTERVAL_S, rotation: Rotation::None }
+        TranscodeSettings {
+            fps: None,
+            bitrate: None,
+            keyframe_interval_s: KEYFRAME_INTERVAL_S,
+            rotation: Rotation::None,
+        }
     }
 }
 
@@ -217,6 +224,9 @@ struct EncodeSide {
     seen_pts: Vec<u64>,
     force_keyframe: bool,
     skip_through: Option<u64>,
+    /// Encode every other picture only (the caller is behind).
+    thin: bool,
+    thinned: bool,
     last_out: Option<u64>,
     /// Presentation time of the last keyframe out.
     last_key: Option<u64>,
@@ -242,6 +252,8 @@ impl VideoTranscoder {
                 seen_pts: Vec::new(),
                 force_keyframe: false,
                 skip_through: None,
+                thin: false,
+                thinned: false,
                 last_out: None,
                 last_key: None,
                 stats: TranscodeStats::default(),
@@ -262,6 +274,12 @@ impl VideoTranscoder {
     pub fn skip_through(&mut self, pts: u64) {
         self.enc.skip_through = Some(pts);
         self.enc.force_keyframe = true;
+    }
+
+    /// While set, every other picture is decoded but not encoded: half the encoding work, half
+    /// the frame rate, and no picture breaks (for a caller that falls behind real time).
+    pub fn set_thin(&mut self, thin: bool) {
+        self.enc.thin = thin;
     }
 
     pub fn stats(&self) -> TranscodeStats {
@@ -375,6 +393,13 @@ impl EncodeSide {
             return Ok(());
         }
         self.skip_through = None;
+        if self.thin && !self.force_keyframe {
+            self.thinned = !self.thinned;
+            if self.thinned {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+        }
         let (w, h) = yuv.dimensions();
         if w < 2 || h < 2 {
             return Err(VideoTranscodeError::Decoder(format!("picture of {w}x{h}")));
@@ -650,7 +675,9 @@ mod tests {
         let psnr: Vec<f64> = got
             .iter()
             .zip(&reference)
-            .map(|(a, b)| psnr_y(&YUVBuffer::from_vec(a.clone(), 320, 240), &YUVBuffer::from_vec(b.clone(), 320, 240)))
+            .map(|(a, b)| {
+                psnr_y(&YUVBuffer::from_vec(a.clone(), 320, 240), &YUVBuffer::from_vec(b.clone(), 320, 240))
+            })
             .collect();
         // Bit-exact but for rare rounding in a few B-pictures (over 75 dB where not identical).
         for (i, p) in psnr.iter().enumerate() {
@@ -681,7 +708,10 @@ mod tests {
         assert_ne!(sps[2] & 0x40, 0, "constraint_set1_flag");
         let mut d = ReorderDetector::default();
         assert!(out.iter().all(|f| d.observe(f).is_none()));
-        assert!(out.iter().flat_map(|f| h264::annexb_nals(&f.data)).all(|n| h264::slice_type(n) != Some(SliceType::B)));
+        assert!(out
+            .iter()
+            .flat_map(|f| h264::annexb_nals(&f.data))
+            .all(|n| h264::slice_type(n) != Some(SliceType::B)));
         // Decodable, and close to the source's own pictures.
         let reference = ffmpeg_pictures(&path, 640, 360);
         let mut dec = Decoder::new().unwrap();
@@ -714,6 +744,17 @@ mod tests {
         t.flush(&mut out).unwrap();
         assert!(t.stats().skipped >= 4, "{:?}", t.stats());
         assert!(out.first().is_some_and(|f| f.keyframe));
+        // Thinned: every other picture encoded, the rest still decodes.
+        let mut t = VideoTranscoder::new(TranscodeSettings::default()).unwrap();
+        let mut out = Vec::new();
+        t.set_thin(true);
+        for f in &frames {
+            t.push(f, &mut out).unwrap();
+        }
+        t.flush(&mut out).unwrap();
+        assert!((29..=31).contains(&out.len()), "{} of 60", out.len());
+        let mut dec = Decoder::new().unwrap();
+        assert!(out.iter().all(|f| dec.decode(&f.data).is_ok_and(|p| p.is_some())));
     }
 
     #[test]
@@ -731,12 +772,50 @@ mod tests {
         assert_eq!(Rotation::from_degrees(-90), Some(Rotation::Cw270));
     }
 
+    /// A file with a rotation matrix comes out upright: as ffmpeg shows it (ffmpeg applies the
+    /// matrix when decoding), within the re-encoding's loss.
+    #[test]
+    fn rotation_from_the_file_matches_ffmpegs_display() {
+        let plain = ffmpeg("land.mp4", "320x240", "1", HIGH_BF3);
+        let rotated = plain.with_file_name("portrait.mp4");
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-y", "-hide_banner", "-loglevel", "error", "-i"])
+            .arg(&plain)
+            .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+            .arg(&rotated)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let (idx, _) = crate::mp4_reader::open(&rotated).unwrap();
+        let rotation = Rotation::from_degrees(idx.rotation as i32).unwrap();
+        assert!(rotation.swaps());
+        let (out, _) =
+            transcode_all(&frames_of(&rotated), TranscodeSettings { rotation, ..Default::default() });
+        let reference = ffmpeg_pictures(&rotated, 240, 320);
+        assert_eq!((out.len(), reference.len()), (30, 30));
+        let mut dec = Decoder::new().unwrap();
+        for (i, f) in out.iter().enumerate() {
+            let yuv = dec.decode(&f.data).unwrap().unwrap();
+            let p = psnr_y(&yuv, &YUVBuffer::from_vec(reference[i].clone(), 240, 320));
+            assert!(p > 30.0, "picture {i}: {p:.1} dB against ffmpeg's upright picture");
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut t = VideoTranscoder::new(TranscodeSettings::default()).unwrap();
         let mut out = Vec::new();
-        for data in [vec![], vec![0, 0, 0, 1, 0x65], vec![0xff; 300], vec![0, 0, 1, 0x67, 0x64, 0, 0x1f, 0xff]] {
-            let f = Frame { codec: Codec::H264, keyframe: true, rtp_time: 0, captured: Instant::now(), data: data.into() };
+        for data in
+            [vec![], vec![0, 0, 0, 1, 0x65], vec![0xff; 300], vec![0, 0, 1, 0x67, 0x64, 0, 0x1f, 0xff]]
+        {
+            let f = Frame {
+                codec: Codec::H264,
+                keyframe: true,
+                rtp_time: 0,
+                captured: Instant::now(),
+                data: data.into(),
+            };
             let _ = t.push(&f, &mut out);
         }
         let _ = t.flush(&mut out);

@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use sluice_actors::auth::ApiRefusal;
 use sluice_actors::error::{RecordError, RtspError};
+use sluice_actors::pull::PullError;
 use sluice_actors::protocol::info;
 use sluice_actors::snapshot::SnapshotError;
 use sluice_actors::vod::VodError;
@@ -59,6 +60,9 @@ pub enum ApiError {
     /// An RTSP pull that did not start or a URL that is refused (the URL without credentials).
     #[error("{source}")]
     Rtsp { uri: String, source: RtspError },
+    /// A WebRTC pull that did not start (its local name).
+    #[error("{source}")]
+    Pull { name: String, source: PullError },
     #[error("TURN is disabled on this server")]
     TurnDisabled,
     /// The client asked for more TURN credentials than its allowance.
@@ -123,6 +127,13 @@ impl ResponseError for ApiError {
             | E::TurnDisabled
             | E::NoSuchMethod(_) => StatusCode::NOT_FOUND,
             E::NameInUse(_) => StatusCode::CONFLICT,
+            E::Pull { source, .. } => match source {
+                PullError::BadUri => StatusCode::BAD_REQUEST,
+                PullError::Restricted(_) => StatusCode::FORBIDDEN,
+                PullError::NameInUse => StatusCode::CONFLICT,
+                PullError::Remote(why) if why.as_str() == info::STREAM_NOT_FOUND => StatusCode::NOT_FOUND,
+                PullError::Remote(_) | PullError::Connect(_) => StatusCode::BAD_GATEWAY,
+            },
             E::Rtsp { source, .. } => match source {
                 RtspError::WrongFormat => StatusCode::BAD_REQUEST,
                 RtspError::Restricted => StatusCode::FORBIDDEN,

@@ -19,6 +19,7 @@
 
 mod error;
 pub mod metrics;
+mod pull;
 mod push;
 mod recording;
 mod rtsp;
@@ -168,6 +169,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(vod::routes)
                 .configure(recording::routes)
                 .configure(push::routes)
+                .configure(pull::routes)
                 .configure(rtsp::routes)
                 .service(method("/api/find_all", sip_agents))
                 .route("/health", web::get().to(health)),

@@ -38,12 +38,22 @@ after(async () => {
     await fx?.close();
 });
 
+/** Browsers of the running test, closed at its end: a viewer left open keeps its source (and
+ * that source's transcoding) running into the next test, on a 2-core machine. */
+let open = [];
 async function play(label, name) {
-    const page = await (await fx.browser(label)).newPage(label);
+    const browser = await fx.browser(label);
+    open.push(browser);
+    const page = await browser.newPage(label);
     await page.goto(fx.server.webUrl(`${PLAYER}?ws=${fx.server.ws}&streamName=${encodeURIComponent(name)}`));
     await page.click('#playBtn');
     await waitForText(page, '#status', 'PLAYING');
     return page;
+}
+
+async function closeViewers() {
+    await Promise.all(open.map((b) => b.close()));
+    open = [];
 }
 
 /** Frames decoded per second over MEASURE_MS, after the picture is up. */
@@ -68,6 +78,7 @@ test('a 720p High-profile MP4 with B-frames plays smoothly as vod://', { timeout
         const rate = await fps(page);
         t.diagnostic(`vod:// ${f.width}x${f.height} ${f.codec}: ${rate.toFixed(1)} frames decoded per second`);
         assert.ok(rate >= MIN_FPS, `${rate} frames per second decoded, want >= ${MIN_FPS}`);
+        await closeViewers();
     })(t);
 });
 
@@ -81,6 +92,9 @@ test('two vod-live:// viewers of it both play smoothly', { timeout: TEST_TIMEOUT
         t.diagnostic(`vod-live:// ${ra.toFixed(1)} and ${rb.toFixed(1)} frames decoded per second`);
         assert.ok(ra >= MIN_FPS && rb >= MIN_FPS, `${ra}, ${rb} frames per second, want >= ${MIN_FPS}`);
         assert.equal((await streamObject('vod-live://phone.mp4')).transcoding, NOTE);
+        await closeViewers();
+        // A shared source runs on for a minute without viewers: end it now.
+        assert.equal((await rest(fx.server, '/vod/terminate', { uri: 'vod-live://phone.mp4' })).status, 200);
     })(t);
 });
 
@@ -100,5 +114,6 @@ test('the same file published over RTMP as is (-c copy) plays smoothly', { timeo
         t.diagnostic(`RTMP ${f.width}x${f.height}: ${rate.toFixed(1)} frames decoded per second`);
         assert.ok(rate >= MIN_FPS, `${rate} frames per second decoded, want >= ${MIN_FPS}`);
         assert.equal((await streamObject('obs')).transcoding, NOTE);
+        await closeViewers();
     })(t);
 });

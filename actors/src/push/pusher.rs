@@ -58,9 +58,9 @@ use super::rtmp_client::{ClientEvent, RtmpClient};
 use crate::flv::{FlowControl, FramesToFlv};
 use crate::media::Codec;
 use crate::messages::{AddSubscriber, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StreamSource};
+use crate::outbound::{self, HostPattern, OutboundError};
 use crate::recorder::RecordingFailed;
 use crate::registry::Registry;
-use crate::rtsp::{HostPattern, RtspPolicy};
 
 /// WCS's default prefix of re-published stream names (`rtmp_transponder_stream_name_prefix`).
 pub const STREAM_PREFIX: &str = "rtmp_";
@@ -194,31 +194,19 @@ pub struct PushPolicy {
 
 impl PushPolicy {
     pub fn permits(&self, host: &str, addrs: &[IpAddr]) -> bool {
-        RtspPolicy { allow: self.allow.clone(), ..Default::default() }.permits(host, addrs)
+        outbound::permits(&self.allow, host, addrs)
     }
 
-    /// Resolve the URL's host (off the thread: tokio's resolver pool) and check every address;
-    /// the addresses to connect to.
+    /// Resolve the URL's host (off the thread: tokio's resolver pool) and check every address
+    /// ([`outbound::resolve_checked`]); the addresses to connect to.
     pub async fn resolve(&self, url: &PushUrl) -> Result<Vec<SocketAddr>, PushError> {
-        let addrs: Vec<SocketAddr> = match url.host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, url.port)],
-            Err(_) => tokio::net::lookup_host((url.host.as_str(), url.port))
-                .await
-                .map_err(|e| PushError::Resolve { host: url.host.clone(), why: e.to_string() })?
-                .collect(),
-        };
-        let ips: Vec<IpAddr> = addrs.iter().map(|a| crate::turn_core::policy::canonical(a.ip())).collect();
-        if addrs.is_empty() {
-            return Err(PushError::Resolve { host: url.host.clone(), why: "no address".into() });
-        }
-        if !self.permits(&url.host, &ips) {
-            info!(host = %url.host, addresses = ?ips, "RTMP push refused by the host policy (--rtmp-push-allow)");
-            return Err(PushError::Restricted(url.host.clone()));
-        }
-        Ok(addrs
-            .into_iter()
-            .map(|a| SocketAddr::new(crate::turn_core::policy::canonical(a.ip()), a.port()))
-            .collect())
+        outbound::resolve_checked(&self.allow, &url.host, url.port).await.map_err(|e| match e {
+            OutboundError::Resolve { host, why } => PushError::Resolve { host, why },
+            OutboundError::Refused { host, addresses } => {
+                info!(%host, %addresses, "RTMP push refused by the host policy (--rtmp-push-allow)");
+                PushError::Restricted(host)
+            }
+        })
     }
 }
 
@@ -360,6 +348,7 @@ impl Pushes {
             policy: self.policy.clone(),
             pushes: self.clone(),
             notify,
+            source_id: src.media_session_id.clone(),
             conn: None,
             generation: 0,
             failures: 0,
@@ -462,6 +451,8 @@ pub struct RtmpPusher {
     policy: Arc<PushPolicy>,
     pushes: Arc<Pushes>,
     notify: Option<Recipient<RecordingFailed>>,
+    /// The pushed stream's `mediaSessionId` (what `notify` is about).
+    source_id: String,
     conn: Option<Conn>,
     generation: u64,
     /// Failures in a row (picks the backoff).
@@ -502,8 +493,16 @@ impl RtmpPusher {
                 match res {
                     Ok(stream) => act.connected(stream, ctx),
                     Err(PushError::Restricted(h)) => {
+                        // The name resolves elsewhere now: a push that will never be allowed ends.
                         warn!(parent: &act.span, host = %h, "RTMP push host refused by policy, push ends");
-                        act.end(ctx, true, &PushError::Restricted(h).to_string());
+                        let reason = PushError::Restricted(h).to_string();
+                        if let Some(n) = &act.notify {
+                            n.do_send(RecordingFailed {
+                                media_session_id: act.source_id.clone(),
+                                reason: format!("RTMP re-publishing failed: {reason}"),
+                            });
+                        }
+                        act.end(ctx, true, &reason);
                     }
                     Err(e) => act.failed(&e.to_string(), ctx),
                 }

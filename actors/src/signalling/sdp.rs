@@ -83,6 +83,26 @@ pub fn summarize(sdp: &str) -> MediaSummary {
     out
 }
 
+/// The addresses of an SDP's UDP candidates (`a=candidate:<foundation> <component> udp
+/// <priority> <address> <port> typ ...`), each once, in order; lines that do not parse are
+/// skipped.
+pub fn udp_candidates(sdp: &str) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        let Some(c) = line.strip_prefix("a=candidate:") else { continue };
+        let f: Vec<&str> = c.split_whitespace().collect();
+        if f.len() < 6 || !f[2].eq_ignore_ascii_case("udp") {
+            continue;
+        }
+        let (Ok(ip), Ok(port)) = (f[4].parse::<std::net::IpAddr>(), f[5].parse::<u16>()) else { continue };
+        let addr = std::net::SocketAddr::new(ip, port);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
 /// Give every `msid` of an SDP the first one's stream id, so a browser puts audio and video
 /// in ONE MediaStream (the official SDK plays `event.streams[0]` of each track; two streams
 /// would leave the `<video>` without sound).

@@ -34,7 +34,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::auth::{self, Action, HookAnswer};
 use crate::debug_log::{self, DebugLog};
 use crate::engine::{negotiate, Candidates, Role};
-use crate::messages::{StatusChanged, Stop, StreamEventNotice, StreamSource, VideoRateNotice};
+use crate::messages::{ClientRecipients, StatusChanged, Stop, StreamEventNotice, StreamSource, VideoRateNotice};
 use crate::peer_link::PeerLink;
 use crate::picture::Format;
 use crate::protocol::{
@@ -488,11 +488,14 @@ impl Session {
 
         let id = NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed);
         let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
-        let (session, events, rates) =
-            (ctx.address().recipient(), ctx.address().recipient(), ctx.address().recipient());
+        let client = ClientRecipients {
+            status: ctx.address().recipient(),
+            events: ctx.address().recipient(),
+            rates: ctx.address().recipient(),
+        };
         let (info2, registry, publisher) = (stream.clone(), core.registry.clone(), source.source.clone());
         let addr = Subscriber::start_in_arbiter(core.viewer_arbiter(), move |_| {
-            Subscriber::new(id, link, info2, session, events, rates, registry, publisher)
+            Subscriber::new(id, link, info2, client, registry, publisher)
         });
         if let Err(e) = core.registry.add_session(stream, addr.clone().recipient()) {
             addr.do_send(Stop { reason: wcs::MEDIA_SESSION_ID_IN_USE });

@@ -87,7 +87,9 @@ use crate::protocol::{info, SourceDescription, StreamInfo};
 use crate::registry::{Published, Registration, Registry};
 use crate::source::Source;
 use crate::transcode::AacToOpus;
-use crate::turn_core::policy::{canonical, is_never_target, is_public_unicast, Cidr};
+use crate::outbound;
+pub use crate::outbound::HostPattern;
+use crate::turn_core::policy::canonical;
 
 /// A pull with no viewers stops after this long.
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -139,114 +141,6 @@ impl std::str::FromStr for RtspTransport {
     }
 }
 
-/// A pattern of the allow-list (case-insensitive):
-/// - `*` alone: any host;
-/// - an address pattern, IPv4 (digits, dots, `*`: `192.168.1.*`) or IPv6 (with `:`: `fd00::*`,
-///   matched against the compressed form), or a CIDR (`192.168.1.0/24`, `fd00::/8`): matches
-///   addresses, the ones a host resolves to;
-/// - anything else is a host name pattern, `*` matching any run of characters
-///   (`*.cams.example.com`): matches the URL's host name as written.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub struct HostPattern(PatternKind);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PatternKind {
-    Any,
-    Name(String),
-    Address(String),
-    Cidr(Cidr),
-}
-
-impl TryFrom<String> for HostPattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl std::str::FromStr for HostPattern {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let err =
-            || format!("{s:?} is not a host pattern (a host name or address, '*' as wildcard, or a CIDR)");
-        let p = s.trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        if p.contains('/') {
-            return p.parse::<Cidr>().map(|c| HostPattern(PatternKind::Cidr(c))).map_err(|_| err());
-        }
-        let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-.:*_".contains(c));
-        if !ok {
-            return Err(err());
-        }
-        let kind = if p.chars().all(|c| c == '*') {
-            PatternKind::Any
-        } else if p.contains(':') || p.chars().all(|c| c.is_ascii_digit() || ".*".contains(c)) {
-            PatternKind::Address(p)
-        } else {
-            PatternKind::Name(p)
-        };
-        Ok(HostPattern(kind))
-    }
-}
-
-impl HostPattern {
-    /// Does the pattern match `host` as written in a URL (an address literal is matched as an
-    /// address, anything else as a name)?
-    pub fn matches(&self, host: &str) -> bool {
-        let h = host.trim_start_matches('[').trim_end_matches(']');
-        match h.parse::<IpAddr>() {
-            Ok(ip) => self.matches_ip(ip),
-            Err(_) => self.matches_name(h),
-        }
-    }
-
-    /// Does a name pattern (or `*`) match the host name `host`?
-    pub fn matches_name(&self, host: &str) -> bool {
-        match &self.0 {
-            PatternKind::Any => true,
-            PatternKind::Name(p) => glob(p.as_bytes(), host.to_ascii_lowercase().as_bytes()),
-            PatternKind::Address(_) | PatternKind::Cidr(_) => false,
-        }
-    }
-
-    /// Does an address pattern or CIDR (or `*`) match `ip`?
-    pub fn matches_ip(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match &self.0 {
-            PatternKind::Any => true,
-            PatternKind::Address(p) => glob(p.as_bytes(), ip.to_string().as_bytes()),
-            PatternKind::Cidr(c) => c.contains(ip),
-            PatternKind::Name(_) => false,
-        }
-    }
-
-    fn is_name(&self) -> bool {
-        matches!(self.0, PatternKind::Any | PatternKind::Name(_))
-    }
-}
-
-/// `*` matches any run of bytes; everything else itself.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == s[si] {
-            pi += 1;
-            si += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
 /// What may be pulled, and how.
 #[derive(Debug, Clone, Default)]
 pub struct RtspPolicy {
@@ -257,28 +151,13 @@ pub struct RtspPolicy {
 
 impl RtspPolicy {
     /// May a pull of `host` (as written in the URL) connect, when it resolves to `addrs` (all of
-    /// them)? See the module docs.
+    /// them)? See the module docs and [`crate::outbound`].
     pub fn permits(&self, host: &str, addrs: &[IpAddr]) -> bool {
-        if addrs.is_empty() || addrs.iter().any(|&ip| is_never_target(ip)) {
-            return false;
-        }
-        if self.allow.is_empty() {
-            return addrs.iter().all(|&ip| is_public_unicast(ip));
-        }
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let by_name = host.parse::<IpAddr>().is_err() && self.allow.iter().any(|p| p.matches_name(host));
-        by_name || addrs.iter().all(|&ip| self.allow.iter().any(|p| p.matches_ip(ip)))
+        outbound::permits(&self.allow, host, addrs)
     }
 
-    /// What can be decided before resolving `host`: Some(verdict) for an address literal, or for
-    /// a name no pattern could allow; None when the answer depends on the addresses.
     fn precheck(&self, host: &str) -> Option<bool> {
-        let h = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = h.parse::<IpAddr>() {
-            return Some(self.permits(h, &[ip]));
-        }
-        let only_names = !self.allow.is_empty() && self.allow.iter().all(HostPattern::is_name);
-        (only_names && !self.allow.iter().any(|p| p.matches_name(h))).then_some(false)
+        outbound::precheck(&self.allow, host)
     }
 }
 

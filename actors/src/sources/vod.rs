@@ -39,7 +39,7 @@ use crate::registry::{Published, Registration, Registry};
 use crate::source::Source;
 use crate::transcode::AacToOpus;
 use crate::transcoder::{Transcoded, VideoPath};
-use crate::video_transcode::{self as vt, Reorder, TranscodeSettings};
+use crate::video_transcode::{self as vt, Reorder, Rotation, TranscodeSettings};
 
 /// A shared `vod-live://` source with no viewers stops after this long.
 pub const VOD_LIVE_IDLE: Duration = Duration::from_secs(60);
@@ -269,22 +269,39 @@ fn register(
     // first frame (presentation times that go back), so it is re-encoded from the start.
     let video_pts = index.samples.iter().filter(|s| s.track == TrackKind::Video).map(|s| s.pts_us);
     let reorders = video == Some(Codec::H264) && vt::presentation_reorders(video_pts, REORDER_CHECK_SAMPLES);
+    // A phone's portrait file: landscape pictures and a rotation matrix, which WebRTC does not
+    // carry. Re-encoded upright (H.264 only: openh264 cannot decode VP8).
+    let rotation = match Rotation::from_degrees(index.rotation as i32) {
+        Some(r) if video == Some(Codec::H264) => r,
+        _ => Rotation::None,
+    };
+    let note = match (reorders, rotation) {
+        (true, _) => Some(vt::NOTE_B_FRAMES),
+        (false, Rotation::None) => None,
+        (false, _) => Some(vt::NOTE_ROTATED),
+    };
+    let (width, height) =
+        if rotation.swaps() { (index.height, index.width) } else { (index.width, index.height) };
     let mut info = StreamInfo::of_source(SourceDescription {
         media_session_id: &id,
         name: &req.name,
         provider: "VOD",
         video_codec: video.map(|v| v.wcs_name()).unwrap_or_default(),
         has_audio,
-        width: index.width,
-        height: index.height,
+        width,
+        height,
         transport: "",
         session_id: "",
     });
     if reorders {
         info!(uri = %req.uri.as_name(), id = %id, note = vt::NOTE_B_FRAMES, fps = video_fps(&index),
+            rotation = rotation.degrees(),
             "VOD video has B-frames, which WebRTC viewers play as a slideshow: re-encoding it");
-        info.transcoding = Some(vt::NOTE_B_FRAMES.to_string());
+    } else if rotation != Rotation::None {
+        info!(uri = %req.uri.as_name(), id = %id, note = vt::NOTE_ROTATED, rotation = rotation.degrees(),
+            "VOD video is rotated (a phone's portrait recording): re-encoding it upright");
     }
+    info.transcoding = note.map(str::to_string);
 
     // The actor's address before it runs, so that it starts holding its registration.
     let ctx = Context::<VodSource>::new();
@@ -294,10 +311,10 @@ fn register(
     let claim = req.uri.shared.then(|| published.clone());
     let registration =
         registry.register_source(info, addr.clone().recipient(), claim).map_err(|_| VodError::NameInUse)?;
-    let settings = TranscodeSettings { fps: video_fps(&index), ..Default::default() };
+    let settings = TranscodeSettings { fps: video_fps(&index), rotation, ..Default::default() };
     let mut video_path = VideoPath::new(&req.uri.as_name(), settings, addr.clone().recipient());
-    if reorders {
-        video_path.start(Reorder::PresentationOrder);
+    if let Some(note) = note {
+        video_path.start(note);
     }
     let src = VodSource {
         id: id.clone(),
@@ -419,8 +436,13 @@ impl VodSource {
             (TrackKind::Video, Some(VideoSetup::H264 { sps, pps, length_size }), _) => {
                 let au = crate::h264::avcc_to_annexb(&data, *length_size, s.sync, sps, pps);
                 let keyframe = s.sync && crate::media::is_keyframe(&au, true);
-                let frame =
-                    Frame { codec: Codec::H264, keyframe, rtp_time: pts_us * 9 / 100, captured: due, data: au.into() };
+                let frame = Frame {
+                    codec: Codec::H264,
+                    keyframe,
+                    rtp_time: pts_us * 9 / 100,
+                    captured: due,
+                    data: au.into(),
+                };
                 let mut found = None;
                 if let Some(frame) = self.video_path.video(frame, &mut found) {
                     self.send(frame);

@@ -30,6 +30,15 @@ pub struct VideoRateNotice {
     pub rate: crate::video_rate::VideoRate,
 }
 
+/// Where a viewer's actor reports to its client's session: status changes, stream events and
+/// video rate reports.
+#[derive(Clone)]
+pub struct ClientRecipients {
+    pub status: Recipient<StatusChanged>,
+    pub events: Recipient<StreamEventNotice>,
+    pub rates: Recipient<VideoRateNotice>,
+}
+
 /// End a publish or a play. `reason` becomes the `info` of the final status event.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -9,9 +9,11 @@
 //! the source forwards them to its fan-out, so every viewer, recording and snapshot of that
 //! source gets the same re-encoded frames: the work is done once per source, not per viewer.
 //!
-//! Backpressure: the thread's queue holds [`QUEUE_FRAMES`] frames. When it is full (the machine
-//! cannot re-encode in real time), frames are dropped until the next keyframe of the source, with
-//! a warning; the actor never blocks.
+//! Backpressure: the thread's queue holds [`QUEUE_FRAMES`] frames and the actor never blocks.
+//! When the machine cannot re-encode in real time, the frame rate gives first, then the picture:
+//! past [`THIN_AT`] queued frames the thread encodes every other picture; past [`DROP_AT`] the
+//! source drops disposable frames (non-reference B-frames) before queueing them; a full queue
+//! drops frames until the source's next keyframe. Each step is logged once per episode.
 //!
 //! A source that forwarded its first frames as they were (RTMP: B-frames are seen only in the
 //! first frames) replays the frames since its last keyframe into the transcoder, which decodes
@@ -19,18 +21,25 @@
 //!
 //! [`FanOut`]: crate::fanout::FanOut
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tracing::{info, warn};
 
+use crate::h264;
 use crate::media::Frame;
 use crate::video_transcode::{Reorder, ReorderDetector, TranscodeSettings, VideoTranscoder, NOTE_B_FRAMES};
 
 /// Frames waiting for the transcoding thread, at most: about a second of video, the most delay a
 /// slow machine adds before frames are dropped.
 pub const QUEUE_FRAMES: usize = 32;
+/// Queued frames past which the thread encodes every other picture.
+pub const THIN_AT: usize = QUEUE_FRAMES / 4;
+/// Queued frames past which the source drops disposable frames (nothing refers to them).
+pub const DROP_AT: usize = QUEUE_FRAMES / 2;
 /// Frames held since the last keyframe while no B-frames have been found (for the replay).
 const MAX_HELD: usize = 600;
 /// Keyframe requests (viewers joining, PLI) make at most one IDR per this long.
@@ -50,8 +59,12 @@ enum Job {
 /// One source's transcoding thread. Dropping it ends the thread (after the frames queued).
 pub struct TranscoderThread {
     tx: SyncSender<Job>,
+    /// Frames queued and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
     /// Frames are being dropped until the next keyframe.
     dropping: bool,
+    /// Disposable frames are being dropped.
+    thinning: bool,
     dropped: u64,
     last_keyframe_request: Option<Instant>,
     stream: String,
@@ -59,15 +72,23 @@ pub struct TranscoderThread {
 
 impl TranscoderThread {
     /// Start the thread; its frames go to `out`.
-    pub fn spawn(stream: &str, settings: TranscodeSettings, out: Recipient<Transcoded>) -> std::io::Result<Self> {
+    pub fn spawn(
+        stream: &str,
+        settings: TranscodeSettings,
+        out: Recipient<Transcoded>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE_FRAMES);
         let name = stream.to_string();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
         std::thread::Builder::new()
             .name("transcode".into())
-            .spawn(move || run(rx, settings, out, name))?;
+            .spawn(move || run(rx, q, settings, out, name))?;
         Ok(TranscoderThread {
             tx,
+            queued,
             dropping: false,
+            thinning: false,
             dropped: 0,
             last_keyframe_request: None,
             stream: stream.to_string(),
@@ -80,6 +101,17 @@ impl TranscoderThread {
             self.dropped += 1;
             return;
         }
+        let depth = self.queued.load(Ordering::Relaxed);
+        if depth >= DROP_AT && h264::is_disposable(&frame.data) {
+            self.dropped += 1;
+            if !self.thinning {
+                warn!(stream = %self.stream, queued = depth, "video transcoding falls behind: disposable frames dropped");
+            }
+            self.thinning = true;
+            return;
+        }
+        self.thinning = depth >= DROP_AT;
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Job::Frame(frame)) {
             Ok(()) => {
                 if self.dropping {
@@ -88,6 +120,7 @@ impl TranscoderThread {
                 self.dropping = false;
             }
             Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.dropped += 1;
                 if !self.dropping {
                     warn!(stream = %self.stream, queue = QUEUE_FRAMES, dropped = self.dropped,
@@ -95,7 +128,10 @@ impl TranscoderThread {
                 }
                 self.dropping = true;
             }
-            Err(TrySendError::Disconnected(_)) => self.dropping = true,
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.dropping = true;
+            }
         }
     }
 
@@ -114,7 +150,13 @@ impl TranscoderThread {
 }
 
 /// The thread: frames in, re-encoded frames back to the source.
-fn run(rx: Receiver<Job>, settings: TranscodeSettings, out: Recipient<Transcoded>, stream: String) {
+fn run(
+    rx: Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+    settings: TranscodeSettings,
+    out: Recipient<Transcoded>,
+    stream: String,
+) {
     let mut t = match VideoTranscoder::new(settings) {
         Ok(t) => t,
         Err(e) => {
@@ -129,6 +171,8 @@ fn run(rx: Receiver<Job>, settings: TranscodeSettings, out: Recipient<Transcoded
     while let Ok(job) = rx.recv() {
         match job {
             Job::Frame(f) => {
+                let depth = queued.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+                t.set_thin(depth >= THIN_AT);
                 let t0 = Instant::now();
                 if let Err(e) = t.push(&f, &mut frames) {
                     errors += 1;
@@ -149,7 +193,7 @@ fn run(rx: Receiver<Job>, settings: TranscodeSettings, out: Recipient<Transcoded
     let s = t.stats();
     let load = busy.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-3) * 100.0;
     info!(stream = %stream, frames_in = s.frames_in, frames_out = s.frames_out, keyframes = s.keyframes_out,
-        errors = s.decode_errors, load_pct = format!("{load:.0}"), "video transcoding ended");
+        not_encoded = s.skipped, errors = s.decode_errors, load_pct = format!("{load:.0}"), "video transcoding ended");
 }
 
 /// The video of one source on its way to the fan-out: as it is, or through a transcoding thread.
@@ -160,7 +204,8 @@ pub struct VideoPath {
     /// Presentation time of the latest frame forwarded as is.
     last_forwarded: Option<u64>,
     thread: Option<TranscoderThread>,
-    found: Option<Reorder>,
+    /// Why the video is re-encoded, once it is (the stream object's note).
+    found: Option<&'static str>,
     settings: TranscodeSettings,
     out: Recipient<Transcoded>,
     stream: String,
@@ -182,7 +227,7 @@ impl VideoPath {
 
     /// Why the video is re-encoded, once it is: the note for the stream object.
     pub fn note(&self) -> Option<&'static str> {
-        self.found.map(|_| NOTE_B_FRAMES)
+        self.found
     }
 
     pub fn transcoding(&self) -> bool {
@@ -196,9 +241,10 @@ impl VideoPath {
         }
     }
 
-    /// Re-encode from the first frame on (the source knows already, e.g. from a file's index).
-    pub fn start(&mut self, why: Reorder) {
-        self.found = Some(why);
+    /// Re-encode from the first frame on (the source knows already, e.g. from a file's index:
+    /// B-frames, a rotation), `note` saying why.
+    pub fn start(&mut self, note: &'static str) {
+        self.found = Some(note);
         self.spawn();
     }
 
@@ -221,7 +267,7 @@ impl VideoPath {
             return Some(frame); // the thread could not start
         }
         if let Some(why) = self.detector.observe(&frame) {
-            self.found = Some(why);
+            self.found = Some(NOTE_B_FRAMES);
             *found = Some(why);
             self.spawn();
             let held = std::mem::take(&mut self.held);

@@ -216,6 +216,71 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
     })
 }
 
+/// Our offer to receive a stream from another server (a WebRTC pull, [`crate::pull`]): here
+/// the server is the client, so its `Rtc` is a full ICE agent (controlling) that checks the
+/// remote's candidates from the shared media socket, recvonly Opus + H.264/VP8.
+pub struct PullOffer {
+    rtc: Rtc,
+    pending: str0m::change::SdpPendingOffer,
+    video_mid: Mid,
+    audio_mid: Mid,
+    pub sdp: String,
+    pub local_ufrag: String,
+}
+
+/// What the remote's answer settled: the peer to drive, the codecs, where to expect it from.
+pub struct PullAnswered {
+    pub peer: Peer,
+    pub video: Option<Codec>,
+    pub has_audio: bool,
+    /// The remote's UDP candidates: datagrams from them are this peer's.
+    pub remote_addrs: Vec<SocketAddr>,
+}
+
+pub fn pull_offer(cands: &Candidates) -> Result<PullOffer, EngineError> {
+    let cfg = base_config().set_ice_lite(false).enable_opus(true, false).enable_h264(true).enable_vp8(true);
+    let mut rtc = cfg.build(Instant::now());
+    for addr in &cands.addrs {
+        let c = Candidate::host(*addr, "udp").map_err(|e| EngineError::Candidate(e.to_string()))?;
+        rtc.add_local_candidate(c);
+    }
+    let mut api = rtc.sdp_api();
+    let audio_mid = api.add_media(MediaKind::Audio, str0m::media::Direction::RecvOnly, None, None, None);
+    let video_mid = api.add_media(MediaKind::Video, str0m::media::Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().ok_or_else(|| EngineError::BadSdp("no offer to make".into()))?;
+    let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    Ok(PullOffer { rtc, pending, video_mid, audio_mid, sdp: offer.to_sdp_string(), local_ufrag })
+}
+
+impl PullOffer {
+    /// Apply the remote's answer (`setRemoteSDP`).
+    pub fn accept(mut self, answer_sdp: &str) -> Result<PullAnswered, EngineError> {
+        let answer = str0m::change::SdpAnswer::from_sdp_string(answer_sdp)
+            .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending, answer)
+            .map_err(|e| EngineError::BadSdp(e.to_string()))?;
+        let media = crate::sdp::summarize(answer_sdp);
+        if !media.sends || (!media.has_audio && media.video.is_none()) {
+            return Err(EngineError::NoCommonCodecs);
+        }
+        Ok(PullAnswered {
+            peer: Peer {
+                rtc: self.rtc,
+                video_mid: Some(self.video_mid),
+                audio_mid: Some(self.audio_mid),
+                pts: [None; 3],
+                seq: [0, 0],
+                connected: false,
+            },
+            video: media.video,
+            has_audio: media.has_audio,
+            remote_addrs: crate::sdp::udp_candidates(answer_sdp),
+        })
+    }
+}
+
 /// Transport protocol of a datagram: the shared UDP socket or an ICE-TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {

@@ -237,6 +237,15 @@ impl MediaSocket {
         self.by_ufrag.insert(ufrag.clone(), Arc::new(Route { ufrag, peer }));
     }
 
+    /// Route UDP datagrams from `source` to the peer registered as `ufrag`: a peer of ours that
+    /// is the ICE client (a pull) hears from the remote's candidates, whose STUN answers carry
+    /// no username to route by.
+    pub fn expect_from(&self, source: SocketAddr, ufrag: &str) {
+        if let Some(r) = self.by_ufrag.get(ufrag).map(|r| r.clone()) {
+            self.by_source.insert((Proto::Udp, canonical(source)), r);
+        }
+    }
+
     /// Forget a peer and every address learned for it.
     pub fn unregister(&self, ufrag: &str) {
         if self.by_ufrag.remove(ufrag).is_some() {

@@ -17,8 +17,8 @@ use crate::error::EngineError;
 use crate::media::FrameKind;
 use crate::media_socket::Datagram;
 use crate::messages::{
-    AddSubscriber, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged, Stop,
-    StreamEventNotice, StreamSource, VideoRateNotice,
+    AddSubscriber, ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged,
+    Stop, StreamEventNotice, StreamSource, VideoRateNotice,
 };
 use crate::video_rate::RateMeter;
 use crate::peer_link::{PeerActor, PeerLink};
@@ -63,12 +63,11 @@ impl Subscriber {
         id: u64,
         link: PeerLink,
         info: StreamInfo,
-        session: Recipient<StatusChanged>,
-        events: Recipient<StreamEventNotice>,
-        rates: Recipient<VideoRateNotice>,
+        client: ClientRecipients,
         registry: Arc<Registry>,
         source: StreamSource,
     ) -> Self {
+        let ClientRecipients { status: session, events, rates } = client;
         let span = info_span!("subscriber", stream = %info.name, id = %info.media_session_id);
         Subscriber {
             id,
