@@ -7,7 +7,11 @@
 //   inbound/outboundVideoRate reports) is shown on both sides, and a play size asked for is
 //   reported as not applied rather than silently ignored;
 // - Stream Diagnostic: publish with a session debug log, stop, and the page's "Download debug
-//   logs" link serves the log (client lines and the server's side of the conversation).
+//   logs" link serves the log (client lines and the server's side of the conversation);
+// - WebRTC as RTMP re-publishing: the page's publish with `rtmpUrl` arrives at a second sluice's
+//   RTMP ingest as `rtmp_<name>`, H.264 with the page's picture size, with audio;
+// - Console, pulled view: a stream of a second sluice pulled over WebRTC through the console's
+//   own pull call is listed as remote->local and plays here.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
@@ -17,7 +21,7 @@ import { after, before, test } from 'node:test';
 
 import {
     REPO_ROOT, STATUS_TIMEOUT_MS, TESTS_DIR, TEST_TIMEOUT_MS, expectFramesDecoded, fixture, openSdkPage,
-    serveSdkPages, textOf, waitForStatus, waitForText,
+    serveSdkPages, startServer, textOf, waitForStatus, waitForText,
 } from './harness.mjs';
 
 const DEMOS = '/client2/examples/demo/streaming';
@@ -37,7 +41,10 @@ let files;
 let staticDir;
 before(async () => {
     staticDir = staticWithOfficialPages();
-    fx = await fixture({ serverArgs: ['--static-dir', staticDir] });
+    // The second sluice of the RTMP and pull tests runs on loopback: allowed explicitly.
+    fx = await fixture({
+        serverArgs: ['--static-dir', staticDir, '--rtmp-push-allow', '127.0.0.1', '--pull-allow', '127.0.0.1'],
+    });
     files = await serveSdkPages();
 });
 after(async () => {
@@ -160,4 +167,97 @@ test('stream diagnostic: the debug log of a publish is offered for download', { 
         assert.match(text, /out: .*"status":"PUBLISHING"/, 'what the server sent');
         assert.match(text, /out: .*"status":"UNPUBLISHED"/);
     })(t);
+});
+
+/** POST to a server's REST API; the parsed body. */
+async function restJson(server, path, body) {
+    const res = await fetch(server.restUrl(path), {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    return { status: res.status, body: await res.json().catch(() => null) };
+}
+
+test('webrtc as rtmp re-publishing: the page\'s stream arrives at an RTMP server', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    const receiver = await startServer();
+    try {
+        await fx.run(async () => {
+            const page = await openDemo('republisher', 'webrtc-as-rtmp-republishing/webrtc-as-rtmp-republishing.html');
+            await page.fill('#url', fx.server.wsUrl('/'));
+            await page.fill('#rtmpUrl', `rtmp://127.0.0.1:${receiver.rtmp}/live`);
+            await page.fill('#streamName', 'restream1');
+            await page.click('#publishBtn');
+            await waitForText(page, '#status', 'PUBLISHING');
+            // The link the page shows for third-party players.
+            assert.equal(await textOf(page, '#player'), `rtmp://127.0.0.1:${receiver.rtmp}/live/rtmp_restream1`);
+            let found = null;
+            const end = Date.now() + STATUS_TIMEOUT_MS;
+            while (Date.now() < end) {
+                const r = await restJson(receiver, '/stream/find', { name: 'rtmp_restream1' });
+                if (r.status === 200 && r.body?.[0]?.width > 0) { found = r.body[0]; break; }
+                await new Promise((res) => setTimeout(res, 200));
+            }
+            assert.ok(found, 'rtmp_restream1 never arrived at the RTMP server');
+            t.diagnostic(`arrived: ${found.mediaProvider} ${found.videoCodec} ${found.width}x${found.height} audio ${found.audioCodec}`);
+            assert.equal(found.mediaProvider, 'Flash');
+            assert.ok(found.width >= 320 && found.height >= 240, 'the picture size from the SPS of the pushed H.264');
+            assert.equal(found.hasAudio, true);
+            const push = await fetch(fx.server.restUrl('/push/find_all')).then((r) => r.json());
+            assert.ok(push.some((p) => p.sourceStreamName === 'restream1' && p.streamName === 'rtmp_restream1'), JSON.stringify(push));
+            await page.click('#publishBtn'); // Stop
+            await waitForText(page, '#status', 'UNPUBLISHED');
+        })(t);
+    } finally {
+        await receiver.stop({ keepLog: false });
+    }
+});
+
+test('console: a stream of another node pulled over WebRTC is listed and plays here', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    const origin = await startServer();
+    try {
+        await fx.run(async () => {
+            const { server } = fx;
+            // The SDK test page, connected to the origin.
+            const publisher = await (await fx.browser('origin-publisher')).newPage('origin-publisher');
+            await publisher.goto(files.url('/sdk.html?sdk=official'));
+            const status = await publisher.evaluate((url) => sdk.connect(url), origin.wsUrl('/'));
+            assert.equal(status, 'ESTABLISHED');
+            await publisher.evaluate(() => sdk.publish('o1', 'origin-cam'));
+            await waitForStatus(publisher, 'o1', 'PUBLISHING');
+
+            const page = await openDemo('console-pull', 'console/console.html');
+            const node = `127.0.0.1:${server.rest}`;
+            const id = node.replace(/[.:]/g, '');
+            await page.fill('#nodeIp', node);
+            await page.click('#addNodeFormSubmit');
+            await page.waitForSelector(`[id="${id}"].list-group-item-success`, { timeout: STATUS_TIMEOUT_MS });
+            await page.click(`[id="${id}"]`);
+            // The page's pull form, as its modal fills it, and its own pullStream().
+            await page.evaluate(([uri]) => {
+                $('#pullUrl').val(uri);
+                $('#pullLocalName').val('edge-cam');
+                $('#pullRemoteName').val('origin-cam');
+                pullStream();
+            }, [origin.wsUrl('/')]);
+            await page.selectOption('#streamsTableInfoType', 'pulled');
+            await page.click('#streamsTableInfoTypeBtn');
+            await page.waitForFunction(() => [...document.querySelectorAll('#streamsTableBody tr')]
+                .some((tr) => tr.textContent.includes('origin-cam->edge-cam') && tr.textContent.includes('PUBLISHING')),
+            null, { timeout: STATUS_TIMEOUT_MS, polling: 100 });
+
+            // A viewer of this node plays the pulled stream.
+            const viewer = await openSdkPage(fx, files, 'edge-viewer', 'official', '/');
+            await viewer.evaluate(() => sdk.play('v1', 'edge-cam'));
+            await waitForStatus(viewer, 'v1', 'PLAYING');
+            const frames = await expectFramesDecoded(viewer, '#remote video', { audio: true });
+            t.diagnostic(`edge viewer ${frames.width}x${frames.height}, ${frames.decoded} frames, ${frames.audioSamples} audio samples`);
+            assert.ok(frames.width > 0 && frames.height > 0);
+
+            // TERMINATE in the pulled view ends the pull.
+            await page.click('#streamsTableBody tr button.btn-danger');
+            const events = await waitForStatus(viewer, 'v1', 'STOPPED');
+            assert.equal(events.at(-1).info, 'Stopped by publisher stop');
+        })(t);
+    } finally {
+        await origin.stop({ keepLog: false });
+    }
 });

@@ -137,14 +137,29 @@ impl Pulls {
     }
 
     /// Stop the pull of `local_name` (with `remote_name`, only if it pulls that); whether one was.
+    /// A name that is no local name stops the pulls *of* that remote name: the WCS console's
+    /// pulled view sends the remote name as `localStreamName`.
     pub fn terminate(&self, local_name: &str, remote_name: Option<&str>) -> bool {
-        let Some(e) = self.table.get(local_name) else { return false };
-        let info = e.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if remote_name.is_some_and(|r| r != info.remote_stream_name) {
-            return false;
+        let matching: Vec<Addr<PullSource>> = match self.table.get(local_name) {
+            Some(e) => {
+                let remote = e.info.lock().unwrap_or_else(|p| p.into_inner()).remote_stream_name.clone();
+                if remote_name.is_some_and(|r| r != remote) {
+                    return false;
+                }
+                vec![e.addr.clone()]
+            }
+            None if remote_name.is_none() => self
+                .table
+                .iter()
+                .filter(|e| e.info.lock().is_ok_and(|i| i.remote_stream_name == local_name))
+                .map(|e| e.addr.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        for a in &matching {
+            a.do_send(crate::messages::Stop { reason: info::STOPPED_BY_REST_TERMINATE });
         }
-        e.addr.do_send(crate::messages::Stop { reason: info::STOPPED_BY_REST_TERMINATE });
-        true
+        !matching.is_empty()
     }
 
     /// Start a pull; resolves once it plays (or with why it does not).
