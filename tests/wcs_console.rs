@@ -229,6 +229,12 @@ fn publisher_and_viewer_get_video_rate_reports_and_find_shows_them() {
     assert_eq!(status, 200);
     for s in found.as_array().expect("array") {
         assert!(s["metrics"]["videoRate"].as_u64() > Some(0), "{s}");
+        assert!(s["metrics"]["audioRate"].as_u64() > Some(0), "{s}");
+        if s["published"] == true {
+            assert_eq!(s["viewers"], 1, "{s}");
+        } else {
+            assert!(s.get("viewers").is_none(), "{s}");
+        }
     }
     // And on /metrics, by stream.
     let (_, text) = rest_text(&server, "/metrics");

@@ -120,6 +120,14 @@ test('dashboard: tiles with live thumbnails, totals, click to play', { timeout: 
         assert.equal(await textOf(page, '#totalStreams'), '2');
         assert.equal(await page.$eval(`#tiles .tile[data-name="${names[1]}"]`, (e) => e.classList.contains('playing')), true);
 
+        // The measured bitrate (the server's metrics of each publisher) with its sparkline.
+        for (const name of names) {
+            const sel = `#tiles .tile[data-name="${name}"] .bitrate`;
+            await page.waitForFunction((q) => /\d+(\.\d+)? (kbps|Mbps)$/.test(document.querySelector(q)?.textContent || ''),
+                sel, { timeout: STATUS_TIMEOUT_MS, polling: 200 })
+                .catch(async () => { throw new Error(`${name}: no bitrate shown ("${await textOf(page, sel)}")`); });
+            t.diagnostic(`${name}: ${await textOf(page, sel)}`);
+        }
         mkdirSync(ARTIFACTS, { recursive: true });
         const shot = join(ARTIFACTS, 'dashboard.png');
         await page.screenshot({ path: shot, fullPage: true });

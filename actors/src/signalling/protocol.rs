@@ -124,6 +124,9 @@ pub struct StreamInfo {
     /// The last video rate report of a WebRTC publisher or viewer ([`crate::video_rate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::video_rate::VideoRate>,
+    /// Viewers of a published stream, in `/stream/find` answers ([`crate::registry::Registry::find`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<u32>,
 }
 
 /// What a server-side source (RTMP, RTSP, VOD) says about itself; the rest of its stream object
@@ -185,6 +188,7 @@ impl StreamInfo {
             video_state: None,
             transcoding: None,
             metrics: None,
+            viewers: None,
         }
     }
 }
@@ -259,6 +263,7 @@ impl StreamRequest {
             video_state: None,
             transcoding: None,
             metrics: None,
+            viewers: None,
         }
     }
 }

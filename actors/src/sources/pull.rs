@@ -548,6 +548,7 @@ impl PeerActor for PullSource {
                     self.registry.update(&self.id, |i| i.metrics = Some(rate));
                 }
             }
+            PeerEvent::AudioBytes(b) => self.meter.audio(b, Instant::now()),
             PeerEvent::BadFrame(_) => {
                 self.fanout.lost_frame();
                 self.request_keyframe(ctx);

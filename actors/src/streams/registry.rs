@@ -216,9 +216,24 @@ impl Registry {
         self.streams.remove(id);
     }
 
+    /// The matching stream objects, oldest first; published ones carry their viewer count.
     pub fn find(&self, f: &Filter) -> Vec<StreamInfo> {
-        let mut v: Vec<StreamInfo> =
-            self.streams.iter().filter(|r| f.matches(&r.info)).map(|r| r.info.clone()).collect();
+        let mut viewers = std::collections::HashMap::<String, u32>::new();
+        for r in self.streams.iter().filter(|r| !r.info.published) {
+            *viewers.entry(r.info.name.clone()).or_default() += 1;
+        }
+        let mut v: Vec<StreamInfo> = self
+            .streams
+            .iter()
+            .filter(|r| f.matches(&r.info))
+            .map(|r| {
+                let mut i = r.info.clone();
+                if i.published {
+                    i.viewers = Some(viewers.get(&i.name).copied().unwrap_or(0));
+                }
+                i
+            })
+            .collect();
         v.sort_by(|a, b| a.create_date.cmp(&b.create_date).then(a.media_session_id.cmp(&b.media_session_id)));
         v
     }

@@ -310,6 +310,8 @@ pub enum PeerEvent {
     BadFrame(String),
     /// The peer's video counters ([`crate::video_rate`]), every `STATS_INTERVAL`.
     VideoStats(VideoStats),
+    /// The peer's audio bytes so far (received from a publisher, sent to a viewer), as often.
+    AudioBytes(u64),
 }
 
 pub struct Peer {
@@ -421,6 +423,12 @@ impl Peer {
                         }))
                     }
                     Event::KeyframeRequest(_) => event(PeerEvent::KeyframeRequest),
+                    Event::MediaIngressStats(s) if Some(s.mid) == self.audio_mid => {
+                        event(PeerEvent::AudioBytes(s.bytes))
+                    }
+                    Event::MediaEgressStats(s) if Some(s.mid) == self.audio_mid => {
+                        event(PeerEvent::AudioBytes(s.bytes))
+                    }
                     Event::MediaIngressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
                         event(PeerEvent::VideoStats(VideoStats {
                             bytes: s.bytes,

@@ -212,6 +212,7 @@ impl PeerActor for Publisher {
             }
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::KeyframeRequest => {}
+            PeerEvent::AudioBytes(b) => self.meter.audio(b, Instant::now()),
             PeerEvent::VideoStats(s) => {
                 let (w, h) = (self.info.width, self.info.height);
                 if let Some(rate) = self.meter.sample(s, Instant::now(), w, h) {

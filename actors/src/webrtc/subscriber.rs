@@ -168,6 +168,7 @@ impl PeerActor for Subscriber {
             }
             PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe),
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
+            PeerEvent::AudioBytes(b) => self.meter.audio(b, std::time::Instant::now()),
             PeerEvent::VideoStats(s) => {
                 let (w, h) = self.size;
                 if let Some(rate) = self.meter.sample(s, std::time::Instant::now(), w, h) {

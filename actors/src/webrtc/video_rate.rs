@@ -53,6 +53,8 @@ pub struct VideoRate {
     /// Round-trip time, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<u64>,
+    /// Audio bits per second over the last interval of the audio counters.
+    pub audio_rate: u64,
 }
 
 /// Turns successive [`VideoStats`] samples and counted frames into [`VideoRate`]s.
@@ -61,12 +63,25 @@ pub struct RateMeter {
     last: Option<(Instant, VideoStats)>,
     frames: u64,
     lost_estimate: f64,
+    /// The previous audio byte count, and the rate it gave.
+    audio_last: Option<(Instant, u64)>,
+    audio_rate: u64,
 }
 
 impl RateMeter {
     /// A video frame went through.
     pub fn frame(&mut self) {
         self.frames += 1;
+    }
+
+    /// A sample of the audio counters (bytes so far, the engine's audio stats).
+    pub fn audio(&mut self, bytes: u64, now: Instant) {
+        if let Some((t0, b0)) = self.audio_last.replace((now, bytes)) {
+            let secs = now.duration_since(t0).as_secs_f64();
+            if secs > 0.0 {
+                self.audio_rate = (bytes.saturating_sub(b0) as f64 * 8.0 / secs).round() as u64;
+            }
+        }
     }
 
     /// A new sample at `now`; a report once there is a previous sample to compare with.
@@ -91,6 +106,7 @@ impl RateMeter {
             width,
             height,
             rtt_ms: s.rtt.map(|d| d.as_millis() as u64),
+            audio_rate: self.audio_rate,
         })
     }
 }
@@ -117,7 +133,10 @@ mod tests {
         let json = serde_json::to_value(r).unwrap();
         assert_eq!(json["videoRate"], 500_000);
         assert_eq!(json["lostPackets"], 10);
-        // A viewer's own cumulative loss wins over the estimate.
+        m.audio(1000, t0);
+        m.audio(9000, t0 + Duration::from_secs(1));
+        // A viewer's own cumulative loss wins over the estimate; the audio rate rides along.
+        assert_eq!(m.sample(s1, t0 + Duration::from_millis(2500), 0, 0).unwrap().audio_rate, 64_000);
         let s2 = VideoStats { lost: Some(4), ..s1 };
         assert_eq!(m.sample(s2, t0 + Duration::from_secs(3), 0, 0).unwrap().lost_packets, 4);
     }

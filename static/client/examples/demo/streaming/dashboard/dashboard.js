@@ -342,6 +342,11 @@ function firstOf(o, names) {
 
 /** The stream's measured bitrate in kbit/s, or null when its object carries none. */
 function bitrateOf(s) {
+    // sluice's measured rates: `metrics.videoRate` and `metrics.audioRate`, in bit/s.
+    var m = s.metrics;
+    if (m && typeof m === 'object' && num(m.videoRate) !== null) {
+        return (num(m.videoRate) + (num(m.audioRate) || 0)) / 1000;
+    }
     var places = [s, s.stats, s.metrics];
     for (var i = 0; i < places.length; i++) {
         var o = places[i];
