@@ -19,10 +19,10 @@ use actix_web::{web, HttpResponse};
 use sluice_actors::auth::{Action, ApiRefusal};
 use sluice_actors::Core;
 
-/// Paths of the REST port anyone may call: health checks, and TURN credentials (which have a
-/// gate of their own).
+/// Paths of the REST port anyone may call: health checks, and WHIP/WHEP (which check stream
+/// tokens themselves, as WebSocket sessions do). TURN credentials have a gate of their own.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/rest-api/health")
+    matches!(path, "/health" | "/rest-api/health") || crate::whip::is_whip_path(path)
 }
 
 /// The credential a request carries, if any.

@@ -10,6 +10,7 @@ mod health_check;
 mod rest;
 mod shutdown;
 mod tls;
+mod whip;
 
 use std::sync::Arc;
 
@@ -204,7 +205,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         recordings,
         media_dir: cfg.media_dir.clone(),
         vod_arbiter: vod_arbiter.handle(),
-        vod: Default::default(),
+        vod: Arc::new(sluice_actors::vod::VodCatalog::with_cache(sluice_actors::vod_cache::VodCache::new(
+            cfg.data_dir.join("vod-cache"),
+        ))),
         rtsp,
         pulls,
         pushes,
@@ -217,6 +220,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         candidates: CandidateConfig { addrs: cfg.media_candidates(media_port), tcp: cfg.ice_tcp },
         session_logs_dir,
         shutdown: Default::default(),
+        whip: Default::default(),
     });
     let data = web::Data::new(core.clone());
     // The embedded TURN server, on an arbiter of its own.
@@ -238,6 +242,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     };
     let turn_port = turn.as_ref().map(|t| t.udp.port()).unwrap_or(0);
     let turn_rest = web::Data::new(rest::TurnRest::new(turn.as_ref()));
+    let whip_front = web::Data::new(whip::WhipFront::new(turn.as_ref().map(|t| t.issuer.clone())));
 
     // https and wss beside http and ws: each server binds its plain port first, then its TLS
     // port, so `addrs()` lists them in that order.
@@ -278,13 +283,17 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let ws_server = and_tls!(ws_server, wss_port);
     let d = data.clone();
     let metrics_names = cfg.metrics_stream_names;
+    let wf = whip_front.clone();
     let rest_server = HttpServer::new(move || {
         App::new()
             .app_data(d.clone())
             .app_data(turn_rest.clone())
+            .app_data(wf.clone())
             .app_data(web::Data::new(rest::metrics::StreamNames(metrics_names)))
             .wrap(actix_web::middleware::from_fn(gate::rest_gate))
             .wrap(cors())
+            // Before the REST routes: their catch-all preflight would answer WHIP's OPTIONS.
+            .configure(whip::routes)
             .configure(rest::routes)
     })
     .workers(1)
@@ -298,8 +307,10 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let web_server = HttpServer::new(move || {
         App::new()
             .app_data(d.clone())
+            .app_data(whip_front.clone())
             .wrap(actix_web::middleware::from_fn(gate::records_gate))
             .route("/health", web::get().to(rest::health))
+            .configure(whip::routes)
             .service(actix_files::Files::new("/client/records", &records_dir))
             .service(actix_files::Files::new(
                 &format!("/{}", sluice_actors::debug_log::URL_PATH),

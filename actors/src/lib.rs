@@ -7,6 +7,9 @@
 //! ## The actors
 //! - [`session::Session`], one per WebSocket client, on the actix-web worker that accepted it:
 //!   parses WCS frames, negotiates WebRTC, starts the stream actors, relays their status events.
+//! - [`whip::WhipSession`], one per WHIP or WHEP session (an HTTP resource), on the media arbiter:
+//!   the session's part for one stream published or played over WHIP/WHEP. Both fronts start
+//!   streams with the same code ([`start`]).
 //! - [`publisher::Publisher`], one per published stream, and [`subscriber::Subscriber`], one per
 //!   viewer. Each owns one WebRTC engine peer ([`engine::Peer`], a `str0m::Rtc` in ICE-lite mode).
 //!   Publishers (and the media socket) run on the *media arbiter*; viewers are spread
@@ -45,9 +48,11 @@
 //!
 //! ## Layout
 //! - [`access`]: tokens, hooks, API keys ([`auth`]) and limits ([`limits`]).
-//! - [`signalling`]: the WCS wire format ([`protocol`]), SDP helpers, the session actor.
+//! - [`signalling`]: the WCS wire format ([`protocol`]), SDP helpers, the session actor; what
+//!   every front does to start a stream ([`start`]); WHIP/WHEP sessions ([`whip`]).
 //! - [`webrtc`]: the str0m wrapper ([`engine`]), the media socket, publishers, viewers.
-//! - [`streams`]: the registry, the fan-out, the source trait, shared messages, snapshots.
+//! - [`streams`]: the registry, the fan-out, the source trait, shared messages, snapshots, and
+//!   [`transcoder`]: the thread that re-encodes a source's B-frame video once for all its sinks.
 //! - [`sources`]: RTMP, RTSP, VOD. [`recording`]: the recorder. [`turn`]: the TURN server.
 //! - [`push`]: RTMP re-publishing, a stream sent to an RTMP server ([`push::pusher`]).
 //! - Pure codec code (MP4, FLV, H.264, pictures, AAC→Opus) is the `sluice-codecs` crate,
@@ -70,6 +75,8 @@ pub mod signalling {
     pub mod protocol;
     pub mod sdp;
     pub mod session;
+    pub mod start;
+    pub mod whip;
 }
 /// WebRTC peers: the str0m engine wrapper, the shared media socket, publishers and viewers.
 pub mod webrtc {
@@ -96,6 +103,7 @@ pub mod sources {
     pub mod rtmp;
     pub mod rtsp;
     pub mod vod;
+    pub mod vod_cache;
 }
 /// RTMP re-publishing: streams pushed to RTMP servers.
 pub mod push {
@@ -113,8 +121,8 @@ pub mod turn;
 // Short paths (`crate::registry`, `sluice_actors::session`, ...) for every module.
 pub use access::{auth, limits, outbound};
 pub use recording::recorder;
-pub use signalling::{debug_log, protocol, sdp, session};
-pub use sources::{pull, rtmp, rtsp, vod};
+pub use signalling::{debug_log, protocol, sdp, session, start, whip};
+pub use sources::{pull, rtmp, rtsp, vod, vod_cache};
 pub use streams::{fanout, messages, metrics, registry, snapshot, source, transcoder};
 pub use turn::core as turn_core;
 pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber, video_rate};
@@ -182,4 +190,6 @@ pub struct Core {
     pub session_logs_dir: std::path::PathBuf,
     /// Set when the server is stopping: sessions refuse new streams and close when done.
     pub shutdown: shutdown::Shutdown,
+    /// WHIP and WHEP sessions by resource id ([`whip`]).
+    pub whip: whip::WhipResources,
 }

@@ -75,6 +75,10 @@ pub struct ReorderDetector {
     max_pts: Option<u64>,
     found: Option<Reorder>,
     frames: u64,
+    /// The stream's last SPS parsed and allows B-slices (not baseline): only then is a slice
+    /// header that reads B trusted. In a baseline stream, or one whose SPS does not parse (a
+    /// damaged or foreign payload, which no decoder could re-encode anyway), it is not one.
+    b_possible: bool,
 }
 
 impl ReorderDetector {
@@ -87,7 +91,12 @@ impl ReorderDetector {
         self.frames += 1;
         let backwards = self.max_pts.is_some_and(|m| frame.rtp_time < m);
         self.max_pts = Some(self.max_pts.map_or(frame.rtp_time, |m| m.max(frame.rtp_time)));
-        let b_slice = h264::annexb_nals(&frame.data).any(|n| h264::slice_type(n) == Some(SliceType::B));
+        if let Some(sps) = h264::annexb_nals(&frame.data).find(|n| h264::nal_type(n) == Some(h264::NAL_SPS)) {
+            self.b_possible =
+                h264::sps_dimensions(sps).is_some() && h264::sps_profile_idc(sps).is_some_and(|p| p != 66);
+        }
+        let b_slice = self.b_possible
+            && h264::annexb_nals(&frame.data).any(|n| h264::slice_type(n) == Some(SliceType::B));
         self.found = match (b_slice, backwards) {
             (true, _) => Some(Reorder::BSlices),
             (false, true) => Some(Reorder::PresentationOrder),

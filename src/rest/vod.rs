@@ -80,8 +80,16 @@ async fn terminate(core: web::Data<Arc<Core>>, Body(b): Body<VodBody>) -> ApiRes
     }
 }
 
+/// `/vod/cache`: the conversions of files that need re-encoding (B-frames, rotation), with
+/// their progress: `[{"file", "state": "converting"|"ready"|"failed", "progress", "cached"?,
+/// "error"?}]` ([`sluice_actors::vod_cache`]).
+async fn cache(core: web::Data<Arc<Core>>) -> ApiResult {
+    Ok(HttpResponse::Ok().json(core.vod.cache().map(|c| c.list()).unwrap_or_default()))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(method("/vod/startup", startup))
+    cfg.service(method("/vod/cache", cache))
+        .service(method("/vod/startup", startup))
         .service(method("/vod/find", find))
         .service(method("/vod/find_all", find_all))
         .service(method("/vod/terminate", terminate));

@@ -2,7 +2,8 @@
 //!
 //! Owns the WebSocket and the client's streams (by `mediaSessionId`). Parses each frame
 //! ([`crate::protocol::parse_client`]), negotiates WebRTC for `publishStream`/`playStream`, starts
-//! the [`Publisher`] actor on the media arbiter and each [`Subscriber`] on the next viewer
+//! the [`Publisher`](crate::publisher::Publisher) actor on the media arbiter and each
+//! [`Subscriber`](crate::subscriber::Subscriber) on the next viewer
 //! arbiter (round-robin over the media threads, [`crate::Core::viewer_arbiter`]), and relays their
 //! [`StatusChanged`] and [`StreamEventNotice`] back as WCS frames. Keeps the client alive with
 //! `ping` every [`PING_INTERVAL`] and drops it after [`CLIENT_TIMEOUT`] of silence. When the socket
@@ -22,7 +23,6 @@
 //! with 1009.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,19 +33,17 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::auth::{self, Action, HookAnswer};
 use crate::debug_log::{self, DebugLog};
-use crate::engine::{negotiate, Candidates, Role};
-use crate::messages::{ClientRecipients, StatusChanged, Stop, StreamEventNotice, StreamSource, VideoRateNotice};
-use crate::peer_link::PeerLink;
+use crate::engine::Candidates;
+use crate::messages::{ClientRecipients, StatusChanged, StreamEventNotice, VideoRateNotice};
 use crate::picture::Format;
 use crate::protocol::{
     self as p, info as wcs, ClientMessage, ProtocolError, StreamRequest, StreamStatus, Transport,
 };
-use crate::publisher::{Hold, Publisher, RelayEvent};
-use crate::recorder::{RecordTarget, RecordingFailed};
-use crate::registry::{ClaimError, Published};
+use crate::publisher::RelayEvent;
+use crate::recorder::RecordingFailed;
+use crate::registry::Published;
+use crate::signalling::start::{self, Opening, PublishClient, StartError, StreamHandle as Handle};
 use crate::snapshot::{SnapshotError, TakeSnapshot};
-use crate::subscriber::Subscriber;
-use crate::vod::{self, VodError, VodUri};
 use crate::Core;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -56,22 +54,6 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(50);
 /// Largest WebSocket frame accepted. SDP offers are a few KB; anything this big is an attack.
 pub const MAX_FRAME: usize = 1 << 20;
-
-static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
-
-enum Handle {
-    Publish(Addr<Publisher>),
-    Play(Addr<Subscriber>),
-}
-
-impl Handle {
-    fn stop(&self, reason: &'static str) {
-        match self {
-            Handle::Publish(a) => a.do_send(Stop { reason }),
-            Handle::Play(a) => a.do_send(Stop { reason }),
-        }
-    }
-}
 
 pub struct Session {
     core: Arc<Core>,
@@ -309,202 +291,85 @@ impl Session {
     }
 
     fn publish_allowed(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
-        let core = self.core.clone();
-        if !core.limits.may_publish(core.registry.counts().0) {
-            self.log_limit(crate::limits::TOO_MANY_STREAMS);
-            return self.fail_stream(&req, true, crate::limits::TOO_MANY_STREAMS, ctx);
-        }
-        if core.registry.media_session_exists(&req.media_session_id) {
-            return self.fail_stream(&req, true, wcs::MEDIA_SESSION_ID_IN_USE, ctx);
-        }
-        if core.registry.name_published(&req.name) {
-            return self.fail_stream(&req, true, wcs::NAME_IN_USE, ctx);
-        }
-        let neg = match negotiate(&req.sdp, Role::Publish, &self.candidates(req.transport)) {
-            Ok(n) => n,
+        let client = PublishClient {
+            status: ctx.address().recipient(),
+            rates: ctx.address().recipient(),
+            failures: ctx.address().recipient(),
+        };
+        let stream = req.to_info(true, &self.id, &self.app_key, Self::now_ms());
+        let cands = self.candidates(req.transport);
+        let started = match start::publish(&self.core, &req, stream, &cands, client) {
+            Ok(s) => s,
+            // The publisher reports FAILED "Stream name is already in use" itself.
+            Err(StartError::LostNameRace) => return,
             Err(e) => {
-                warn!(parent: &self.span, stream = %req.name, error = %e, "publish offer refused");
-                return self.fail_stream(&req, true, &e.client_info(), ctx);
+                match &e {
+                    StartError::TooManyStreams => self.log_limit(crate::limits::TOO_MANY_STREAMS),
+                    StartError::Offer(why) => {
+                        warn!(parent: &self.span, stream = %req.name, error = %why, "publish offer refused")
+                    }
+                    _ => {}
+                }
+                return self.fail_stream(&req, true, &e.to_string(), ctx);
             }
         };
-        let mut stream = req.to_info(true, &self.id, &self.app_key, Self::now_ms());
-        stream.has_audio = neg.has_audio;
-        stream.has_video = neg.has_video;
-        stream.audio_codec = if neg.has_audio { "opus".into() } else { String::new() };
-        stream.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
-
-        let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
-        let (session, rates) = (ctx.address().recipient(), ctx.address().recipient());
-        let (info2, registry) = (stream.clone(), core.registry.clone());
-        let addr = Publisher::start_in_arbiter(&core.media_arbiter, move |_| {
-            Publisher::new(link, info2, session, rates, registry)
-        });
-        let published = Published {
-            media_session_id: req.media_session_id.clone(),
-            source: StreamSource::of(&addr),
-            video: neg.video,
-            has_audio: neg.has_audio,
-        };
-        let record_source = published.source.clone();
-        match core.registry.register_source(stream.clone(), addr.clone().recipient(), Some(published)) {
-            Ok(r) => addr.do_send(Hold(r)),
-            Err(ClaimError::NameInUse) => {
-                // Lost a race for the name: the actor reports FAILED "Stream name is already in use".
-                addr.do_send(Stop { reason: wcs::NAME_IN_USE });
-                return;
-            }
-            Err(e) => {
-                addr.do_send(Stop { reason: e.info() });
-                return self.fail_stream(&req, true, e.info(), ctx);
-            }
+        info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %started.stream.video_codec, "publish");
+        if let Some(why) = &started.record_error {
+            self.send(ctx, record_failed(&req.media_session_id, why));
         }
-        core.socket.register(&neg.local_ufrag, addr.clone().recipient());
-        info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, codec = %stream.video_codec, "publish");
-        if let Some(url) = req.rtmp_url.as_deref() {
-            // RTMP re-publishing while the publish lasts (crate::push).
-            let src = crate::push::pusher::PushSource {
-                stream_name: req.name.clone(),
-                media_session_id: req.media_session_id.clone(),
-                source: record_source.clone(),
-                video: neg.video,
-                has_audio: neg.has_audio,
-            };
-            crate::push::pusher::start_with_publish(&core.pushes, src, url, ctx.address().recipient());
-        }
-        if req.record {
-            // Before setRemoteSDP, so that PUBLISHING carries recordName.
-            let target = RecordTarget {
-                info: stream.clone(),
-                source: record_source,
-                video: neg.video,
-                has_audio: neg.has_audio,
-            };
-            if let Err(e) = core.recordings.start(target, None, Some(ctx.address().recipient())) {
-                warn!(parent: &self.span, stream = %req.name, error = %e, "cannot record; publishing goes on");
-                core.registry.update(&req.media_session_id, |i| i.record = false);
-                self.send(ctx, record_failed(&req.media_session_id, &format!("Recording failed: {e}")));
-            }
-        }
-        self.streams.insert(req.media_session_id.clone(), Handle::Publish(addr));
-        self.send(ctx, p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
+        self.streams.insert(req.media_session_id.clone(), Handle::Publish(started.addr));
+        self.send(ctx, p::set_remote_sdp(&req.media_session_id, &started.answer_sdp));
     }
 
     fn on_play(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
         self.authorize(req, false, ctx, Self::play_allowed)
     }
 
-    fn play_allowed(&mut self, req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
+    fn play_allowed(&mut self, mut req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
         let core = self.core.clone();
         if core.registry.media_session_exists(&req.media_session_id) {
             return self.fail_stream(&req, false, wcs::MEDIA_SESSION_ID_IN_USE, ctx);
         }
-        if crate::rtsp::is_rtsp_name(&req.name) {
-            return self.play_rtsp(req, ctx);
-        }
-        if let Some(source) = core.registry.lookup(&req.name) {
-            return self.start_play(req, source, ctx);
-        }
-        let Some(uri) = VodUri::parse(&req.name) else {
-            return self.fail_stream(&req, false, wcs::STREAM_NOT_FOUND, ctx);
-        };
-        let path = match vod::resolve(&core.media_dir, &uri.path) {
-            Ok(p) => p,
-            Err(why) => {
-                warn!(parent: &self.span, name = %req.name, %why, "VOD file refused");
-                return self.fail_stream(&req, false, vod::FILE_NOT_FOUND, ctx);
+        match start::open_source(&core, &mut req.name) {
+            Ok(Opening::Ready(source)) => self.start_play(req, source, ctx),
+            Ok(Opening::Later(opening)) => {
+                opening
+                    .into_actor(self)
+                    .map(move |res, act, ctx| match res {
+                        Ok(source) => act.start_play(req, source, ctx),
+                        Err(e) => act.fail_stream(&req, false, &e.to_string(), ctx),
+                    })
+                    .spawn(ctx);
             }
-        };
-        let open = vod::OpenVod { name: uri.as_name(), uri, path, looping: false, start_now: false };
-        let rx = vod::open(open, &core.vod_arbiter, core.registry.clone(), core.vod.clone());
-        async move { rx.await.unwrap_or(Err(VodError::Read)) }
-            .into_actor(self)
-            .map(move |res, act, ctx| match res {
-                Ok(source) => act.start_play(req, source, ctx),
-                // Two viewers raced to start one vod-live source: join the winner.
-                Err(VodError::NameInUse) => match act.core.registry.lookup(&req.name) {
-                    Some(source) => act.start_play(req, source, ctx),
-                    None => act.fail_stream(&req, false, wcs::STREAM_NOT_FOUND, ctx),
-                },
-                Err(e) => act.fail_stream(&req, false, &e.to_string(), ctx),
-            })
-            .spawn(ctx);
-    }
-
-    /// Play an `rtsp://` URL: join (or start) its shared pull once the camera plays. The name
-    /// is replaced by the URL without credentials before anything logs or echoes it.
-    fn play_rtsp(&mut self, mut req: StreamRequest, ctx: &mut ws::WebsocketContext<Self>) {
-        let rtsp = self.core.rtsp.clone();
-        let url = match rtsp.check(&req.name) {
-            Ok(u) => u,
-            Err(e) => {
-                req.name = crate::rtsp::redact(&req.name);
-                warn!(parent: &self.span, name = %req.name, error = %e, "RTSP play refused");
-                return self.fail_stream(&req, false, &e.to_string(), ctx);
-            }
-        };
-        req.name = url.name().to_string();
-        rtsp.join(url)
-            .into_actor(self)
-            .map(move |res, act, ctx| match res {
-                Ok(source) => act.start_play(req, source, ctx),
-                Err(e) => act.fail_stream(&req, false, &e.to_string(), ctx),
-            })
-            .spawn(ctx);
+            Err(e) => self.fail_stream(&req, false, &e.to_string(), ctx),
+        }
     }
 
     /// Negotiate a viewer of `source` and start its subscriber actor.
     fn start_play(&mut self, req: StreamRequest, source: Published, ctx: &mut ws::WebsocketContext<Self>) {
-        let core = self.core.clone();
-        if !core.limits.may_view(core.registry.viewers_of(&req.name)) {
-            self.log_limit(crate::limits::TOO_MANY_VIEWERS);
-            return self.fail_stream(&req, false, crate::limits::TOO_MANY_VIEWERS, ctx);
-        }
-        if core.shutdown.is_stopping() {
-            // A VOD or RTSP source that opened while the server began to stop.
-            return self.fail_stream(&req, false, wcs::SERVER_SHUTDOWN, ctx);
-        }
-        let neg =
-            match negotiate(&req.sdp, Role::Play { video: source.video }, &self.candidates(req.transport)) {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(parent: &self.span, stream = %req.name, error = %e, "play offer refused");
-                    return self.fail_stream(&req, false, &e.client_info(), ctx);
-                }
-            };
-        let mut stream = req.to_info(false, &self.id, &self.app_key, Self::now_ms());
-        stream.has_audio = neg.has_audio && source.has_audio;
-        stream.has_video = neg.has_video;
-        stream.audio_codec = if stream.has_audio { "opus".into() } else { String::new() };
-        stream.video_codec = neg.video.map(|v| v.wcs_name().to_string()).unwrap_or_default();
-        if req.width > 0 || req.height > 0 {
-            // WCS would transcode to the requested size; sluice forwards the published picture.
-            stream.info = format!(
-                "{} {}x{}",
-                wcs::PLAY_SIZE_NOT_APPLIED,
-                req.width,
-                req.height
-            );
-        }
-
-        let id = NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed);
-        let link = PeerLink::new(neg.peer, core.socket.clone(), neg.local_ufrag.clone());
         let client = ClientRecipients {
             status: ctx.address().recipient(),
             events: ctx.address().recipient(),
             rates: ctx.address().recipient(),
         };
-        let (info2, registry, publisher) = (stream.clone(), core.registry.clone(), source.source.clone());
-        let addr = Subscriber::start_in_arbiter(core.viewer_arbiter(), move |_| {
-            Subscriber::new(id, link, info2, client, registry, publisher)
-        });
-        if let Err(e) = core.registry.add_session(stream, addr.clone().recipient()) {
-            addr.do_send(Stop { reason: wcs::MEDIA_SESSION_ID_IN_USE });
-            return self.fail_stream(&req, false, e.info(), ctx);
-        }
-        core.socket.register(&neg.local_ufrag, addr.clone().recipient());
+        let stream = req.to_info(false, &self.id, &self.app_key, Self::now_ms());
+        let cands = self.candidates(req.transport);
+        let started = match start::view(&self.core, &req, stream, source, &cands, client) {
+            Ok(s) => s,
+            Err(e) => {
+                match &e {
+                    StartError::TooManyViewers => self.log_limit(crate::limits::TOO_MANY_VIEWERS),
+                    StartError::Offer(why) => {
+                        warn!(parent: &self.span, stream = %req.name, error = %why, "play offer refused")
+                    }
+                    _ => {}
+                }
+                return self.fail_stream(&req, false, &e.to_string(), ctx);
+            }
+        };
         info!(parent: &self.span, stream = %req.name, id = %req.media_session_id, "play");
-        self.streams.insert(req.media_session_id.clone(), Handle::Play(addr));
-        self.send(ctx, p::set_remote_sdp(&req.media_session_id, &neg.answer_sdp));
+        self.streams.insert(req.media_session_id.clone(), Handle::Play(started.addr));
+        self.send(ctx, p::set_remote_sdp(&req.media_session_id, &started.answer_sdp));
     }
 
     fn on_stop(&mut self, id: &str, name: &str, published: bool, ctx: &mut ws::WebsocketContext<Self>) {

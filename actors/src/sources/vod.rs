@@ -40,6 +40,7 @@ use crate::source::Source;
 use crate::transcode::AacToOpus;
 use crate::transcoder::{Transcoded, VideoPath};
 use crate::video_transcode::{self as vt, Reorder, Rotation, TranscodeSettings};
+use crate::vod_cache::{fps_of as video_fps, VodCache};
 
 /// A shared `vod-live://` source with no viewers stops after this long.
 pub const VOD_LIVE_IDLE: Duration = Duration::from_secs(60);
@@ -49,6 +50,9 @@ const PRIVATE_START_TIMEOUT: Duration = Duration::from_secs(20);
 const REORDER_CHECK_SAMPLES: usize = 300;
 /// Samples due within this margin are sent in the same timer tick.
 const TICK_SLACK: Duration = Duration::from_millis(2);
+
+/// The stream object's `transcoding` of a file played from its converted copy.
+pub const NOTE_CONVERTED: &str = "re-encoded once to constrained baseline: played from the converted copy";
 
 /// Info of the STOPPED status a viewer gets when the file ends (WCS leaves it undocumented).
 pub const END_OF_FILE: &str = info::END_OF_FILE;
@@ -183,9 +187,19 @@ impl VodFilter {
 /// [`VodCatalog::find`] and stop sources through [`VodCatalog::terminate`], which asks the
 /// source itself.
 #[derive(Default)]
-pub struct VodCatalog(DashMap<String, VodEntry>);
+pub struct VodCatalog(DashMap<String, VodEntry>, Option<Arc<VodCache>>);
 
 impl VodCatalog {
+    /// A catalog whose files that need re-encoding are converted once into `cache`.
+    pub fn with_cache(cache: Arc<VodCache>) -> Self {
+        VodCatalog(DashMap::new(), Some(cache))
+    }
+
+    /// The conversion cache, if there is one.
+    pub fn cache(&self) -> Option<&Arc<VodCache>> {
+        self.1.as_ref()
+    }
+
     /// The matching sources, by media session id.
     pub fn find(&self, f: &VodFilter) -> Vec<VodEntry> {
         let mut v: Vec<VodEntry> = self.0.iter().filter(|e| f.matches(e)).map(|e| e.clone()).collect();
@@ -237,11 +251,47 @@ pub fn open(
                 info!(path = %req.path.display(), error = %e, "VOD file refused");
                 Err(VodError::from(e))
             }
-            Ok((index, file)) => register(req, index, file, registry, catalog),
+            Ok((index, file)) => match cached_copy(&req, &index, &catalog) {
+                // Converted before: the copy plays as it is.
+                Some((index, file)) => register(req, index, file, registry, catalog, true),
+                None => register(req, index, file, registry, catalog, false),
+            },
         };
         let _ = tx.send(res);
     });
     rx
+}
+
+/// For a file that needs re-encoding (B-frames, rotation): its converted copy if the cache has
+/// one ready (a conversion is started otherwise, and this play re-encodes live).
+fn cached_copy(req: &OpenVod, index: &Mp4Index, catalog: &VodCatalog) -> Option<(Mp4Index, File)> {
+    let cache = catalog.cache()?;
+    let (reorders, rotation) = needs_reencoding(index);
+    if !reorders && rotation == Rotation::None {
+        return None;
+    }
+    let copy = cache.get_or_convert(&req.path, &req.uri.path)?;
+    match mp4_reader::open(&copy) {
+        Ok(opened) => Some(opened),
+        Err(e) => {
+            warn!(copy = %copy.display(), error = %e, "converted VOD copy unreadable: re-encoding live");
+            None
+        }
+    }
+}
+
+/// Whether a file's video needs re-encoding for WebRTC viewers: B-frames (its index tells
+/// before the first frame: presentation times that go back), or a rotation matrix (H.264 only:
+/// openh264 cannot decode VP8).
+fn needs_reencoding(index: &Mp4Index) -> (bool, Rotation) {
+    let h264 = matches!(index.video, Some(VideoSetup::H264 { .. }));
+    let video_pts = index.samples.iter().filter(|s| s.track == TrackKind::Video).map(|s| s.pts_us);
+    let reorders = h264 && vt::presentation_reorders(video_pts, REORDER_CHECK_SAMPLES);
+    let rotation = match Rotation::from_degrees(index.rotation as i32) {
+        Some(r) if h264 => r,
+        _ => Rotation::None,
+    };
+    (reorders, rotation)
 }
 
 fn register(
@@ -250,6 +300,7 @@ fn register(
     file: File,
     registry: Arc<Registry>,
     catalog: Arc<VodCatalog>,
+    converted: bool,
 ) -> Result<Published, VodError> {
     let transcoder = match &index.audio {
         Some(AudioSetup::Aac { asc, .. }) => match AacToOpus::new(asc) {
@@ -265,16 +316,10 @@ fn register(
         None => None,
     };
     let has_audio = index.audio.is_some();
-    // H.264 with B-frames plays as a slideshow in browsers: the file's index tells before the
-    // first frame (presentation times that go back), so it is re-encoded from the start.
-    let video_pts = index.samples.iter().filter(|s| s.track == TrackKind::Video).map(|s| s.pts_us);
-    let reorders = video == Some(Codec::H264) && vt::presentation_reorders(video_pts, REORDER_CHECK_SAMPLES);
-    // A phone's portrait file: landscape pictures and a rotation matrix, which WebRTC does not
-    // carry. Re-encoded upright (H.264 only: openh264 cannot decode VP8).
-    let rotation = match Rotation::from_degrees(index.rotation as i32) {
-        Some(r) if video == Some(Codec::H264) => r,
-        _ => Rotation::None,
-    };
+    // H.264 with B-frames plays as a slideshow in browsers, and a phone's portrait file carries
+    // landscape pictures and a rotation matrix, which WebRTC does not: both are re-encoded from
+    // the start (upright).
+    let (reorders, rotation) = needs_reencoding(&index);
     let note = match (reorders, rotation) {
         (true, _) => Some(vt::NOTE_B_FRAMES),
         (false, Rotation::None) => None,
@@ -302,6 +347,9 @@ fn register(
             "VOD video is rotated (a phone's portrait recording): re-encoding it upright");
     }
     info.transcoding = note.map(str::to_string);
+    if converted {
+        info.transcoding = Some(NOTE_CONVERTED.to_string());
+    }
 
     // The actor's address before it runs, so that it starts holding its registration.
     let ctx = Context::<VodSource>::new();
@@ -592,13 +640,6 @@ impl Handler<Transcoded> for VodSource {
 }
 
 /// The frame rate of a file's video track (frames over its time span), if it has one.
-fn video_fps(index: &Mp4Index) -> Option<f32> {
-    let mut v = index.samples.iter().filter(|s| s.track == TrackKind::Video);
-    let first = v.next()?.dts_us;
-    let (n, last) = v.fold((1u64, first), |(n, _), s| (n + 1, s.dts_us));
-    let span = last.checked_sub(first).filter(|d| *d > 0)?;
-    Some(((n - 1) as f64 * 1_000_000.0 / span as f64) as f32)
-}
 
 #[cfg(test)]
 mod tests {
