@@ -302,3 +302,20 @@ fn a_b_frame_file_is_converted_once_and_later_plays_come_from_the_copy() {
     assert!(from_copy.is_some(), "no VOD source playing from the copy: {sources}");
     assert!(id2 != id1);
 }
+
+#[test]
+fn edit_lists_align_audio_and_video_as_players_do() {
+    // x264 with B-frames delays its first picture by two frames, AAC primes 1024 samples: the
+    // edit lists say so, and a player aligns the two tracks by them (ffprobe: both start at 0).
+    let clip = b_frame_clip("bf-edts.mp4", 2, &[]);
+    let (index, _) = sluice_actors::mp4_reader::open(&clip).expect("index");
+    let first = |k: sluice_actors::mp4_reader::TrackKind| {
+        index.samples.iter().filter(|s| s.track == k).map(|s| s.pts_us).min().expect("samples")
+    };
+    let video = first(sluice_actors::mp4_reader::TrackKind::Video) as i64;
+    let audio = first(sluice_actors::mp4_reader::TrackKind::Audio) as i64;
+    // The first audio sample is the priming one, 1024/48000 s before the first heard sample,
+    // which plays with the first picture.
+    let offset = video - audio;
+    assert!((offset - 21_333).abs() < 2_000, "first picture {video} µs, first audio {audio} µs");
+}

@@ -89,6 +89,9 @@ struct Track {
     id: u32,
     kind: TrackKind,
     timescale: u32,
+    /// The edit list's shift of this track's times, in its timescale: an initial empty edit
+    /// (a delay) minus the media time the first edit starts at (B-frame delay, AAC priming).
+    shift: i64,
     /// (offset, size, dts, cts offset, sync) in track timescale.
     raw: Vec<(u64, u32, u64, i64, bool)>,
 }
@@ -165,6 +168,7 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
         let stbl = &trak.mdia.minf.stbl;
         let Some(codec) = stbl.stsd.codecs.first() else { continue };
         let raw = sample_table(stbl);
+        let shift = edit_shift(trak, moov.mvhd.timescale, timescale);
         match (handler.as_str(), codec) {
             ("vide", StsdCodec::Avc1(mp4_atom::Avc1 { visual, avcc, .. }))
             | ("vide", StsdCodec::Avc3(mp4_atom::Avc3 { visual, avcc, .. }))
@@ -175,13 +179,13 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
                     pps: avcc.picture_parameter_sets.clone(),
                     length_size: avcc.length_size,
                 };
-                let t = Track { id, kind: TrackKind::Video, timescale, raw };
+                let t = Track { id, kind: TrackKind::Video, timescale, shift, raw };
                 video = Some((setup, t, visual.width as u32, visual.height as u32));
                 rotation = matrix_rotation(&trak.tkhd.matrix);
             }
             ("vide", StsdCodec::Vp08(v)) if video.is_none() => {
                 rotation = matrix_rotation(&trak.tkhd.matrix);
-                let t = Track { id, kind: TrackKind::Video, timescale, raw };
+                let t = Track { id, kind: TrackKind::Video, timescale, shift, raw };
                 video = Some((VideoSetup::Vp8, t, v.visual.width as u32, v.visual.height as u32));
             }
             ("soun", StsdCodec::Mp4a(m)) if audio.is_none() => {
@@ -202,11 +206,11 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
                     if (1..=2).contains(&ds.chan_conf) { ds.chan_conf } else { m.audio.channel_count as u8 };
                 let setup =
                     AudioSetup::Aac { asc, sample_rate: m.audio.sample_rate.integer() as u32, channels };
-                audio = Some((setup, Track { id, kind: TrackKind::Audio, timescale, raw }));
+                audio = Some((setup, Track { id, kind: TrackKind::Audio, timescale, shift, raw }));
             }
             ("soun", StsdCodec::Opus(o)) if audio.is_none() => {
                 let setup = AudioSetup::Opus { channels: o.dops.output_channel_count.max(1) };
-                audio = Some((setup, Track { id, kind: TrackKind::Audio, timescale, raw }));
+                audio = Some((setup, Track { id, kind: TrackKind::Audio, timescale, shift, raw }));
             }
             ("vide", StsdCodec::Hev1(_) | StsdCodec::Hvc1(_)) => {
                 unsupported.push("HEVC (H.265) video".into())
@@ -282,16 +286,19 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
             t.raw.truncate(cut);
         }
     }
-    // The common timeline starts at the earliest first sample of any track.
-    let to_us = |v: u64, ts: u32| (v as u128 * 1_000_000 / ts as u128) as u64;
-    let start_us =
-        tracks.iter().filter_map(|t| t.raw.first().map(|s| to_us(s.2, t.timescale))).min().unwrap_or(0);
+    // Each track's times as its edit list places them (signed: a B-frame track's first decode
+    // time comes before 0); the common timeline starts at the earliest decode time of any track.
+    let to_us = |v: i64, ts: u32| (v as i128 * 1_000_000 / ts as i128) as i64;
+    let start_us = tracks
+        .iter()
+        .filter_map(|t| t.raw.first().map(|s| to_us(s.2 as i64 + t.shift, t.timescale)))
+        .min()
+        .unwrap_or(0);
     let mut samples = Vec::new();
     for t in &tracks {
         for &(offset, size, dts, cts, sync) in &t.raw {
-            let dts_us = to_us(dts, t.timescale).saturating_sub(start_us);
-            let pts = (dts as i64 + cts).max(0) as u64;
-            let pts_us = to_us(pts, t.timescale).saturating_sub(start_us);
+            let dts_us = (to_us(dts as i64 + t.shift, t.timescale) - start_us).max(0) as u64;
+            let pts_us = (to_us(dts as i64 + cts + t.shift, t.timescale) - start_us).max(0) as u64;
             samples.push(Sample { track: t.kind, offset, size, dts_us, pts_us, sync });
         }
     }
@@ -315,6 +322,25 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
         samples,
         duration_us,
     })
+}
+
+/// A track's time shift from its edit list, in the track's timescale (see [`Track::shift`]):
+/// leading empty edits delay it (their durations are in the movie's timescale), and the first
+/// edit with media starts at its `media_time`. Only that much of an edit list is applied (what
+/// encoders write: the B-frame delay, AAC priming, an A/V offset); later edits are ignored.
+fn edit_shift(trak: &mp4_atom::Trak, movie_timescale: u32, timescale: u32) -> i64 {
+    let Some(elst) = trak.edts.as_ref().and_then(|e| e.elst.as_ref()) else { return 0 };
+    let mut delay: i64 = 0;
+    for e in &elst.entries {
+        match e.media_time {
+            None => {
+                let d = e.segment_duration as i128 * timescale as i128 / movie_timescale.max(1) as i128;
+                delay = delay.saturating_add(d.clamp(0, i64::MAX as i128) as i64);
+            }
+            Some(m) => return delay.saturating_sub(m.min(i64::MAX as u64) as i64),
+        }
+    }
+    delay
 }
 
 /// The clockwise display rotation of a track matrix (ISO 14496-12 §8.3.2; `x' = a x + c y`,
