@@ -57,7 +57,7 @@ use tracing::{debug, info, info_span, warn};
 use super::rtmp_client::{ClientEvent, RtmpClient};
 use crate::flv::{FlowControl, FramesToFlv};
 use crate::media::Codec;
-use crate::messages::{AddSubscriber, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StreamSource};
+use crate::messages::{Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StreamSource};
 use crate::outbound::{self, HostPattern, OutboundError};
 use crate::recorder::RecordingFailed;
 use crate::registry::Registry;
@@ -711,23 +711,9 @@ impl Actor for RtmpPusher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(PUSH_QUEUE);
-        let join = AddSubscriber {
-            id: self.sink_id,
-            frames: ctx.address().recipient(),
-            ended: ctx.address().recipient(),
-            events: None,
-        };
-        self.source
-            .join
-            .send(join)
-            .into_actor(self)
-            .then(|res, act, ctx| {
-                if res.is_err() {
-                    act.end(ctx, false, "the stream was gone before the push joined");
-                }
-                fut::ready(())
-            })
-            .spawn(ctx);
+        self.source.attach(self.sink_id, None, ctx, |act: &mut Self, ctx| {
+            act.end(ctx, false, "the stream was gone before the push joined")
+        });
         ctx.run_interval(TICK, |act, ctx| {
             let Some(c) = act.conn.as_ref() else { return };
             match c.publishing_since {

@@ -53,7 +53,7 @@ use tracing::{debug, error, info, info_span, warn};
 use crate::error::RecordError;
 use crate::fmp4::{Fmp4Writer, Output, Pushed, Stats};
 use crate::media::Codec;
-use crate::messages::{AddSubscriber, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StreamSource};
+use crate::messages::{Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StreamSource};
 use crate::protocol::StreamInfo;
 use crate::registry::{Filter, Registry};
 
@@ -579,24 +579,10 @@ impl Actor for Recorder {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(RECORD_QUEUE);
-        let join = AddSubscriber {
-            id: self.sink_id,
-            frames: ctx.address().recipient(),
-            ended: ctx.address().recipient(),
-            events: None,
-        };
-        self.source
-            .join
-            .send(join)
-            .into_actor(self)
-            .then(|res, act, ctx| {
-                if res.is_err() {
-                    debug!(parent: &act.span, "source gone before the recorder joined");
-                    act.finalize(false, ctx);
-                }
-                fut::ready(())
-            })
-            .spawn(ctx);
+        self.source.attach(self.sink_id, None, ctx, |act: &mut Self, ctx| {
+            debug!(parent: &act.span, "source gone before the recorder joined");
+            act.finalize(false, ctx);
+        });
         self.source.keyframe.do_send(RequestKeyframe);
         ctx.run_interval(KEYFRAME_RETRY, |act, _| {
             if act.state != State::Idle {

@@ -60,7 +60,7 @@
 //! (otherwise FAILED "Restricted access"): knowing a camera's address is not enough to watch a
 //! pull someone else authenticated.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -576,42 +576,29 @@ fn rescale(t: i64, from: u32, to: u32) -> u64 {
     (t * to as u128 / from.max(1) as u128) as u64
 }
 
-/// Every address `url`'s host resolves to (an address literal: itself), with the port.
-async fn resolve(url: &Url) -> Result<Vec<SocketAddr>, RtspError> {
-    let port = url.port().unwrap_or(554);
-    let addrs: Vec<SocketAddr> = match url.host() {
-        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
-        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
-        Some(url::Host::Domain(d)) => match d.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            // getaddrinfo runs on tokio's blocking pool: the arbiter's thread never waits on DNS.
-            Err(_) => tokio::net::lookup_host((d, port))
-                .await
-                .map_err(|e| RtspError::Connect(format!("cannot resolve {d}: {e}")))?
-                .collect(),
-        },
+/// Resolve the host once, check every address against the policy ([`outbound`]), and give back
+/// the URL to connect with: the checked address in place of the host name.
+async fn checked_url(url: &RtspUrl, policy: &RtspPolicy) -> Result<Url, RtspError> {
+    let host = match url.url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
         None => return Err(RtspError::WrongFormat),
     };
-    if addrs.is_empty() {
-        return Err(RtspError::Connect("the host resolves to no address".into()));
-    }
-    Ok(addrs)
-}
-
-/// Resolve the host once, check every address against the policy, and give back the URL to
-/// connect with: the checked address in place of the host name.
-async fn checked_url(url: &RtspUrl, policy: &RtspPolicy) -> Result<Url, RtspError> {
-    let addrs = resolve(&url.url).await?;
-    let ips: Vec<IpAddr> = addrs.iter().map(|a| canonical(a.ip())).collect();
-    if !policy.permits(url.host(), &ips) {
-        info!(host = %url.host(), addresses = ?ips,
-            "RTSP pull refused: the host is or resolves to an address the policy does not allow \
-             (loopback, private, link-local...: allow it with --rtsp-allow)");
-        return Err(RtspError::Restricted);
-    }
+    let addrs = outbound::resolve_checked(&policy.allow, &host, url.url.port().unwrap_or(554))
+        .await
+        .map_err(|e| match e {
+            outbound::OutboundError::Refused { .. } => {
+                info!(host = %url.host(), why = %e,
+                    "RTSP pull refused: the host is or resolves to an address the policy does not allow \
+                     (loopback, private, link-local...: allow it with --rtsp-allow)");
+                RtspError::Restricted
+            }
+            outbound::OutboundError::Resolve { .. } => RtspError::Connect(e.to_string()),
+        })?;
     let mut target = url.url.clone();
-    target.set_ip_host(ips[0]).map_err(|_| RtspError::WrongFormat)?;
-    debug!(host = %url.host(), address = %ips[0], "RTSP host resolved and allowed");
+    target.set_ip_host(canonical(addrs[0].ip())).map_err(|_| RtspError::WrongFormat)?;
+    debug!(host = %url.host(), address = %addrs[0].ip(), "RTSP host resolved and allowed");
     Ok(target)
 }
 

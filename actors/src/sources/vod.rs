@@ -639,8 +639,6 @@ impl Handler<Transcoded> for VodSource {
     }
 }
 
-/// The frame rate of a file's video track (frames over its time span), if it has one.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,29 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
+    /// Attach the sink actor running in `ctx` (a viewer, recorder, pusher) as `id`: it gets the
+    /// stream's frames ([`Forward`]) and its end ([`SourceEnded`]), and `events` its stream events.
+    /// A source already gone runs `gone` instead, exactly as if it had stopped after the join.
+    pub fn attach<A>(
+        &self,
+        id: u64,
+        events: Option<(String, Recipient<StreamEventNotice>)>,
+        ctx: &mut Context<A>,
+        gone: impl FnOnce(&mut A, &mut Context<A>) + 'static,
+    ) where
+        A: Actor<Context = Context<A>> + Handler<Forward> + Handler<SourceEnded>,
+    {
+        let join = AddSubscriber { id, frames: ctx.address().recipient(), ended: ctx.address().recipient(), events };
+        actix::fut::wrap_future::<_, A>(self.join.send(join))
+            .then(move |res, act, ctx| {
+                if res.is_err() {
+                    gone(act, ctx);
+                }
+                actix::fut::ready(())
+            })
+            .spawn(ctx);
+    }
+
     pub fn of<A>(addr: &Addr<A>) -> Self
     where
         A: Actor<Context = Context<A>>

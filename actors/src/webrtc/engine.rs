@@ -281,6 +281,12 @@ impl PullOffer {
     }
 }
 
+/// A [`VideoStats`] from str0m's ingress or egress counters: bytes, packets, NACKs, PLIs, FIRs.
+fn video_stats(c: [u64; 5], lost: Option<u64>, loss: Option<f32>, rtt: Option<Duration>) -> VideoStats {
+    let [bytes, packets, nacks, plis, firs] = c;
+    VideoStats { bytes, packets, nacks, plis, firs, lost, loss, rtt }
+}
+
 /// Transport protocol of a datagram: the shared UDP socket or an ICE-TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -430,28 +436,13 @@ impl Peer {
                         event(PeerEvent::AudioBytes(s.bytes))
                     }
                     Event::MediaIngressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
-                        event(PeerEvent::VideoStats(VideoStats {
-                            bytes: s.bytes,
-                            packets: s.packets,
-                            nacks: s.nacks,
-                            plis: s.plis,
-                            firs: s.firs,
-                            lost: None,
-                            loss: s.loss,
-                            rtt: s.rtt,
-                        }))
+                        let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
+                        event(PeerEvent::VideoStats(video_stats([b, p, n, pl, f], None, s.loss, s.rtt)))
                     }
                     Event::MediaEgressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
-                        event(PeerEvent::VideoStats(VideoStats {
-                            bytes: s.bytes,
-                            packets: s.packets,
-                            nacks: s.nacks,
-                            plis: s.plis,
-                            firs: s.firs,
-                            lost: s.remote.map(|r| r.packets_lost),
-                            loss: s.loss,
-                            rtt: s.rtt,
-                        }))
+                        let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
+                        let lost = s.remote.map(|r| r.packets_lost);
+                        event(PeerEvent::VideoStats(video_stats([b, p, n, pl, f], lost, s.loss, s.rtt)))
                     }
                     _ => {}
                 },

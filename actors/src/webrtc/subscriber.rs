@@ -17,7 +17,7 @@ use crate::error::EngineError;
 use crate::media::FrameKind;
 use crate::media_socket::Datagram;
 use crate::messages::{
-    AddSubscriber, ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged,
+    ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged,
     Stop, StreamEventNotice, StreamSource, VideoRateNotice,
 };
 use crate::video_rate::RateMeter;
@@ -115,23 +115,10 @@ impl Actor for Subscriber {
         ctx.set_mailbox_capacity(FORWARD_QUEUE);
         // Join the source. If it is already gone, the send fails and the viewer is stopped
         // exactly as if the source had stopped after the join.
-        let join = AddSubscriber {
-            id: self.id,
-            frames: ctx.address().recipient(),
-            ended: ctx.address().recipient(),
-            events: Some((self.info.media_session_id.clone(), self.events.clone())),
-        };
-        self.source
-            .join
-            .send(join)
-            .into_actor(self)
-            .then(|res, act, ctx| {
-                if res.is_err() {
-                    act.end(StreamStatus::Stopped, info::STOPPED_BY_PUBLISHER, ctx);
-                }
-                fut::ready(())
-            })
-            .spawn(ctx);
+        let events = Some((self.info.media_session_id.clone(), self.events.clone()));
+        self.source.attach(self.id, events, ctx, |act: &mut Self, ctx| {
+            act.end(StreamStatus::Stopped, info::STOPPED_BY_PUBLISHER, ctx)
+        });
         ctx.run_later(CONNECT_TIMEOUT, |act, ctx| {
             if act.state == State::Connecting {
                 act.end(StreamStatus::Failed, info::ICE_TIMEOUT, ctx);
