@@ -9,13 +9,21 @@
 //   - the official Web SDK (npm @flashphoner/websdk, on a page served from 127.0.0.1 in the
 //     client namespace, a secure context) publishes to wss://198.18.0.100:8443, a second
 //     browser plays;
-//   - ffmpeg publishes over RTMP to rtmp://198.18.0.100:1935 and the Player page plays it.
+//   - ffmpeg publishes over RTMP to rtmp://198.18.0.100:1935 and the Player page plays it;
+//   - the server pulls, over WebRTC, a stream of a second sluice (the origin) that runs with no
+//     flags on the client host, and the Player page plays it from the server: the server is the
+//     ICE client there, from behind its NAT.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-    assertRelayed, expectFramesDecoded, openSdkPage, publishRtmp, selectedPairs, serveSdkPages, textOf, waitForStatus,
+    assertRelayed, expectFramesDecoded, openSdkPage, publishRtmp, selectedPairs, serveSdkPages, sleep, textOf,
+    waitForStatus,
 } from '../browser/harness.mjs';
 import {
     FIREWALL, PORTS, TEST_TIMEOUT_MS, assertDirectTo, checkPrintedUrl, env, playOnPlayerPage, rest,
@@ -161,3 +169,58 @@ test('the management REST API answers other hosts with the operator API key only
         t.diagnostic(`without key: ${none.status} ${none.body.error}; wrong key: ${wrong.status}; with key: ${ok.status}`);
     })(t);
 });
+
+test('the server behind NAT pulls a stream over WebRTC from an origin on another host', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    // The origin: a second sluice on the client host (198.18.0.2), no flags, as a user starts it,
+    // in a folder of its own; ffmpeg publishes to it over RTMP.
+    const cwd = mkdtempSync(join(process.env.TOPO_WORK || tmpdir(), 'origin-'));
+    const log = openSync(join(cwd, 'origin.log'), 'w');
+    const originServer = spawn(process.env.TOPO_BIN, [], { cwd, stdio: ['ignore', 'pipe', log] });
+    let out = '';
+    originServer.stdout.on('data', (d) => { out += d; });
+    try {
+        await fx.run(async (t, b) => {
+            const end = Date.now() + 15_000;
+            while (!/^sluice ready /m.test(out) && Date.now() < end) await sleep(100);
+            assert.match(out, /^sluice ready /m, 'the origin never got ready');
+            const originHost = '198.18.0.2';
+            const name = `topo-origin-${Date.now().toString(36)}`;
+            encoder = publishRtmp(`rtmp://${originHost}:${PORTS.rtmp}/live/${name}`);
+            // The origin has the stream (asked from its own host, as its REST API wants).
+            const originStream = await waitForOrigin(name, encoder);
+            t.diagnostic(`origin: ${originStream.mediaProvider} ${originStream.width}x${originStream.height}`);
+
+            // The server behind NAT pulls it (the operator's API key), as `${name}-edge`.
+            const local = `${name}-edge`;
+            const pulled = await rest(b.view, origin, '/pull/pull',
+                { uri: `ws://${originHost}:8080/`, remoteStreamName: name, localStreamName: local });
+            assert.equal(pulled.status, 200, JSON.stringify(pulled));
+            assert.equal(pulled.body.status, 'PUBLISHING');
+            const { media } = await playOnPlayerPage(t, b.view, origin, host, local);
+            assert.deepEqual([media.width, media.height], [640, 360]);
+            const term = await rest(b.view, origin, '/pull/terminate', { localStreamName: local });
+            assert.equal(term.status, 200);
+        })(t);
+    } finally {
+        encoder?.kill('SIGKILL');
+        originServer.kill('SIGTERM');
+        await new Promise((r) => originServer.once('exit', r));
+        closeSync(log);
+    }
+});
+
+/** Wait until the origin (on this host) lists `name` as published; its stream object. */
+async function waitForOrigin(name, encoder) {
+    const end = Date.now() + 15_000;
+    let last = null;
+    while (Date.now() < end) {
+        const res = await fetch('http://127.0.0.1:8081/rest-api/stream/find', {
+            method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, published: true }),
+        }).catch((e) => ({ status: 0, json: async () => String(e) }));
+        last = { status: res.status, body: await res.json().catch(() => null) };
+        if (last.status === 200 && last.body?.[0]?.width > 0) return last.body[0];
+        if (encoder?.exitInfo) break;
+        await sleep(200);
+    }
+    throw new Error(`${name} not published on the origin: ${JSON.stringify(last)}, ffmpeg ${encoder?.stderrText}`);
+}

@@ -8,7 +8,8 @@
 #                publishes, Player plays (tests/topology/defaults.spec.mjs)
 #   2. nat       SLUICE_PUBLIC_IP=198.18.0.100, the client DNATs 198.18.0.100 -> 198.18.0.1:
 #                Streamer/Player, Firewall Traversal over TURN UDP and TCP, the official Web
-#                SDK, RTMP ingest (tests/topology/nat.spec.mjs)
+#                SDK, RTMP ingest, a WebRTC pull from a second sluice (the origin) started with
+#                no flags on the client host (tests/topology/nat.spec.mjs)
 #
 # Usage (root; from anywhere): tests/topology/run.sh [defaults|nat ...]
 # Environment: SLUICE_BIN (server binary, default target/debug/sluice), CHROMIUM (default
@@ -209,7 +210,7 @@ run_node() {
     exec {out}> >(tee "$work/$label.node.log" | sed 's/^/  /')
     out_pid=$!
     (cd "$repo" && exec ip netns exec "$CLI" env TOPO_URL="$demo_url" TOPO_HOST="$host" \
-        TOPO_SERVER_LOG="$server_log" node --test --test-concurrency=1 --test-reporter=spec "$spec") \
+        TOPO_SERVER_LOG="$server_log" TOPO_BIN="$bin" TOPO_WORK="$work" node --test --test-concurrency=1 --test-reporter=spec "$spec") \
         >&"$out" 2>&1 &
     node_pid=$!
     wait "$node_pid"
@@ -241,7 +242,8 @@ scenario_nat() {
     nat_on || return 1
     # As an operator deploys it: the public address, and an API key so that the management REST
     # API answers from other hosts (without one it answers this host only).
-    start_server nat SLUICE_PUBLIC_IP="$PUBLIC_IP" SLUICE_API_KEY="$API_KEY" || return 1
+    # It may pull streams over WebRTC from an origin on the client's network (the pull test).
+    start_server nat SLUICE_PUBLIC_IP="$PUBLIC_IP" SLUICE_API_KEY="$API_KEY" SLUICE_PULL_ALLOW="$CLIENT_IP" || return 1
     case "$demo_url" in
         "https://$PUBLIC_IP:8888/") ;;
         *) echo "topology: printed URL $demo_url, want https://$PUBLIC_IP:8888/" >&2; return 1 ;;
