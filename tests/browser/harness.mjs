@@ -68,7 +68,7 @@ export function withTimeout(promise, ms, what) {
  * `{ws, rest, http, media, turn, logPath, webUrl(path), wsUrl(path), restUrl(path), log(),
  * stop()}`. Its stderr goes to a log file. `extraArgs` are appended to the command line (a
  * `--turn-port` or `--no-turn` there replaces the default random TURN port, `--rtmp-port` or
- * `--no-rtmp` the random RTMP port).
+ * `--no-rtmp` the random RTMP port, `--hls-port` or `--no-hls` the random HLS port).
  */
 export async function startServer({ extraArgs = [] } = {}) {
     const bin = resolve(REPO_ROOT, process.env.SLUICE_BIN || 'target/debug/sluice');
@@ -95,6 +95,9 @@ export async function startServer({ extraArgs = [] } = {}) {
     }
     if (!extraArgs.some((a) => a === '--no-rtmp' || a.startsWith('--rtmp-port'))) {
         args.push('--rtmp-port', '0'); // nor the fixed RTMP port 1935
+    }
+    if (!extraArgs.some((a) => a === '--no-hls' || a.startsWith('--hls-port'))) {
+        args.push('--hls-port', '0'); // nor the fixed HLS port 8082
     }
     args.push(...extraArgs);
     const env = {
@@ -594,19 +597,20 @@ export async function waitForFrames(frames, predicate, what, timeout = STATUS_TI
 // RTMP
 
 /**
- * ffmpeg encoding a 640x360 30 fps test pattern (H.264 baseline) and a 440 Hz tone (AAC) in real
- * time for 60 s, published to the RTMP `url` (e.g. rtmp://127.0.0.1:1935/live/name). Returns the
+ * ffmpeg encoding a 640x360 30 fps test pattern (H.264 baseline, a keyframe every `gop` frames)
+ * and a 440 Hz tone (AAC) in real time for 60 s, published to the RTMP `url` (e.g.
+ * rtmp://127.0.0.1:1935/live/name). Returns the
  * child process, with `stderrText` (what ffmpeg printed so far) and `exitInfo` (`{code, signal}`
  * once it exited, else null); kill it when done.
  */
-export function publishRtmp(url) {
+export function publishRtmp(url, { gop = 30 } = {}) {
     const args = [
         '-hide_banner', '-loglevel', 'error', '-re',
         '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
         '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
         '-t', '60',
         '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-profile:v', 'baseline',
-        '-pix_fmt', 'yuv420p', '-g', '30', '-bf', '0',
+        '-pix_fmt', 'yuv420p', '-g', String(gop), '-bf', '0',
         '-c:a', 'aac', '-ac', '2',
         '-f', 'flv', url,
     ];

@@ -591,6 +591,11 @@ impl Source for PullSource {
         }
     }
 
+    /// The remote answers a PLI within a round trip (or starts from its own held GOP).
+    fn starts_from_gop(&self) -> bool {
+        false
+    }
+
     fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
         self.end(Ok(reason), ctx);
     }

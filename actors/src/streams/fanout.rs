@@ -7,6 +7,12 @@
 //! and the source is asked for a fresh keyframe, so a recent one is always held: for a browser
 //! publisher that is one extra keyframe every few seconds.
 //!
+//! Instant start: a viewer whose peer has connected gets the held GOP at once
+//! ([`FanOut::start_sink`]), its timestamps squeezed into the milliseconds before the newest
+//! frame, so its decoder catches up to live in one burst instead of waiting up to a GOP for
+//! the source's next keyframe (sources that cannot make one on request: RTMP encoders,
+//! cameras, files). H.264 only: VP8's picture ids would jump.
+//!
 //! Backpressure policy: frames go out with `try_send` on each sink's bounded mailbox. A sink
 //! whose mailbox is full loses that frame, gets no more video until the next keyframe, and the
 //! source is told to ask for one; a slow sink never stalls the source or the other sinks.
@@ -20,10 +26,14 @@ use serde_json::Value;
 use crate::engine::StreamPacketizer;
 use crate::media::{Frame, FrameKind};
 
-/// Longest GOP held for snapshots, in the video clock (90 kHz): 3 s.
-pub const GOP_MAX_SPAN: u64 = 3 * 90_000;
+/// Longest GOP held (for snapshots and for viewers that start), in the video clock (90 kHz):
+/// 6 s, longer than the keyframe interval of RTMP encoders (1-4 s) and IP cameras (2-5 s), so
+/// that a viewer of such a source can start at any moment.
+pub const GOP_MAX_SPAN: u64 = 6 * 90_000;
 /// Bytes of video held at most in the GOP.
 pub const GOP_MAX_BYTES: usize = 8 << 20;
+/// Spacing of the held GOP's frames when they are sent to a viewer that starts (90 kHz: 1 ms).
+pub const START_SPACING: u64 = 90;
 use crate::messages::{AddSubscriber, Forward, SourceEnded, StreamEventNotice};
 
 struct Sink {
@@ -121,6 +131,35 @@ impl FanOut {
             }
         });
         want_keyframe
+    }
+
+    /// A viewer is ready for video (its peer connected): send it the held GOP now, the frames
+    /// 1 ms apart ([`START_SPACING`]) and ending at the newest one's time, then live frames as
+    /// they come. Nothing happens without a held H.264 GOP: the viewer starts at the next
+    /// keyframe, as before.
+    pub fn start_sink(&mut self, id: u64) {
+        let Some(last) = self.gop.last() else { return };
+        if last.codec != crate::media::Codec::H264 {
+            return;
+        }
+        let Some(s) = self.sinks.get_mut(&id) else { return };
+        let newest = last.rtp_time;
+        let n = self.gop.len() as u64;
+        // A packetizer of its own: the shared one's state belongs to the live stream.
+        let mut packetizer = StreamPacketizer::default();
+        for (i, g) in self.gop.iter().enumerate() {
+            let back = (n - 1 - i as u64) * START_SPACING;
+            let frame = Arc::new(Frame { rtp_time: newest.saturating_sub(back), ..(**g).clone() });
+            let packets = Arc::new(packetizer.packetize(&frame));
+            match s.frames.try_send(Forward(frame, packets)) {
+                Ok(()) => s.wait_keyframe = false,
+                Err(_) => {
+                    // A full mailbox: this viewer waits for a keyframe instead.
+                    s.wait_keyframe = true;
+                    return;
+                }
+            }
+        }
     }
 
     /// Frames were lost upstream: hold every sink's video until a fresh keyframe.

@@ -81,6 +81,15 @@ pub struct RemoveSubscriber {
 #[rtype(result = "()")]
 pub struct RequestKeyframe;
 
+/// A viewer's peer is connected and ready for video: the source sends it the GOP it holds at
+/// once, so its picture starts without waiting for the source's next keyframe
+/// ([`crate::fanout::FanOut::start_sink`]), and asks for a fresh keyframe where it can.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SinkReady {
+    pub id: u64,
+}
+
 /// The source's held GOP (keyframe first), for snapshots; empty when it holds none.
 #[derive(Message)]
 #[rtype(result = "GopReply")]
@@ -100,6 +109,7 @@ pub struct StreamSource {
     pub join: Recipient<AddSubscriber>,
     pub leave: Recipient<RemoveSubscriber>,
     pub keyframe: Recipient<RequestKeyframe>,
+    pub ready: Recipient<SinkReady>,
     pub gop: Recipient<GetGop>,
 }
 
@@ -133,12 +143,14 @@ impl StreamSource {
             + Handler<AddSubscriber>
             + Handler<RemoveSubscriber>
             + Handler<RequestKeyframe>
-            + Handler<GetGop>,
+            + Handler<GetGop>
+            + Handler<SinkReady>,
     {
         StreamSource {
             join: addr.clone().recipient(),
             leave: addr.clone().recipient(),
             keyframe: addr.clone().recipient(),
+            ready: addr.clone().recipient(),
             gop: addr.clone().recipient(),
         }
     }

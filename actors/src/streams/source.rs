@@ -2,9 +2,10 @@
 //! file are all actors that own a [`FanOut`] of viewers (and recorders, snapshot takers) and a
 //! [`crate::registry::Registration`].
 //!
-//! A source implements [`Source`] (its fan-out and its few differences) and gets the five
+//! A source implements [`Source`] (its fan-out and its few differences) and gets the six
 //! handlers every source answers from [`crate::source_handlers!`]: [`AddSubscriber`],
 //! [`crate::messages::RemoveSubscriber`], [`crate::messages::RequestKeyframe`],
+//! [`crate::messages::SinkReady`],
 //! [`crate::messages::GetGop`] and [`crate::messages::Stop`]. Registering goes through
 //! [`crate::registry::Registry::register_source`], and the stream object through
 //! [`crate::protocol::StreamInfo::of_source`]: adding a source means writing its protocol.
@@ -35,6 +36,13 @@ pub trait Source: Actor<Context = Context<Self>> {
     /// A viewer asks for a keyframe (only a WebRTC publisher can make one; a VOD file starts).
     fn keyframe_wanted(&mut self, _ctx: &mut Context<Self>) {}
 
+    /// Whether a viewer that starts gets the held GOP at once ([`crate::fanout::FanOut::start_sink`]).
+    /// Sources whose keyframe comes within a round trip of a request (a WebRTC peer) say no:
+    /// there the fresh keyframe is the faster start.
+    fn starts_from_gop(&self) -> bool {
+        true
+    }
+
     /// Someone wants the current GOP (a snapshot).
     fn gop_wanted(&mut self, _ctx: &mut Context<Self>) {}
 
@@ -42,7 +50,7 @@ pub trait Source: Actor<Context = Context<Self>> {
     fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>);
 }
 
-/// The five handlers of a [`Source`] type.
+/// The six handlers of a [`Source`] type.
 #[macro_export]
 macro_rules! source_handlers {
     ($t:ty) => {
@@ -75,6 +83,17 @@ macro_rules! source_handlers {
             type Result = ();
             fn handle(&mut self, _: $crate::messages::RequestKeyframe, ctx: &mut actix::Context<Self>) {
                 use $crate::source::Source as _;
+                self.keyframe_wanted(ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::messages::SinkReady> for $t {
+            type Result = ();
+            fn handle(&mut self, m: $crate::messages::SinkReady, ctx: &mut actix::Context<Self>) {
+                use $crate::source::Source as _;
+                if !self.has_ended() && self.starts_from_gop() {
+                    self.fanout().start_sink(m.id);
+                }
                 self.keyframe_wanted(ctx);
             }
         }

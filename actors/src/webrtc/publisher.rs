@@ -280,6 +280,11 @@ impl Source for Publisher {
         }
     }
 
+    /// The browser answers a PLI within a round trip: faster than decoding a held GOP.
+    fn starts_from_gop(&self) -> bool {
+        false
+    }
+
     fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
         let status = if self.state == State::Connecting && reason != info::STOPPED_BY_USER {
             StreamStatus::Failed

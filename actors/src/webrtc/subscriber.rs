@@ -17,7 +17,7 @@ use crate::error::EngineError;
 use crate::media::FrameKind;
 use crate::media_socket::Datagram;
 use crate::messages::{
-    ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SourceEnded, StatusChanged,
+    ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SinkReady, SourceEnded, StatusChanged,
     Stop, StreamEventNotice, StreamSource, VideoRateNotice,
 };
 use crate::video_rate::RateMeter;
@@ -150,7 +150,8 @@ impl PeerActor for Subscriber {
                     // The PLAYING info keeps a note made at the request (a play size not applied).
                     let note = std::mem::take(&mut self.info.info);
                     self.set_status(StreamStatus::Playing, &note);
-                    self.source.keyframe.do_send(RequestKeyframe);
+                    // The source's held GOP at once (instant start), and a fresh keyframe.
+                    self.source.ready.do_send(SinkReady { id: self.id });
                 }
             }
             PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe),
