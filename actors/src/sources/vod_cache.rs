@@ -4,7 +4,8 @@
 //!
 //! The first play of such a file starts a conversion ([`VodCache::get_or_convert`]) and is
 //! itself served by live re-encoding ([`crate::transcoder`]), as every play is until the copy is
-//! ready. The conversion runs on a thread of its own, niced and held to half a core ([`DUTY`];
+//! ready. The conversion runs on a thread of its own, paused while any live re-encoding runs
+//! (on a busy machine it waits for a quiet moment), niced and held to half a core ([`DUTY`];
 //! at most [`MAX_CONVERSIONS`] at once, a file asked for beyond that is converted when asked
 //! again): it reads the file in decode order,
 //! re-encodes the video to constrained baseline upright ([`crate::video_transcode`]), turns AAC
@@ -43,6 +44,8 @@ const NICE: i32 = 10;
 /// The share of one core a conversion may take: it sleeps to stay under it, so a conversion
 /// never starves the live streams and live re-encoding of a busy machine.
 const DUTY: f64 = 0.5;
+/// How often a paused conversion looks whether live re-encoding has stopped.
+const LIVE_WAIT: Duration = Duration::from_millis(250);
 
 /// Where a conversion stands.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -195,11 +198,23 @@ fn convert(src: &Path, target: &Path, job: &Job) -> Result<u64, String> {
     let res = (|| {
         let t0 = Instant::now();
         let mut busy = Duration::ZERO;
+        let mut paused = Duration::ZERO;
         let mut frames = Vec::new();
         let mut written = 0u64;
         let total = index.samples.len().max(1);
         let mut last_decile = 0;
         for (i, s) in index.samples.iter().enumerate() {
+            // Live re-encoding (the very play that started this conversion, among others) comes
+            // first: the conversion waits while any runs.
+            let mut waited = false;
+            while crate::transcoder::live_transcodes() > 0 {
+                if !waited {
+                    debug!(file = %job.file, "VOD conversion paused while live re-encoding runs");
+                    waited = true;
+                }
+                std::thread::sleep(LIVE_WAIT);
+                paused += LIVE_WAIT;
+            }
             let work = Instant::now();
             let data = mp4_reader::read_sample(&mut file, s).map_err(|e| e.to_string())?;
             let at = t0 + Duration::from_micros(s.dts_us);
@@ -233,7 +248,7 @@ fn convert(src: &Path, target: &Path, job: &Job) -> Result<u64, String> {
             }
             write_out(&mut writer, &mut out)?;
             busy += work.elapsed();
-            let allowed = t0.elapsed().as_secs_f64() * DUTY;
+            let allowed = t0.elapsed().saturating_sub(paused).as_secs_f64() * DUTY;
             if busy.as_secs_f64() > allowed {
                 std::thread::sleep(Duration::from_secs_f64((busy.as_secs_f64() - allowed) / DUTY));
             }

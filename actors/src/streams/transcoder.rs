@@ -149,6 +149,31 @@ impl TranscoderThread {
     }
 }
 
+/// Live transcoding threads running now: background work (the VOD conversion cache) waits
+/// while there are any.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many live transcoding threads run now.
+pub fn live_transcodes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Counts a running transcoding thread for as long as it lives.
+struct Live;
+
+impl Live {
+    fn new() -> Self {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The thread: frames in, re-encoded frames back to the source.
 fn run(
     rx: Receiver<Job>,
@@ -157,6 +182,7 @@ fn run(
     out: Recipient<Transcoded>,
     stream: String,
 ) {
+    let _live = Live::new();
     let mut t = match VideoTranscoder::new(settings) {
         Ok(t) => t,
         Err(e) => {
