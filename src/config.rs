@@ -159,6 +159,13 @@ pub struct Cli {
     /// Turn off RTMP ingest
     #[arg(long, env = "SLUICE_NO_RTMP")]
     pub no_rtmp: bool,
+    /// HLS and Low-Latency HLS port: every stream at http://host:PORT/<name>/<name>.m3u8
+    /// [default: 8082]
+    #[arg(long, env = "SLUICE_HLS_PORT")]
+    pub hls_port: Option<u16>,
+    /// Turn off HLS
+    #[arg(long, env = "SLUICE_NO_HLS")]
+    pub no_hls: bool,
     /// Hosts that rtsp:// play names may pull from: a host name ('*' as wildcard:
     /// '*.cams.example.com'), an address pattern ('192.168.1.*', 'fd00::*') or a CIDR
     /// ('192.168.1.0/24'); repeatable (environment: comma-separated). Names match the URL's
@@ -319,6 +326,8 @@ pub struct FileConfig {
     pub turn_credential_rate: Option<u32>,
     pub rtmp_port: Option<u16>,
     pub no_rtmp: Option<bool>,
+    pub hls_port: Option<u16>,
+    pub no_hls: Option<bool>,
     pub rtsp_allow: Option<Vec<HostPattern>>,
     pub rtsp_transport: Option<RtspTransport>,
     pub rtmp_push_allow: Option<Vec<HostPattern>>,
@@ -395,6 +404,8 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// The RTMP ingest port; None when turned off.
     pub rtmp_port: Option<u16>,
+    /// The HLS port; None when turned off.
+    pub hls_port: Option<u16>,
     /// What rtsp:// play names may pull, and how.
     pub rtsp: RtspPolicy,
     /// Where streams may be re-published over RTMP.
@@ -513,6 +524,8 @@ impl Config {
             turn,
             rtmp_port: (!(cli.no_rtmp || file.no_rtmp.unwrap_or(false)))
                 .then(|| cli.rtmp_port.or(file.rtmp_port).unwrap_or(sluice_actors::rtmp::DEFAULT_PORT)),
+            hls_port: (!(cli.no_hls || file.no_hls.unwrap_or(false)))
+                .then(|| cli.hls_port.or(file.hls_port).unwrap_or(crate::hls::DEFAULT_PORT)),
             rtsp: RtspPolicy {
                 allow: if cli.rtsp_allow.is_empty() {
                     file.rtsp_allow.unwrap_or_default()
@@ -702,5 +715,23 @@ mod tests {
         assert_eq!((c.rtmp_port, c.rtsp.allow.len(), c.rtsp.transport), (Some(1935), 0, RtspTransport::Tcp));
         std::fs::write(&f, "rtsp_transport = \"quic\"\n").unwrap();
         assert!(Config::load(Cli { config: Some(f), ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn hls_settings() {
+        assert_eq!(Config::load(Cli::default()).unwrap().hls_port, Some(8082));
+        let c = Config::load(Cli { hls_port: Some(18082), ..Default::default() }).unwrap();
+        assert_eq!(c.hls_port, Some(18082));
+        assert_eq!(Config::load(Cli { no_hls: true, ..Default::default() }).unwrap().hls_port, None);
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-hls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "hls_port = 9082\n").unwrap();
+        assert_eq!(
+            Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap().hls_port,
+            Some(9082)
+        );
+        std::fs::write(&f, "no_hls = true\n").unwrap();
+        assert_eq!(Config::load(Cli { config: Some(f), ..Default::default() }).unwrap().hls_port, None);
     }
 }

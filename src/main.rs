@@ -7,6 +7,7 @@
 mod config;
 mod gate;
 mod health_check;
+mod hls;
 mod rest;
 mod shutdown;
 mod tls;
@@ -241,6 +242,9 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         None => None,
     };
     let turn_port = turn.as_ref().map(|t| t.udp.port()).unwrap_or(0);
+    // HLS muxers (one per stream played over HLS) on an arbiter of their own.
+    let hls_arbiter = actix::Arbiter::new();
+    let hls_streams = sluice_actors::hls::HlsStreams::new(core.registry.clone(), hls_arbiter.handle());
     let turn_rest = web::Data::new(rest::TurnRest::new(turn.as_ref()));
     let whip_front = web::Data::new(whip::WhipFront::new(turn.as_ref().map(|t| t.issuer.clone())));
 
@@ -323,6 +327,27 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
     .bind((cfg.bind, cfg.http_port))?;
     let web_server = and_tls!(web_server, https_port);
+    // HLS on its own port (WCS 8082), plain http.
+    let hls_server = match cfg.hls_port {
+        Some(p) => {
+            let (streams, auth) = (web::Data::new(hls_streams.clone()), web::Data::new(core.auth.clone()));
+            let s = HttpServer::new(move || {
+                App::new()
+                    .app_data(streams.clone())
+                    .app_data(auth.clone())
+                    .wrap(hls::cors())
+                    .configure(hls::routes)
+            })
+            .workers(2)
+            .disable_signals()
+            .shutdown_timeout(shutdown::HTTP_STOP_TIMEOUT_SECS)
+            .bind((cfg.bind, p))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("HLS port {p}: {e}")))?;
+            Some(s)
+        }
+        None => None,
+    };
+    let hls_port = hls_server.as_ref().and_then(|s| s.addrs().first().map(|a| a.port())).unwrap_or(0);
 
     // Our own SIGTERM/SIGINT handling (see shutdown.rs), installed before we say we are ready.
     let signals = shutdown::Signals::install()?;
@@ -351,7 +376,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port} rtmp={rtmp_port} https={https_port} wss={wss_port} rest_https={rest_https_port}"
+            "sluice ready ws={ws_port} rest={rest_port} http={http_port} media={media_port} turn={turn_port} rtmp={rtmp_port} https={https_port} wss={wss_port} rest_https={rest_https_port} hls={hls_port}"
         );
         let cands: Vec<String> = core
             .candidates
@@ -379,10 +404,21 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     }
 
     let (ws_server, rest_server, web_server) = (ws_server.run(), rest_server.run(), web_server.run());
-    let handles = vec![ws_server.handle(), rest_server.handle(), web_server.handle()];
+    let mut handles = vec![ws_server.handle(), rest_server.handle(), web_server.handle()];
+    let hls_server = hls_server.map(|s| s.run());
+    if let Some(s) = &hls_server {
+        handles.push(s.handle());
+    }
     actix_web::rt::spawn(shutdown::on_signal(signals, core.clone(), handles));
-    let servers = futures_util::future::try_join3(ws_server, rest_server, web_server);
+    let hls_done = async move {
+        match hls_server {
+            Some(s) => s.await,
+            None => Ok(()),
+        }
+    };
+    let servers = futures_util::future::try_join4(ws_server, rest_server, web_server, hls_done);
     let res = servers.await.map(|_| ());
+    hls_arbiter.stop();
     media_arbiter.stop();
     for a in &viewer_arbiters {
         a.stop();

@@ -32,8 +32,8 @@ use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Every port the server listens on by default, as Docker names them: ws, REST, web; wss,
-/// https REST, https web; media; TURN; RTMP.
-const PORTS: [&str; 11] = [
+/// https REST, https web; media; TURN; RTMP; HLS.
+const PORTS: [&str; 12] = [
     "8080/tcp",
     "8081/tcp",
     "9091/tcp",
@@ -45,6 +45,7 @@ const PORTS: [&str; 11] = [
     "3478/udp",
     "3478/tcp",
     "1935/tcp",
+    "8082/tcp",
 ];
 /// The folders the server writes (named volumes in compose, VOLUMEs in the image), by the
 /// image's ENV keys.
@@ -324,6 +325,7 @@ fn image_layout_runs_as_non_root_and_answers_health() {
         ("SLUICE_MEDIA_PORT", "0"),
         ("SLUICE_TURN_PORT", "0"),
         ("SLUICE_RTMP_PORT", "0"),
+        ("SLUICE_HLS_PORT", "0"),
         ("SLUICE_RTSP_PORT", "0"),
         ("SLUICE_WSS_PORT", "0"),
         ("SLUICE_HTTPS_PORT", "0"),

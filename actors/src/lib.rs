@@ -24,6 +24,9 @@
 //!   [`vod::VodSource`] (MP4 files), [`rtmp::RtmpConnection`] (encoders publishing over RTMP) and
 //!   [`rtsp::RtspSource`] (IP cameras pulled over RTSP). File reads, ingest IO and AAC→Opus
 //!   transcoding run on arbiters of their own (VOD, ingest), never on the media arbiter.
+//! - [`hls::muxer::HlsMuxer`], one per stream played over HLS: a sink like a recorder that
+//!   packages the stream into CMAF segments and LL-HLS parts in memory ([`sluice_codecs::hls`]);
+//!   [`hls::HlsStreams`] is the table the HLS front reads playlists and segments from.
 //! - [`turn::TurnServer`] and one [`turn::Allocation`] per allocation: the embedded TURN server
 //!   (UDP and TCP clients, relayed UDP) for browsers behind firewalls, on a *TURN arbiter* of its
 //!   own; its protocol and policy code is pure, in [`turn_core`].
@@ -55,6 +58,8 @@
 //!   [`transcoder`]: the thread that re-encodes a source's B-frame video once for all its sinks.
 //! - [`sources`]: RTMP, RTSP, VOD. [`recording`]: the recorder. [`turn`]: the TURN server.
 //! - [`push`]: RTMP re-publishing, a stream sent to an RTMP server ([`push::pusher`]).
+//! - [`hls`]: HLS and LL-HLS, one muxer per stream played over HLS and the table the HLS front
+//!   reads from.
 //! - Pure codec code (MP4, FLV, H.264, pictures, AAC→Opus) is the `sluice-codecs` crate,
 //!   re-exported here ([`fmp4`], [`flv`], [`h264`], [`media`], [`mp4_reader`], [`picture`],
 //!   [`transcode`], [`opus`]).
@@ -115,6 +120,7 @@ pub mod recording {
     pub mod recorder;
 }
 pub mod error;
+pub mod hls;
 pub mod shutdown;
 pub mod turn;
 

@@ -30,6 +30,20 @@
 //! arrival time: the first frame written starts at 0, the other track at its arrival offset.
 //! Recording starts at the first video keyframe (the decoder needs it); audio before it is
 //! dropped, unless [`Fmp4Writer::start_without_video`] is called (no keyframe came).
+//!
+//! ## Live mode (HLS)
+//! [`Fmp4Writer::new_live`] makes the same boxes for a live packager (CMAF segments and LL-HLS
+//! parts, [`crate::hls`]): the init segment and each fragment come out separately as
+//! [`LiveOutput`]s from [`Fmp4Writer::drain_live`], fragments typed `moof` at once (no file to
+//! keep crash-safe), cut at each video keyframe and whenever the media duration of the
+//! fragment reaches the part duration asked for (media time, not arrival time, so a bursty
+//! source still gets short parts).
+//!
+//! [`Fmp4Writer::new_live_aac`] makes the audio track AAC-LC (`mp4a` + `esds` with the
+//! encoder's AudioSpecificConfig, 48 kHz) for players without Opus (Safari's native HLS): its
+//! audio frames then carry raw AAC access units, stamped in 48 kHz units (their `codec` field
+//! still says Opus, the one audio codec [`Codec`] names; the caller transcodes,
+//! [`crate::hls`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -83,6 +97,34 @@ pub enum Pushed {
     WaitingForKeyframe,
     /// Dropped: a medium the file has no track for.
     NoTrack,
+}
+
+/// What the live mode ([`Fmp4Writer::new_live`]) produces, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveOutput {
+    /// `ftyp` + `moov`, and what a playlist says of the stream.
+    Init { bytes: Vec<u8>, codecs: String, width: u16, height: u16 },
+    /// One `moof` + `mdat`.
+    Fragment { bytes: Vec<u8>, info: FragmentInfo },
+}
+
+/// Timing of one live fragment, in the timescale of its reference track (video if any, else
+/// audio), converted to seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FragmentInfo {
+    /// Decode time of the first sample, seconds since the start of the movie.
+    pub start: f64,
+    pub duration: f64,
+    /// Starts with a video keyframe (or the stream has no video): a player may start here.
+    pub independent: bool,
+}
+
+struct Live {
+    /// Cut a fragment once its reference track holds this many ticks.
+    part: Duration,
+    out: VecDeque<LiveOutput>,
+    /// The audio track is AAC with this AudioSpecificConfig (else Opus).
+    aac: Option<Vec<u8>>,
 }
 
 /// Totals of a recording so far.
@@ -208,6 +250,7 @@ pub struct Fmp4Writer {
     position: u64,
     fragments: u32,
     out: VecDeque<Output>,
+    live: Option<Live>,
 }
 
 impl Fmp4Writer {
@@ -225,7 +268,34 @@ impl Fmp4Writer {
             position: 0,
             fragments: 0,
             out: VecDeque::new(),
+            live: None,
         }
+    }
+
+    /// A writer for a live packager: output from [`Fmp4Writer::drain_live`] (see the module
+    /// docs), fragments of at most about `part` of media, and a new one at each keyframe.
+    pub fn new_live(video: Option<Codec>, audio: bool, part: Duration) -> Self {
+        let mut w = Self::new(video, audio);
+        w.live = Some(Live { part, out: VecDeque::new(), aac: None });
+        w
+    }
+
+    /// As [`Fmp4Writer::new_live`], with an AAC-LC audio track (48 kHz, `asc` its
+    /// AudioSpecificConfig): see the module docs.
+    pub fn new_live_aac(video: Option<Codec>, asc: Vec<u8>, part: Duration) -> Self {
+        let mut w = Self::new(video, true);
+        w.live = Some(Live { part, out: VecDeque::new(), aac: Some(asc) });
+        w
+    }
+
+    /// Take the live output produced so far (live mode only; empty otherwise).
+    pub fn drain_live(&mut self) -> impl Iterator<Item = LiveOutput> + '_ {
+        self.live.iter_mut().flat_map(|l| l.out.drain(..))
+    }
+
+    /// The track fragment timing follows: video if present, else audio.
+    fn reference(&self) -> Option<&Track> {
+        self.video.as_ref().or(self.audio.as_ref())
     }
 
     /// True once the header is written (the first keyframe, or audio alone, arrived).
@@ -299,8 +369,14 @@ impl Fmp4Writer {
         }
         // A fragment ends before each video keyframe (the keyframe is pending, so it opens the
         // next one) or once it spans MAX_FRAGMENT.
-        let due =
+        let mut due =
             self.fragment_start.is_some_and(|s| frame.captured.saturating_duration_since(s) >= MAX_FRAGMENT);
+        if let Some(live) = &self.live {
+            let part = live.part;
+            due |= self.reference().is_some_and(|t| {
+                !t.entries.is_empty() && t.end_dts.saturating_sub(t.frag_base) >= ticks(part, t.timescale)
+            });
+        }
         if committed && ((video && frame.keyframe) || due) {
             self.flush()?;
         }
@@ -358,9 +434,18 @@ impl Fmp4Writer {
         } else {
             self.video_plan = None;
         }
+        let aac = self.live.as_ref().and_then(|l| l.aac.clone());
         if self.audio_plan {
-            traks.push(audio_trak(next_id));
-            self.audio = Some(Track::new(next_id, 48_000, 960));
+            match &aac {
+                Some(asc) => {
+                    traks.push(aac_trak(next_id, asc));
+                    self.audio = Some(Track::new(next_id, 48_000, 1024));
+                }
+                None => {
+                    traks.push(audio_trak(next_id));
+                    self.audio = Some(Track::new(next_id, 48_000, 960));
+                }
+            }
             next_id += 1;
         }
         let ftyp = Ftyp {
@@ -394,7 +479,13 @@ impl Fmp4Writer {
         let mut buf = Vec::with_capacity(1024);
         ftyp.encode(&mut buf).map_err(|source| MuxError::Encode { what: "ftyp", source })?;
         moov.encode(&mut buf).map_err(|source| MuxError::Encode { what: "moov", source })?;
-        self.emit(buf);
+        if let Some(live) = &mut self.live {
+            let audio = self.audio_plan.then_some(if aac.is_some() { "mp4a.40.2" } else { "opus" });
+            let (codecs, width, height) = codecs_of(video.as_ref(), audio);
+            live.out.push_back(LiveOutput::Init { bytes: buf, codecs, width, height });
+        } else {
+            self.emit(buf);
+        }
         self.started = true;
         self.movie_start = Some(at);
         Ok(())
@@ -407,12 +498,31 @@ impl Fmp4Writer {
             return Ok(());
         }
         self.sequence += 1;
+        let video_id = self.video.as_ref().map(|t| t.id);
+        let live = self.live.is_some();
         let tracks: Vec<&mut Track> = [self.video.as_mut(), self.audio.as_mut()]
             .into_iter()
             .flatten()
             .filter(|t| !t.entries.is_empty())
             .collect();
         let mdat_len: usize = tracks.iter().map(|t| t.data.len()).sum();
+        // Live mode: the timing of the fragment, from its reference track.
+        let info = live.then_some(()).and_then(|_| {
+            let r = tracks.iter().find(|t| Some(t.id) == video_id).or(tracks.first())?;
+            let scale = f64::from(r.timescale);
+            let independent = match video_id {
+                Some(id) => tracks
+                    .iter()
+                    .find(|t| t.id == id)
+                    .is_some_and(|t| t.entries.first().and_then(|e| e.flags) == Some(SYNC_SAMPLE)),
+                None => true,
+            };
+            Some(FragmentInfo {
+                start: r.frag_base as f64 / scale,
+                duration: r.end_dts.saturating_sub(r.frag_base) as f64 / scale,
+                independent,
+            })
+        });
         let large = mdat_len as u64 + 8 > u64::from(u32::MAX);
         let mdat_header = if large { 16 } else { 8 };
         let moof_of = |offsets: &[i32], tracks: &[&mut Track], sequence: u32| Moof {
@@ -448,8 +558,10 @@ impl Fmp4Writer {
             .map_err(|source| MuxError::Encode { what: "moof", source })?;
         debug_assert_eq!(buf.len(), probe.len(), "moof size does not depend on the offsets");
         let moof_len = buf.len();
-        // Hidden as `free` until the whole fragment is on disk.
-        buf[4..8].copy_from_slice(b"free");
+        // Hidden as `free` until the whole fragment is on disk (a file only).
+        if !live {
+            buf[4..8].copy_from_slice(b"free");
+        }
         if large {
             buf.extend_from_slice(&1u32.to_be_bytes());
             buf.extend_from_slice(b"mdat");
@@ -464,12 +576,41 @@ impl Fmp4Writer {
             t.entries.clear();
         }
         debug_assert_eq!(buf.len(), moof_len + mdat_header + mdat_len);
+        self.fragments += 1;
+        if let Some(live) = &mut self.live {
+            self.position += buf.len() as u64;
+            let info = info.unwrap_or(FragmentInfo { start: 0.0, duration: 0.0, independent: false });
+            live.out.push_back(LiveOutput::Fragment { bytes: buf, info });
+            return Ok(());
+        }
         let moof_at = self.position;
         self.emit(buf);
         self.out.push_back(Output::Patch { at: moof_at + 4, bytes: *b"moof" });
-        self.fragments += 1;
         Ok(())
     }
+}
+
+/// The RFC 6381 codec string (`avc1.PPCCLL`, `vp08...`, `opus`) and picture size of a live
+/// stream's tracks.
+fn codecs_of(video: Option<&VideoEntry>, audio: Option<&str>) -> (String, u16, u16) {
+    let mut codecs = Vec::new();
+    let (mut w, mut h) = (0, 0);
+    match video {
+        Some(VideoEntry::H264 { sps, width, height, .. }) => {
+            let b = |i: usize| sps.get(i).copied().unwrap_or(0);
+            codecs.push(format!("avc1.{:02x}{:02x}{:02x}", b(1), b(2), b(3)));
+            (w, h) = (*width, *height);
+        }
+        Some(VideoEntry::Vp8 { profile, width, height }) => {
+            codecs.push(format!("vp08.{profile:02}.10.08"));
+            (w, h) = (*width, *height);
+        }
+        None => {}
+    }
+    if let Some(a) = audio {
+        codecs.push(a.into());
+    }
+    (codecs.join(","), w, h)
 }
 
 fn identity() -> Matrix {
@@ -584,6 +725,41 @@ fn audio_trak(id: u32) -> Trak {
         btrt: None,
     };
     trak(id, b"soun", 48_000, 0, 0, opus.into())
+}
+
+/// An AAC-LC track (48 kHz stereo) with this AudioSpecificConfig.
+fn aac_trak(id: u32, asc: &[u8]) -> Trak {
+    let mp4a = mp4_atom::Mp4a {
+        audio: Audio {
+            data_reference_index: 1,
+            channel_count: 2,
+            sample_size: 16,
+            sample_rate: 48_000.into(),
+        },
+        esds: mp4_atom::Esds {
+            es_desc: mp4_atom::esds::EsDescriptor {
+                es_id: 1,
+                dec_config: mp4_atom::esds::DecoderConfig {
+                    object_type_indication: 0x40, // MPEG-4 Audio
+                    stream_type: 0x05,            // audio
+                    up_stream: 0,
+                    max_bitrate: 160_000,
+                    avg_bitrate: 128_000,
+                    dec_specific: Some(mp4_atom::esds::DecoderSpecific {
+                        profile: 2,    // AAC-LC
+                        freq_index: 3, // 48 kHz
+                        chan_conf: 2,
+                        raw: asc.to_vec(),
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        },
+        btrt: None,
+        taic: None,
+    };
+    trak(id, b"soun", 48_000, 0, 0, mp4a.into())
 }
 
 /// The sample entry for a video keyframe, or `None` if it lacks what the entry needs.

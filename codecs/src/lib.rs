@@ -11,7 +11,8 @@
 //!   unit in Annex-B, a VP8 frame or an Opus packet), and whether it is a keyframe.
 //! - [`h264`]: the one Annex-B scanner, Annex-B ↔ AVCC (length prefixes) conversion, the
 //!   `AVCDecoderConfigurationRecord`, the picture size from an SPS (parsed by `h264-reader`).
-//! - [`fmp4`]: the crash-safe fragmented MP4 writer of recordings.
+//! - [`fmp4`]: the crash-safe fragmented MP4 writer of recordings (and its live mode for HLS).
+//! - [`hls`]: HLS and LL-HLS packaging: CMAF segments and parts in memory, the playlists.
 //! - [`mp4_reader`]: the MP4 reader of VOD (progressive and fragmented files).
 //! - [`flv`]: FLV tag bodies, as RTMP carries them, to frames, and frames to FLV tags.
 //! - [`picture`]: one picture of a stream decoded (openh264, image-webp) and encoded as PNG/JPEG.
@@ -31,6 +32,7 @@ pub mod aac;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;
+pub mod hls;
 pub mod media;
 pub mod mp4_reader;
 pub mod opus;

@@ -68,7 +68,7 @@ export function withTimeout(promise, ms, what) {
  * `{ws, rest, http, media, turn, logPath, webUrl(path), wsUrl(path), restUrl(path), log(),
  * stop()}`. Its stderr goes to a log file. `extraArgs` are appended to the command line (a
  * `--turn-port` or `--no-turn` there replaces the default random TURN port, `--rtmp-port` or
- * `--no-rtmp` the random RTMP port).
+ * `--no-rtmp` the random RTMP port, `--hls-port` or `--no-hls` the random HLS port).
  */
 export async function startServer({ extraArgs = [] } = {}) {
     const bin = resolve(REPO_ROOT, process.env.SLUICE_BIN || 'target/debug/sluice');
@@ -95,6 +95,9 @@ export async function startServer({ extraArgs = [] } = {}) {
     }
     if (!extraArgs.some((a) => a === '--no-rtmp' || a.startsWith('--rtmp-port'))) {
         args.push('--rtmp-port', '0'); // nor the fixed RTMP port 1935
+    }
+    if (!extraArgs.some((a) => a === '--no-hls' || a.startsWith('--hls-port'))) {
+        args.push('--hls-port', '0'); // nor the fixed HLS port 8082
     }
     args.push(...extraArgs);
     const env = {

@@ -35,6 +35,8 @@ pub struct Server {
     pub media: u16,
     /// The RTMP ingest port (0 when started with `--no-rtmp`).
     pub rtmp: u16,
+    /// The HLS port (0 when started with `--no-hls`).
+    pub hls: u16,
     /// wss signalling, https REST and https web ports (0 when started with `--no-tls`).
     pub wss: u16,
     pub rest_https: u16,
@@ -71,6 +73,12 @@ impl Server {
             .args(["--turn-port", "0"]) // the TURN default 3478 would collide between tests
             // So would the RTMP default 1935, unless the test names a port itself.
             .args(if extra.contains(&"--rtmp-port") { &[][..] } else { &["--rtmp-port", "0"][..] })
+            // And the HLS default 8082.
+            .args(if extra.contains(&"--hls-port") || extra.contains(&"--no-hls") {
+                &[][..]
+            } else {
+                &["--hls-port", "0"][..]
+            })
             .arg("--media-dir")
             .arg(dir.join("media"))
             .arg("--static-dir")
@@ -96,6 +104,7 @@ impl Server {
             http: port("http"),
             media: port("media"),
             rtmp: optional_port("rtmp"),
+            hls: optional_port("hls"),
             wss: optional_port("wss"),
             rest_https: optional_port("rest_https"),
             https: optional_port("https"),
