@@ -207,3 +207,21 @@ fn stream_events_reach_subscribers() {
     assert_eq!(e["mediaSessionId"], lid.as_str());
     assert_eq!(e["payload"]["streamName"], name.as_str());
 }
+
+/// An offer that reuses a payload type across m-lines (found by fuzzing) made str0m assert
+/// inside `accept_offer`: now it is refused like any offer that does not parse, and the session
+/// and the server go on.
+#[test]
+fn an_offer_str0m_would_panic_on_is_refused_and_the_session_goes_on() {
+    let server = Server::start();
+    let mut ws = Wcs::connect(&server);
+    let sdp = String::from_utf8_lossy(include_bytes!("support/sdp-offer-pt-claimed-twice.sdp")).to_string();
+    for (message, published) in [("publishStream", true), ("playStream", false)] {
+        let id = new_id("bad-sdp");
+        ws.send(message, json!({"mediaSessionId": id, "name": "bad-sdp", "published": published, "sdp": sdp}));
+        let st = ws.status(&id);
+        assert_eq!(st["status"], "FAILED", "{message}: {st}");
+    }
+    // The same session publishes normally afterwards.
+    let (_id, _peer) = publish(&mut ws, "after-bad-sdp", Video::H264);
+}

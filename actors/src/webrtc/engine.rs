@@ -176,7 +176,13 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
             rtc.add_local_candidate(c);
         }
     }
-    let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::BadSdp(e.to_string()))?;
+    // str0m asserts on some offers a browser can send (a payload type claimed twice across
+    // m-lines panics in `accept_offer`, found by fuzzing: fuzz/regressions/sdp_offer/). The peer
+    // is dropped either way, so a panic there is refused like any offer that does not parse.
+    let accepted =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)))
+            .map_err(|_| EngineError::BadSdp("offer refused by the WebRTC library".into()))?;
+    let answer = accepted.map_err(|e| EngineError::BadSdp(e.to_string()))?;
     let answer_sdp = match role {
         Role::Play { .. } => crate::sdp::unify_msid(&answer.to_sdp_string()),
         Role::Publish => answer.to_sdp_string(),
