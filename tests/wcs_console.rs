@@ -225,8 +225,20 @@ fn publisher_and_viewer_get_video_rate_reports_and_find_shows_them() {
     // The synthetic publisher sends well under a megabit.
     assert!(inbound["videoRate"].as_u64() < Some(5_000_000), "{inbound}");
 
-    let (status, found) = server.rest("/rest-api/stream/find", Some(&json!({ "name": "rate1" }).to_string()));
-    assert_eq!(status, 200);
+    // An audio rate needs two samples of the audio counters, a second apart, which may come
+    // after the first video report: wait until both entries show one.
+    let query = json!({ "name": "rate1" }).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let (status, found) = server.rest("/rest-api/stream/find", Some(&query));
+        assert_eq!(status, 200);
+        let entries = found.as_array().expect("array");
+        let rated = |k: &str| entries.iter().all(|s| s["metrics"][k].as_u64() > Some(0));
+        if (entries.len() == 2 && rated("videoRate") && rated("audioRate")) || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     for s in found.as_array().expect("array") {
         assert!(s["metrics"]["videoRate"].as_u64() > Some(0), "{s}");
         assert!(s["metrics"]["audioRate"].as_u64() > Some(0), "{s}");
