@@ -111,7 +111,7 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
     let mut moofs: Vec<(u64, Moof)> = Vec::new();
     let mut pos = 0u64;
     let mut first = true;
-    while pos + 8 <= file_len {
+    while pos.saturating_add(8) <= file_len {
         r.seek(SeekFrom::Start(pos)).map_err(|e| Mp4Error::Io(e.to_string()))?;
         let header = match Header::read_from(r) {
             Ok(h) => h,
@@ -119,7 +119,7 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
             Err(e) => return Err(Mp4Error::WrongFormat(format!("not an MP4 box structure ({e})"))),
         };
         let body_start = r.stream_position().map_err(|e| Mp4Error::Io(e.to_string()))?;
-        let body = header.size.map(|s| s as u64).unwrap_or(file_len - body_start);
+        let body = header.size.map(|s| s as u64).unwrap_or(file_len.saturating_sub(body_start));
         let kind = header.kind.to_string();
         if first
             && !matches!(kind.as_str(), "ftyp" | "moov" | "free" | "skip" | "wide" | "mdat" | "styp" | "pdin")
@@ -132,6 +132,7 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
             "moov" | "moof" if end <= file_len && body <= 256 << 20 => {
                 let mut buf = vec![0u8; body as usize];
                 r.read_exact(&mut buf).map_err(|e| Mp4Error::Io(e.to_string()))?;
+                blank_unused_boxes(&mut buf, 0);
                 let mut cur = std::io::Cursor::new(buf.as_slice());
                 if kind == "moov" {
                     let m = Moov::decode_atom(&header, &mut cur)
@@ -156,7 +157,71 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
     build(moov, moofs, file_len)
 }
 
+/// Boxes this reader never reads that `mp4-atom` would still decode: renamed `free`, which it
+/// skips unread. Its `sgpd` decoder loops over a 32-bit entry count without consuming a byte
+/// for empty entries, so a 2 kB file made it allocate gigabytes (found by fuzzing,
+/// `fuzz/regressions/mp4_reader/`); the others (sample groups, encryption, metadata, track
+/// references) are as unneeded for playback and kept out of the parser's reach the same way.
+/// None is a box `mp4-atom` requires.
+const UNUSED_BOXES: [&[u8; 4]; 12] = [
+    b"sgpd", b"sbgp", b"subs", b"saiz", b"saio", b"senc", b"udta", b"meta", b"ainf", b"tref", b"cslg",
+    b"mehd",
+];
+/// Where the children of a box [`blank_unused_boxes`] looks into start in its body: containers
+/// at once, `stsd` after its version and entry count, sample entries after their fixed fields
+/// (`mp4-atom` decodes any box among a sample entry's children too).
+fn children_offset(kind: &[u8; 4]) -> Option<usize> {
+    match kind {
+        b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"edts" | b"mvex" | b"moof" | b"traf" => Some(0),
+        b"stsd" => Some(8),
+        b"avc1" | b"avc3" | b"vp08" | b"vp09" | b"hev1" | b"hvc1" | b"av01" | b"encv" => Some(78),
+        b"mp4a" | b"Opus" | b"enca" | b"fLaC" | b"ac-3" | b"ec-3" => Some(28),
+        _ => None,
+    }
+}
+
+/// Rename the [`UNUSED_BOXES`] among the boxes in `body` (the body of a `moov` or `moof`) and
+/// in their containers and sample entries to `free`. Stops at the first box whose size does
+/// not fit.
+fn blank_unused_boxes(body: &mut [u8], depth: u32) {
+    let mut pos = 0usize;
+    while let Some(h) = body.get(pos..pos + 8) {
+        let size32 = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        let kind = [h[4], h[5], h[6], h[7]];
+        let rest = body.len() - pos;
+        let (size, header) = match size32 {
+            0 => (rest, 8),
+            1 => match body.get(pos + 8..pos + 16) {
+                Some(l) => {
+                    let large = u64::from_be_bytes([l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]]);
+                    (usize::try_from(large).unwrap_or(usize::MAX), 16)
+                }
+                None => return,
+            },
+            s => (s as usize, 8),
+        };
+        if size < header || size > rest {
+            return;
+        }
+        if UNUSED_BOXES.contains(&&kind) {
+            body[pos + 4..pos + 8].copy_from_slice(b"free");
+        } else if let Some(skip) = children_offset(&kind).filter(|_| depth < 12) {
+            if let Some(children) = body.get_mut(pos + header + skip..pos + size) {
+                blank_unused_boxes(children, depth + 1);
+            }
+        }
+        pos += size;
+    }
+}
+
+/// Most samples one track may list: a sample takes at least a byte of the file, and no real
+/// file comes near 4 million samples a track (18 hours of 60 fps video). Sample counts are
+/// 32-bit fields of the file; without this bound a 2 kB file asked for 2 GB of index
+/// (found by fuzzing, `fuzz/regressions/mp4_reader/`).
+const MAX_SAMPLES_PER_TRACK: u64 = 4_000_000;
+
 fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index, Mp4Error> {
+    let max_samples = file_len.min(MAX_SAMPLES_PER_TRACK) as usize;
     let mut video: Option<(VideoSetup, Track, u32, u32)> = None;
     let mut rotation = 0;
     let mut audio: Option<(AudioSetup, Track)> = None;
@@ -167,7 +232,7 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
         let id = trak.tkhd.track_id;
         let stbl = &trak.mdia.minf.stbl;
         let Some(codec) = stbl.stsd.codecs.first() else { continue };
-        let raw = sample_table(stbl);
+        let raw = sample_table(stbl, max_samples);
         let shift = edit_shift(trak, moov.mvhd.timescale, timescale);
         match (handler.as_str(), codec) {
             ("vide", StsdCodec::Avc1(mp4_atom::Avc1 { visual, avcc, .. }))
@@ -263,17 +328,20 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
             let mut next_offset = base;
             for trun in &traf.trun {
                 let mut offset = match trun.data_offset {
-                    Some(d) => (base as i64 + d as i64).max(0) as u64,
+                    Some(d) => base.saturating_add_signed(i64::from(d)),
                     None => next_offset,
                 };
                 for i in 0..trun.samples.len() {
+                    if track.raw.len() >= max_samples {
+                        break;
+                    }
                     let Some(e) = trun.samples.get(i) else { break };
                     let size = e.size.unwrap_or(def_size);
                     let flags = e.flags.unwrap_or(def_flags);
                     let sync = track.kind == TrackKind::Audio || flags & 0x0001_0000 == 0;
                     track.raw.push((offset, size, dts, e.cts.unwrap_or(0), sync));
-                    dts += e.duration.unwrap_or(def_dur) as u64;
-                    offset += size as u64;
+                    dts = dts.saturating_add(e.duration.unwrap_or(def_dur) as u64);
+                    offset = offset.saturating_add(size as u64);
                 }
                 next_offset = offset;
                 let _ = matches!(trun.samples, TrunSamples::Inherited { .. });
@@ -291,14 +359,15 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
     let to_us = |v: i64, ts: u32| (v as i128 * 1_000_000 / ts as i128) as i64;
     let start_us = tracks
         .iter()
-        .filter_map(|t| t.raw.first().map(|s| to_us(s.2 as i64 + t.shift, t.timescale)))
+        .filter_map(|t| t.raw.first().map(|s| to_us((s.2 as i64).saturating_add(t.shift), t.timescale)))
         .min()
         .unwrap_or(0);
     let mut samples = Vec::new();
     for t in &tracks {
         for &(offset, size, dts, cts, sync) in &t.raw {
-            let dts_us = (to_us(dts as i64 + t.shift, t.timescale) - start_us).max(0) as u64;
-            let pts_us = (to_us(dts as i64 + cts + t.shift, t.timescale) - start_us).max(0) as u64;
+            let dts = (dts as i64).saturating_add(t.shift);
+            let dts_us = to_us(dts, t.timescale).saturating_sub(start_us).max(0) as u64;
+            let pts_us = to_us(dts.saturating_add(cts), t.timescale).saturating_sub(start_us).max(0) as u64;
             samples.push(Sample { track: t.kind, offset, size, dts_us, pts_us, sync });
         }
     }
@@ -360,13 +429,21 @@ fn codec_name(c: &StsdCodec) -> String {
     format!("{c:?}").split('(').next().unwrap_or("unknown").to_lowercase()
 }
 
-/// Expand the progressive sample tables of one track: (offset, size, dts, cts, sync).
-fn sample_table(stbl: &mp4_atom::Stbl) -> Vec<(u64, u32, u64, i64, bool)> {
-    let sizes: Vec<u32> = match &stbl.stsz.samples {
-        StszSamples::Identical { count, size } => vec![*size; (*count as usize).min(50_000_000)],
-        StszSamples::Different { sizes } => sizes.clone(),
+/// Expand the progressive sample tables of one track: (offset, size, dts, cts, sync), at most
+/// `max_samples` of them.
+fn sample_table(stbl: &mp4_atom::Stbl, max_samples: usize) -> Vec<(u64, u32, u64, i64, bool)> {
+    let (count, size_at): (usize, Box<dyn Fn(usize) -> Option<u32>>) = match &stbl.stsz.samples {
+        StszSamples::Identical { count, size } => {
+            let size = *size;
+            let count = (*count as usize).min(max_samples);
+            (count, Box::new(move |i| (i < count).then_some(size)))
+        }
+        StszSamples::Different { sizes } => {
+            let count = sizes.len().min(max_samples);
+            (count, Box::new(move |i| sizes.get(i).copied().filter(|_| i < count)))
+        }
     };
-    if sizes.is_empty() {
+    if count == 0 {
         return Vec::new();
     }
     let chunks: Vec<u64> = match (&stbl.stco, &stbl.co64) {
@@ -374,19 +451,22 @@ fn sample_table(stbl: &mp4_atom::Stbl) -> Vec<(u64, u32, u64, i64, bool)> {
         (None, Some(c)) => c.entries.clone(),
         (None, None) => return Vec::new(),
     };
-    let mut out = Vec::with_capacity(sizes.len());
+    let mut out = Vec::with_capacity(count);
     // Offsets from stsc runs over chunks.
     let mut sample = 0usize;
     let stsc = &stbl.stsc.entries;
     for (ci, chunk_off) in chunks.iter().enumerate() {
+        if sample >= count {
+            break;
+        }
         let chunk_no = ci as u32 + 1;
         let per =
             stsc.iter().rev().find(|e| e.first_chunk <= chunk_no).map(|e| e.samples_per_chunk).unwrap_or(0);
         let mut off = *chunk_off;
         for _ in 0..per {
-            let Some(&size) = sizes.get(sample) else { break };
+            let Some(size) = size_at(sample) else { break };
             out.push((off, size, 0u64, 0i64, true));
-            off += size as u64;
+            off = off.saturating_add(size as u64);
             sample += 1;
         }
     }
@@ -397,7 +477,7 @@ fn sample_table(stbl: &mp4_atom::Stbl) -> Vec<(u64, u32, u64, i64, bool)> {
         for _ in 0..e.sample_count {
             let Some(s) = out.get_mut(i) else { break 'stts };
             s.2 = dts;
-            dts += e.sample_delta as u64;
+            dts = dts.saturating_add(e.sample_delta as u64);
             i += 1;
         }
     }
