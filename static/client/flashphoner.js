@@ -447,8 +447,30 @@
      * (getUserMedia constraints for publish; for play `{audio: false}`/`{video: false}` also
      * disable receiving), cacheLocalResources (keep the camera running after the stream ends and
      * reuse it next time), transport ("UDP"/"TCP"), custom, unmutePlayOnStart (default true),
-     * mediaConnectionConstraints (ignored: kept for compatibility).
+     * mediaConnectionConstraints (ignored: kept for compatibility), simulcast (publish three
+     * qualities, full, half and quarter size, so that viewers on slow links get a smaller one;
+     * default true, `false` sends one).
      */
+    /**
+     * The simulcast layers a publisher sends for a camera track: three (quarter, half and full
+     * size) from 960x540 up, two (half and full) from 480x270, else one. Chrome allows no more
+     * layers than that for a picture size and drops the best ones first, so asking for more
+     * would lose the full-size picture.
+     */
+    function simulcastLayers(track) {
+        var s = track.getSettings ? track.getSettings() : {};
+        var pixels = (s.width || 640) * (s.height || 480);
+        var full = {rid: 'h', maxBitrate: 2500000};
+        if (pixels >= 960 * 540) {
+            return [{rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 200000},
+                {rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 700000}, full];
+        }
+        if (pixels >= 480 * 270) {
+            return [{rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 250000}, full];
+        }
+        return [full];
+    }
+
     function Stream(options, session) {
         var self = this;
         var id_ = uuid();
@@ -459,6 +481,8 @@
         var constraints = options.constraints && Object.keys(options.constraints).length ? options.constraints : null;
         var receiveAudio = options.receiveAudio !== undefined ? !!options.receiveAudio : true;
         var receiveVideo = options.receiveVideo !== undefined ? !!options.receiveVideo : true;
+        // Publish: simulcast unless `simulcast: false`.
+        var simulcast = options.simulcast !== false;
         if (constraints && constraints.audio !== undefined) {
             receiveAudio = !!constraints.audio;
         }
@@ -647,7 +671,18 @@
                 localStream = ms;
                 showLocal(ms);
                 pc = newPeerConnection();
-                ms.getTracks().forEach(function (t) { pc.addTrack(t, ms); });
+                ms.getTracks().forEach(function (t) {
+                    if (t.kind === 'video' && simulcast) {
+                        // Simulcast: the server sends each viewer the best layer its link carries.
+                        pc.addTransceiver(t, {
+                            direction: 'sendonly',
+                            streams: [ms],
+                            sendEncodings: simulcastLayers(t)
+                        });
+                    } else {
+                        pc.addTrack(t, ms);
+                    }
+                });
                 pc.getTransceivers().forEach(function (t) {
                     if (t.sender && t.sender.track && t.sender.track.kind === 'video') {
                         preferH264(t);

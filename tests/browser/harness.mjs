@@ -195,12 +195,13 @@ const TRACK_PEER_CONNECTIONS = `(() => {
  * counts its RTCPeerConnections in window.__pcs (see inboundMedia, selectedPairs).
  *
  * `args` replaces CHROMIUM_ARGS as the command line; `ignoreHTTPSErrors` makes the context
- * accept self-signed certificates, as a user clicking through the warning would.
+ * accept self-signed certificates, as a user clicking through the warning would;
+ * `executablePath` replaces $CHROMIUM (a wrapper that starts Chromium in a network namespace).
  */
-export async function launchBrowser(label = 'browser', { args = CHROMIUM_ARGS, ignoreHTTPSErrors = false } = {}) {
+export async function launchBrowser(label = 'browser', { args = CHROMIUM_ARGS, ignoreHTTPSErrors = false, executablePath } = {}) {
     const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'));
     const context = await chromium.launchPersistentContext(profile, {
-        executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+        executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
         headless: true,
         args,
         ignoreHTTPSErrors,

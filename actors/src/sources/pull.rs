@@ -390,7 +390,7 @@ impl PullSource {
             return;
         }
         if let Some(link) = &mut self.link {
-            if link.peer.request_keyframe() {
+            if link.peer.request_keyframe(None) {
                 self.last_keyframe_request = Some(Instant::now());
                 self.drive(ctx);
             }
@@ -554,7 +554,9 @@ impl PeerActor for PullSource {
                 self.request_keyframe(ctx);
             }
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
-            PeerEvent::KeyframeRequest => {}
+            PeerEvent::KeyframeRequest | PeerEvent::Bandwidth(_) | PeerEvent::LayerStats(..) => {}
+            // Our offer to the origin asks for no simulcast.
+            PeerEvent::LayerFrame(..) => {}
         }
     }
 

@@ -13,12 +13,19 @@
 //! the source's next keyframe (sources that cannot make one on request: RTMP encoders,
 //! cameras, files). H.264 only: VP8's picture ids would jump.
 //!
+//! Simulcast: a browser may publish two or three layers of one video (`rid`s). Layer 0 is the
+//! best; it is what recorders, snapshots, HLS and every sink start with. A viewer's bandwidth
+//! estimate ([`FanOut::set_bandwidth`]) moves it to the best layer that fits, down at once, up
+//! only after the estimate has allowed it for [`LAYER_UP_HOLD`]; the switch happens at the new
+//! layer's next keyframe (the source is asked for one), the old layer flowing until then.
+//!
 //! Backpressure policy: frames go out with `try_send` on each sink's bounded mailbox. A sink
 //! whose mailbox is full loses that frame, gets no more video until the next keyframe, and the
 //! source is told to ask for one; a slow sink never stalls the source or the other sinks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::Value;
@@ -34,7 +41,19 @@ pub const GOP_MAX_SPAN: u64 = 6 * 90_000;
 pub const GOP_MAX_BYTES: usize = 8 << 20;
 /// Spacing of the held GOP's frames when they are sent to a viewer that starts (90 kHz: 1 ms).
 pub const START_SPACING: u64 = 90;
-use crate::messages::{AddSubscriber, Forward, SourceEnded, StreamEventNotice};
+use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, StreamEventNotice};
+
+/// After a viewer moved down a simulcast layer, how long before it may move up again (the
+/// estimate that allows a better layer is trusted at once otherwise: it comes from probes,
+/// which show what the link carries, and in between it is capped near what is sent).
+pub const LAYER_UP_HOLD: Duration = Duration::from_secs(4);
+/// A layer is chosen when its video rate is at most this share of the viewer's estimate less
+/// [`AUDIO_ALLOWANCE`] (RTP and SRTP overhead, estimate noise).
+const LAYER_FIT: f64 = 0.9;
+/// What the audio of a stream takes of a viewer's link, bit/s (Opus as browsers send it).
+const AUDIO_ALLOWANCE: u64 = 40_000;
+/// Most simulcast layers carried.
+pub const MAX_LAYERS: usize = 4;
 
 struct Sink {
     frames: Recipient<Forward>,
@@ -42,13 +61,44 @@ struct Sink {
     events: Option<(String, Recipient<StreamEventNotice>)>,
     /// No video goes out until a keyframe: set at join and after a lost frame.
     wait_keyframe: bool,
+    /// The simulcast layer this sink gets (0, the best, unless its bandwidth says otherwise).
+    layer: u8,
+    /// The layer it moves to at that layer's next keyframe.
+    target: Option<u8>,
+    /// When it last moved down a layer.
+    down_at: Option<Instant>,
+}
+
+/// A simulcast layer's own packetizer and measured video rate.
+#[derive(Default)]
+struct Layer {
+    packetizer: StreamPacketizer,
+    /// Bytes since `since`, and the rate (bit/s) of the last full second.
+    bytes: u64,
+    since: Option<Instant>,
+    rate: u64,
+}
+
+impl Layer {
+    fn count(&mut self, frame: &Frame) {
+        let now = frame.captured;
+        let since = *self.since.get_or_insert(now);
+        self.bytes += frame.data.len() as u64;
+        let secs = now.saturating_duration_since(since).as_secs_f64();
+        if secs >= 1.0 {
+            self.rate = (self.bytes as f64 * 8.0 / secs) as u64;
+            self.bytes = 0;
+            self.since = Some(now);
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct FanOut {
     sinks: HashMap<u64, Sink>,
-    /// Frames are packetized here, once, for every viewer.
-    packetizer: StreamPacketizer,
+    /// Frames are packetized here, once, for every viewer: one packetizer per simulcast layer
+    /// (the first is the only one without simulcast).
+    layers: Vec<Layer>,
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
     frames: u64,
@@ -56,8 +106,73 @@ pub struct FanOut {
 
 impl FanOut {
     pub fn add(&mut self, m: AddSubscriber) {
-        self.sinks
-            .insert(m.id, Sink { frames: m.frames, ended: m.ended, events: m.events, wait_keyframe: true });
+        let sink = Sink {
+            frames: m.frames,
+            ended: m.ended,
+            events: m.events,
+            wait_keyframe: true,
+            layer: 0,
+            target: None,
+            down_at: None,
+        };
+        self.sinks.insert(m.id, sink);
+    }
+
+    /// The stream now has `n` simulcast layers (1: none). Sinks on a layer that no longer
+    /// exists wait for a keyframe of the best one.
+    pub fn set_layers(&mut self, n: usize) {
+        let n = n.clamp(1, MAX_LAYERS);
+        self.layers.resize_with(n, Layer::default);
+        for s in self.sinks.values_mut() {
+            if usize::from(s.layer) >= n || s.target.is_some_and(|t| usize::from(t) >= n) {
+                s.layer = 0;
+                s.target = None;
+                s.wait_keyframe = true;
+            }
+        }
+    }
+
+    /// The measured video rate of each layer, bit/s (best first).
+    pub fn layer_rates(&self) -> Vec<u64> {
+        self.layers.iter().map(|l| l.rate).collect()
+    }
+
+    /// The layer a sink gets, and the one it is moving to.
+    pub fn sink_layer(&self, id: u64) -> Option<(u8, Option<u8>)> {
+        self.sinks.get(&id).map(|s| (s.layer, s.target))
+    }
+
+    /// A viewer's bandwidth estimate (bit/s) at `now`: pick its layer. Returns what its
+    /// estimator should aim for (None without simulcast) and the layer it now waits for a
+    /// keyframe of, if it changed.
+    pub fn set_bandwidth(&mut self, id: u64, bps: u64, now: Instant) -> (Option<BandwidthGoal>, Option<u8>) {
+        let rates = self.layer_rates();
+        if rates.len() < 2 || rates.iter().any(|&r| r == 0) {
+            return (None, None); // no simulcast, or a layer not measured yet
+        }
+        let Some(s) = self.sinks.get_mut(&id) else { return (None, None) };
+        let budget = (bps.saturating_sub(AUDIO_ALLOWANCE) as f64 * LAYER_FIT) as u64;
+        let lowest = (rates.len() - 1) as u8;
+        let fits = rates.iter().position(|&r| r <= budget).map_or(lowest, |i| i as u8);
+        let heading = s.target.unwrap_or(s.layer);
+        tracing::trace!(sink = id, bps, heading, "viewer bandwidth");
+        let mut switch = None;
+        if fits > heading {
+            // Worse than what it gets: down at once.
+            s.down_at = Some(now);
+            switch = Some(fits);
+        } else if fits < heading && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_UP_HOLD) {
+            switch = Some(fits);
+        }
+        if let Some(l) = switch {
+            tracing::debug!(sink = id, from = heading, to = l, bps, ?rates, "simulcast layer switch");
+            s.target = if l == s.layer { None } else { Some(l) };
+        }
+        // No padding (a viewer on a thin link would pay for it in delay and loss): the
+        // estimator probes towards the best layer on its own.
+        // Probes aim at twice the best layer: a probe shows at most what it sends.
+        let goal = BandwidthGoal { minimum: 0, desired: 2 * rates[0] + AUDIO_ALLOWANCE };
+        (Some(goal), switch.filter(|_| s.target.is_some()))
     }
 
     pub fn remove(&mut self, id: u64) {
@@ -106,16 +221,43 @@ impl FanOut {
     /// Send a frame to every sink. Returns true when a keyframe should be requested from the
     /// source (a sink lost a frame).
     pub fn forward(&mut self, frame: Frame) -> bool {
-        self.frames += 1;
+        self.forward_layer(0, frame)
+    }
+
+    /// Send a frame of simulcast layer `layer` (0 the best; audio goes as layer 0) to the
+    /// sinks that get that layer. Returns true when a keyframe of it should be requested.
+    pub fn forward_layer(&mut self, layer: u8, frame: Frame) -> bool {
+        let video = frame.kind() == FrameKind::Video;
+        if self.layers.len() <= usize::from(layer) {
+            if layer > 0 {
+                return false; // a layer the source has not announced
+            }
+            self.layers.push(Layer::default());
+        }
+        if video {
+            self.layers[usize::from(layer)].count(&frame);
+        }
         let frame = Arc::new(frame);
-        let mut want_keyframe = self.hold(&frame);
-        if self.sinks.is_empty() {
+        let mut want_keyframe = false;
+        if layer == 0 {
+            self.frames += 1;
+            want_keyframe = self.hold(&frame);
+        }
+        let wanted = |s: &Sink| !video || s.layer == layer || (s.target == Some(layer) && frame.keyframe);
+        if !self.sinks.values().any(wanted) {
             return want_keyframe;
         }
-        let packets = Arc::new(self.packetizer.packetize(&frame));
+        let mut packets = self.layers[usize::from(layer)].packetizer.packetize(&frame);
+        packets.layer = layer;
+        let packets = Arc::new(packets);
         self.sinks.retain(|_, s| {
-            if frame.kind() == FrameKind::Video {
-                if s.wait_keyframe && !frame.keyframe {
+            if video {
+                if s.target == Some(layer) && frame.keyframe {
+                    // The switch to this layer happens here, at its keyframe.
+                    s.layer = layer;
+                    s.target = None;
+                    s.wait_keyframe = false;
+                } else if s.layer != layer || (s.wait_keyframe && !frame.keyframe) {
                     return true;
                 }
                 s.wait_keyframe = false;

@@ -90,6 +90,25 @@ pub struct SinkReady {
     pub id: u64,
 }
 
+/// A viewer's bandwidth estimate changed (bit/s): the source's fan-out picks the simulcast
+/// layer it gets ([`crate::fanout::FanOut::set_bandwidth`]) and answers what the viewer's
+/// estimator should aim for (None: the stream has one layer, nothing to aim for).
+#[derive(Message)]
+#[rtype(result = "Option<BandwidthGoal>")]
+pub struct ViewerBandwidth {
+    pub id: u64,
+    pub bps: u64,
+}
+
+/// Where a viewer's bandwidth estimation should probe, bit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct BandwidthGoal {
+    /// Kept up with padding: the next layer up, so the estimate can grow to it.
+    pub minimum: u64,
+    /// The best layer of the stream.
+    pub desired: u64,
+}
+
 /// The source's held GOP (keyframe first), for snapshots; empty when it holds none.
 #[derive(Message)]
 #[rtype(result = "GopReply")]
@@ -111,6 +130,7 @@ pub struct StreamSource {
     pub keyframe: Recipient<RequestKeyframe>,
     pub ready: Recipient<SinkReady>,
     pub gop: Recipient<GetGop>,
+    pub bandwidth: Recipient<ViewerBandwidth>,
 }
 
 impl StreamSource {
@@ -144,7 +164,8 @@ impl StreamSource {
             + Handler<RemoveSubscriber>
             + Handler<RequestKeyframe>
             + Handler<GetGop>
-            + Handler<SinkReady>,
+            + Handler<SinkReady>
+            + Handler<ViewerBandwidth>,
     {
         StreamSource {
             join: addr.clone().recipient(),
@@ -152,6 +173,7 @@ impl StreamSource {
             keyframe: addr.clone().recipient(),
             ready: addr.clone().recipient(),
             gop: addr.clone().recipient(),
+            bandwidth: addr.clone().recipient(),
         }
     }
 }

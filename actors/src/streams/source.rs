@@ -43,6 +43,11 @@ pub trait Source: Actor<Context = Context<Self>> {
         true
     }
 
+    /// A viewer switches to simulcast layer `layer` (0 the best) and needs its keyframe.
+    fn layer_keyframe_wanted(&mut self, _layer: u8, ctx: &mut Context<Self>) {
+        self.keyframe_wanted(ctx);
+    }
+
     /// Someone wants the current GOP (a snapshot).
     fn gop_wanted(&mut self, _ctx: &mut Context<Self>) {}
 
@@ -50,7 +55,7 @@ pub trait Source: Actor<Context = Context<Self>> {
     fn stop(&mut self, reason: &'static str, ctx: &mut Context<Self>);
 }
 
-/// The six handlers of a [`Source`] type.
+/// The handlers of a [`Source`] type.
 #[macro_export]
 macro_rules! source_handlers {
     ($t:ty) => {
@@ -95,6 +100,22 @@ macro_rules! source_handlers {
                     self.fanout().start_sink(m.id);
                 }
                 self.keyframe_wanted(ctx);
+            }
+        }
+
+        impl actix::Handler<$crate::messages::ViewerBandwidth> for $t {
+            type Result = Option<$crate::messages::BandwidthGoal>;
+            fn handle(
+                &mut self,
+                m: $crate::messages::ViewerBandwidth,
+                ctx: &mut actix::Context<Self>,
+            ) -> Option<$crate::messages::BandwidthGoal> {
+                use $crate::source::Source as _;
+                let (goal, switch) = self.fanout().set_bandwidth(m.id, m.bps, std::time::Instant::now());
+                if let Some(layer) = switch {
+                    self.layer_keyframe_wanted(layer, ctx);
+                }
+                goal
             }
         }
 

@@ -26,6 +26,9 @@ use crate::video_rate::VideoStats;
 /// at 2.5 Mbit/s (Janus keeps 500 ms by default) and 2 s at 600 kbit/s: a retransmission asked
 /// for later than that comes too late for a live viewer anyway (BENCHMARKS.md, memory).
 const SEND_BUFFER_VIDEO: usize = 128;
+/// The bandwidth a viewer's estimate starts from (bit/s), before its browser's feedback says
+/// more: enough for the top layer of a typical simulcast publisher (640x480 at ~500 kbit/s).
+pub const VIEWER_INITIAL_ESTIMATE: u64 = 1_000_000;
 /// Packets kept per outgoing audio stream (one Opus frame is one packet, 20 ms each).
 const SEND_BUFFER_AUDIO: usize = 50;
 
@@ -60,6 +63,8 @@ const PAYLOAD_MTU: usize = (1150 - 16) & !15;
 #[derive(Debug, Default)]
 pub struct Packets {
     payloads: Vec<Arc<[u8]>>,
+    /// The simulcast layer the frame belongs to (0 the best; always 0 without simulcast).
+    pub layer: u8,
 }
 
 impl Packets {
@@ -81,12 +86,12 @@ impl StreamPacketizer {
     pub fn packetize(&mut self, frame: &Frame) -> Packets {
         let chunks = match frame.codec {
             // One Opus packet is one RTP payload: shared as is, no copy.
-            Codec::Opus => return Packets { payloads: vec![frame.data.clone()] },
+            Codec::Opus => return Packets { payloads: vec![frame.data.clone()], layer: 0 },
             Codec::H264 => self.h264.packetize(PAYLOAD_MTU, &frame.data),
             Codec::Vp8 => self.vp8.packetize(PAYLOAD_MTU, &frame.data),
         };
         match chunks {
-            Ok(c) => Packets { payloads: c.into_iter().map(Arc::from).collect() },
+            Ok(c) => Packets { payloads: c.into_iter().map(Arc::from).collect(), layer: 0 },
             Err(e) => {
                 tracing::debug!(error = %e, codec = ?frame.codec, "frame not packetized");
                 Packets::default()
@@ -143,16 +148,11 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
     // exactly its publisher's codec, so nothing is ever transcoded.
     let mut cfg = base_config().enable_opus(true, false);
     if let Role::Play { .. } = role {
-        // No transport-wide sequence numbers towards viewers: the server does no send-side
-        // bandwidth estimation, and str0m keeps a record of the last 1000 packets sent for TWCC
-        // (~90 KB per viewer). Publishers keep TWCC: their browser's estimator needs our feedback.
-        let mut exts = str0m::rtp::ExtensionMap::empty();
-        for (id, ext) in cfg.extension_map().iter() {
-            if *ext != str0m::rtp::Extension::TransportSequenceNumber {
-                exts.set(id, ext.clone());
-            }
-        }
-        cfg = cfg.set_extension_map(exts);
+        // Send-side bandwidth estimation towards viewers (transport-wide CC feedback from the
+        // browser): the fan-out picks the simulcast layer each viewer's link can carry, and
+        // str0m paces what it sends to the estimate. Publishers keep TWCC too: their browser's
+        // estimator needs our feedback.
+        cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(VIEWER_INITIAL_ESTIMATE)));
     }
     cfg = match role {
         Role::Publish => cfg.enable_h264(true).enable_vp8(true),
@@ -213,6 +213,7 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
             // rollover counter starts at 0 as the viewer expects.
             seq: [rand::random::<u16>() as u64 & 0x7fff, rand::random::<u16>() as u64 & 0x7fff],
             connected: false,
+            rids: Vec::new(),
         },
         answer_sdp,
         local_ufrag,
@@ -279,6 +280,7 @@ impl PullOffer {
                 pts: [None; 3],
                 seq: [0, 0],
                 connected: false,
+                rids: Vec::new(),
             },
             video: media.video,
             has_audio: media.has_audio,
@@ -324,6 +326,12 @@ pub enum PeerEvent {
     VideoStats(VideoStats),
     /// The peer's audio bytes so far (received from a publisher, sent to a viewer), as often.
     AudioBytes(u64),
+    /// A frame of one simulcast layer from a publishing browser, with the layer's `rid`.
+    LayerFrame(String, Frame),
+    /// The video counters of one simulcast layer received (its `rid`).
+    LayerStats(String, VideoStats),
+    /// The send-side bandwidth estimate towards this peer (a viewer), bit/s.
+    Bandwidth(u64),
 }
 
 pub struct Peer {
@@ -335,6 +343,8 @@ pub struct Peer {
     /// Subscriber side: next RTP sequence number of the video and the audio stream.
     seq: [u64; 2],
     connected: bool,
+    /// Publisher side: the simulcast layers (`rid`s) seen so far.
+    rids: Vec<str0m::media::Rid>,
 }
 
 impl Peer {
@@ -406,6 +416,9 @@ impl Peer {
                         MediaKind::Audio if self.audio_mid.is_none() => self.audio_mid = Some(m.mid),
                         _ => {}
                     },
+                    Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+                        event(PeerEvent::Bandwidth(estimate.as_u64()))
+                    }
                     Event::MediaData(d) => {
                         let codec = match d.params.spec().codec {
                             str0m::format::Codec::H264 => Codec::H264,
@@ -421,7 +434,7 @@ impl Peer {
                                     && crate::media::is_keyframe(&d.data, codec == Codec::H264)
                             }
                         };
-                        event(PeerEvent::Frame(Frame {
+                        let frame = Frame {
                             codec,
                             keyframe,
                             rtp_time: d
@@ -432,7 +445,16 @@ impl Peer {
                                 .numer(),
                             captured: d.network_time,
                             data: d.data,
-                        }))
+                        };
+                        match d.rid {
+                            Some(rid) => {
+                                if !self.rids.contains(&rid) {
+                                    self.rids.push(rid);
+                                }
+                                event(PeerEvent::LayerFrame(rid.to_string(), frame))
+                            }
+                            None => event(PeerEvent::Frame(frame)),
+                        }
                     }
                     Event::KeyframeRequest(_) => event(PeerEvent::KeyframeRequest),
                     Event::MediaIngressStats(s) if Some(s.mid) == self.audio_mid => {
@@ -441,9 +463,13 @@ impl Peer {
                     Event::MediaEgressStats(s) if Some(s.mid) == self.audio_mid => {
                         event(PeerEvent::AudioBytes(s.bytes))
                     }
-                    Event::MediaIngressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
+                    Event::MediaIngressStats(s) if Some(s.mid) == self.video_mid => {
                         let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
-                        event(PeerEvent::VideoStats(video_stats([b, p, n, pl, f], None, s.loss, s.rtt)))
+                        let stats = video_stats([b, p, n, pl, f], None, s.loss, s.rtt);
+                        match s.rid {
+                            Some(rid) => event(PeerEvent::LayerStats(rid.to_string(), stats)),
+                            None => event(PeerEvent::VideoStats(stats)),
+                        }
                     }
                     Event::MediaEgressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
                         let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
@@ -459,8 +485,9 @@ impl Peer {
     /// Write a frame of the stream this peer plays, as the stream's shared RTP payloads (see
     /// [`StreamPacketizer`]): this peer only stamps its own headers and encrypts. Returns false
     /// when this peer cannot carry it (not connected yet, no such media, or no payload type for
-    /// its codec): the caller skips it.
-    pub fn write_frame(&mut self, frame: &Frame, packets: &Packets) -> Result<bool, EngineError> {
+    /// its codec): the caller skips it. `rtp_time` is the frame's time on this peer's stream
+    /// (the source's, or shifted to keep a viewer's timeline across a simulcast switch).
+    pub fn write_frame(&mut self, frame: &Frame, packets: &Packets, rtp_time: u64) -> Result<bool, EngineError> {
         if !self.connected || packets.is_empty() {
             return Ok(false);
         }
@@ -488,8 +515,8 @@ impl Peer {
             return Ok(false);
         };
         let video = frame.kind() == FrameKind::Video;
-        // The RTP timestamp is the source's, truncated to 32 bits as on the wire.
-        let time = frame.rtp_time as u32;
+        // The RTP timestamp, truncated to 32 bits as on the wire.
+        let time = rtp_time as u32;
         let last = packets.payloads.len() - 1;
         for (i, payload) in packets.payloads.iter().enumerate() {
             let seq = self.seq[seq_slot];
@@ -506,15 +533,29 @@ impl Peer {
         Ok(true)
     }
 
-    /// Ask the publishing browser for a keyframe (PLI).
-    pub fn request_keyframe(&mut self) -> bool {
+    /// Ask the publishing browser for a keyframe (PLI): of the simulcast layer `rid`, or of
+    /// every layer (None; the only stream when there is no simulcast).
+    pub fn request_keyframe(&mut self, rid: Option<&str>) -> bool {
         let Some(mid) = self.video_mid else {
             return false;
         };
-        match self.rtc.writer(mid) {
-            Some(mut w) => w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok(),
-            None => false,
+        let Some(mut w) = self.rtc.writer(mid) else { return false };
+        if self.rids.is_empty() {
+            return w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok();
         }
+        let mut any = false;
+        for r in self.rids.iter().filter(|r| rid.is_none_or(|want| want == &***r)) {
+            any |= w.request_keyframe(Some(*r), KeyframeRequestKind::Pli).is_ok();
+        }
+        any
+    }
+
+    /// What a viewer's bandwidth estimation aims for: `desired` (bit/s) is what it probes
+    /// towards (the best layer of the stream), `minimum` what padding keeps up to (the next
+    /// layer up, so the estimate can grow to it).
+    pub fn set_bandwidth_goal(&mut self, minimum: u64, desired: u64) {
+        use str0m::bwe::Bitrate;
+        self.rtc.bwe().set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
     }
 
     /// Close the peer (sends nothing further).

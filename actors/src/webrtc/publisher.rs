@@ -65,6 +65,9 @@ pub struct Publisher {
     keyframe_request_deferred: bool,
     /// A keyframe was requested and has not arrived yet: it will serve every joiner meanwhile.
     keyframe_in_flight: bool,
+    /// Simulcast: each layer's `rid` and picture area (from its keyframes), best first; a
+    /// layer's index here is its layer in the fan-out.
+    layers: Vec<(String, u32)>,
     span: tracing::Span,
 }
 
@@ -90,6 +93,7 @@ impl Publisher {
             last_keyframe_request: None,
             keyframe_request_deferred: false,
             keyframe_in_flight: false,
+            layers: Vec::new(),
             span,
         }
     }
@@ -128,6 +132,58 @@ impl Publisher {
         Value::Object(obj)
     }
 
+    /// A frame of the simulcast layer `rid`: its layer is its rank by picture size among the
+    /// layers seen. A layer is known from its first keyframe on; should the ranking change
+    /// (a bigger layer shows up late), every sink waits for a fresh keyframe of its layer.
+    fn layer_frame(&mut self, rid: String, f: crate::media::Frame, ctx: &mut Context<Self>) {
+        if let Some((w, h)) = f.dimensions() {
+            let area = w * h;
+            let before: Vec<String> = self.layers.iter().map(|(r, _)| r.clone()).collect();
+            let full = self.layers.len() >= crate::fanout::MAX_LAYERS;
+            match self.layers.iter_mut().find(|(r, _)| *r == rid) {
+                Some(l) => l.1 = area,
+                None if !full => self.layers.push((rid.clone(), area)),
+                None => return,
+            }
+            self.layers.sort_by(|a, b| b.1.cmp(&a.1));
+            if self.layers.iter().map(|(r, _)| r).ne(before.iter()) {
+                debug!(parent: &self.span, layers = ?self.layers, "simulcast layers");
+                self.fanout.set_layers(self.layers.len());
+                if !before.is_empty() {
+                    self.fanout.lost_frame();
+                    self.request_keyframe(ctx);
+                }
+            }
+        }
+        let Some(layer) = self.layers.iter().position(|(r, _)| *r == rid) else {
+            return; // no keyframe of this layer yet: nothing could decode it
+        };
+        self.frame(layer as u8, f, ctx);
+    }
+
+    /// A frame of layer `layer` (0: the best, or the only one) to the fan-out.
+    fn frame(&mut self, layer: u8, f: crate::media::Frame, ctx: &mut Context<Self>) {
+        let video = f.kind() == crate::media::FrameKind::Video;
+        if video && layer == 0 {
+            self.meter.frame();
+        }
+        if f.keyframe && layer == 0 {
+            self.keyframe_in_flight = false;
+            // The picture size, for the stream object (REST find, the dashboard).
+            if let Some((w, h)) = f.dimensions().filter(|&d| d != (self.info.width, self.info.height)) {
+                if let Some(u) = self.registry.update(&self.info.media_session_id, |i| {
+                    i.width = w;
+                    i.height = h;
+                }) {
+                    self.info = u;
+                }
+            }
+        }
+        if self.state == State::Live && self.fanout.forward_layer(layer, f) {
+            self.request_keyframe(ctx);
+        }
+    }
+
     fn request_keyframe(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         // A keyframe already asked for and not yet arrived serves this request too.
@@ -148,7 +204,7 @@ impl Publisher {
                 return;
             }
         }
-        if self.link.peer.request_keyframe() {
+        if self.link.peer.request_keyframe(None) {
             crate::metrics::metrics().keyframe_requests.inc();
             self.last_keyframe_request = Some(now);
             self.keyframe_in_flight = true;
@@ -189,30 +245,17 @@ impl PeerActor for Publisher {
                     self.set_status(StreamStatus::Publishing, "");
                 }
             }
-            PeerEvent::Frame(f) => {
-                if f.kind() == crate::media::FrameKind::Video {
-                    self.meter.frame();
-                }
-                if f.keyframe {
-                    self.keyframe_in_flight = false;
-                    // The picture size, for the stream object (REST find, the dashboard).
-                    if let Some((w, h)) = f.dimensions().filter(|&d| d != (self.info.width, self.info.height))
-                    {
-                        if let Some(u) = self.registry.update(&self.info.media_session_id, |i| {
-                            i.width = w;
-                            i.height = h;
-                        }) {
-                            self.info = u;
-                        }
-                    }
-                }
-                if self.state == State::Live && self.fanout.forward(f) {
-                    self.request_keyframe(ctx);
-                }
-            }
+            PeerEvent::Frame(f) => self.frame(0, f, ctx),
+            PeerEvent::LayerFrame(rid, f) => self.layer_frame(rid, f, ctx),
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::KeyframeRequest => {}
             PeerEvent::AudioBytes(b) => self.meter.audio(b, Instant::now()),
+            PeerEvent::Bandwidth(_) => {}
+            // The best simulcast layer's counters are the stream's.
+            PeerEvent::LayerStats(rid, s) if self.layers.first().is_some_and(|(r, _)| *r == rid) => {
+                self.on_peer_event(PeerEvent::VideoStats(s), ctx)
+            }
+            PeerEvent::LayerStats(..) => {}
             PeerEvent::VideoStats(s) => {
                 let (w, h) = (self.info.width, self.info.height);
                 if let Some(rate) = self.meter.sample(s, Instant::now(), w, h) {

@@ -17,8 +17,8 @@ use crate::error::EngineError;
 use crate::media::FrameKind;
 use crate::media_socket::Datagram;
 use crate::messages::{
-    ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SinkReady, SourceEnded, StatusChanged,
-    Stop, StreamEventNotice, StreamSource, VideoRateNotice,
+    BandwidthGoal, ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SinkReady, SourceEnded,
+    StatusChanged, Stop, StreamEventNotice, StreamSource, VideoRateNotice, ViewerBandwidth,
 };
 use crate::video_rate::RateMeter;
 use crate::peer_link::{PeerActor, PeerLink};
@@ -28,6 +28,9 @@ use crate::registry::Registry;
 /// Frames queued for one subscriber before the publisher starts dropping for it (about 3 s of
 /// 30 fps video plus audio). See the backpressure policy in [`crate::fanout`].
 pub const FORWARD_QUEUE: usize = 256;
+/// How often a viewer's bandwidth estimate goes to its source (which picks its simulcast layer);
+/// a drop of more than a sixth goes at once.
+pub const BANDWIDTH_REPORT: Duration = Duration::from_millis(250);
 /// A viewer that has not connected (ICE + DTLS) by then is failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -55,6 +58,21 @@ pub struct Subscriber {
     /// Video is written only from a keyframe on, so the viewer's decoder starts clean.
     video_started: bool,
     frames_out: u64,
+    /// The simulcast layer of the last video frame, and how far this viewer's video timestamps
+    /// are shifted from the source's (the layers of a simulcast stream count time each from its
+    /// own origin; the viewer sees one timeline).
+    layer: Option<u8>,
+    ts_shift: u64,
+    /// The last video frame sent: its time on this viewer's stream and when it was captured.
+    last_video: Option<(u64, std::time::Instant)>,
+    /// The send-side bandwidth estimate towards this viewer (bit/s; 0 before the first).
+    bandwidth: u64,
+    /// The estimate last reported to the source, and what the estimator aims for.
+    reported: u64,
+    goal: Option<BandwidthGoal>,
+    /// Reports sent: every other one (twice a second), a viewer below the best layer nudges its estimator to
+    /// probe ([`Subscriber::report_bandwidth`]).
+    reports: u64,
     span: tracing::Span,
 }
 
@@ -83,6 +101,13 @@ impl Subscriber {
             state: State::Connecting,
             video_started: false,
             frames_out: 0,
+            layer: None,
+            ts_shift: 0,
+            last_video: None,
+            bandwidth: 0,
+            reported: 0,
+            goal: None,
+            reports: 0,
             span,
         }
     }
@@ -90,6 +115,51 @@ impl Subscriber {
     fn set_status(&mut self, status: StreamStatus, text: &str) {
         let info = self.registry.set_status(&mut self.info, status, text);
         self.session.do_send(StatusChanged(info));
+    }
+
+    /// Tell the source this viewer's bandwidth estimate; apply the goal it answers.
+    fn report_bandwidth(&mut self, ctx: &mut Context<Self>) {
+        if self.bandwidth == 0 || self.state != State::Playing {
+            return;
+        }
+        self.reported = self.bandwidth;
+        self.reports += 1;
+        let m = ViewerBandwidth { id: self.id, bps: self.bandwidth };
+        actix::fut::wrap_future::<_, Self>(self.source.bandwidth.send(m))
+            .map(|res, act, ctx| {
+                let Ok(Some(mut goal)) = res else { return };
+                // Below the best layer, the estimate stays near what is sent unless the link is
+                // probed: str0m probes when the desired rate goes up, so every other report
+                // (twice a second) lowers it a little and the next raises it back.
+                if act.layer.is_some_and(|l| l > 0) && act.reports % 2 == 1 {
+                    goal.desired -= 1_000;
+                }
+                if act.goal != Some(goal) && !act.link.gone {
+                    act.goal = Some(goal);
+                    act.link.peer.set_bandwidth_goal(goal.minimum, goal.desired);
+                    act.drive(ctx);
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// The time a frame goes out with on this viewer's stream. A video frame of another
+    /// simulcast layer than the last (a switch, at its keyframe) continues the timeline from
+    /// the last frame sent, by the time between their captures.
+    fn out_time(&mut self, frame: &crate::media::Frame, layer: u8) -> u64 {
+        if frame.kind() != FrameKind::Video {
+            return frame.rtp_time;
+        }
+        if self.layer.is_some_and(|l| l != layer) {
+            if let Some((last, at)) = self.last_video {
+                let gap = frame.captured.saturating_duration_since(at).as_micros() as u64 * 9 / 100;
+                self.ts_shift = last.wrapping_add(gap.max(1)).wrapping_sub(frame.rtp_time);
+            }
+        }
+        self.layer = Some(layer);
+        let t = frame.rtp_time.wrapping_add(self.ts_shift);
+        self.last_video = Some((t, frame.captured));
+        t
     }
 
     fn end(&mut self, status: StreamStatus, reason: &str, ctx: &mut Context<Self>) {
@@ -124,6 +194,7 @@ impl Actor for Subscriber {
                 act.end(StreamStatus::Failed, info::ICE_TIMEOUT, ctx);
             }
         });
+        ctx.run_interval(BANDWIDTH_REPORT, |act, ctx| act.report_bandwidth(ctx));
         self.drive(ctx);
     }
 
@@ -159,13 +230,22 @@ impl PeerActor for Subscriber {
             PeerEvent::AudioBytes(b) => self.meter.audio(b, std::time::Instant::now()),
             PeerEvent::VideoStats(s) => {
                 let (w, h) = self.size;
-                if let Some(rate) = self.meter.sample(s, std::time::Instant::now(), w, h) {
+                if let Some(mut rate) = self.meter.sample(s, std::time::Instant::now(), w, h) {
+                    rate.bandwidth_estimate = Some(self.bandwidth).filter(|&b| b > 0);
+                    rate.layer = self.layer.filter(|_| self.goal.is_some());
                     self.registry.update(&self.info.media_session_id, |i| i.metrics = Some(rate));
                     let id = self.info.media_session_id.clone();
                     self.rates.do_send(VideoRateNotice { media_session_id: id, inbound: false, rate });
                 }
             }
-            PeerEvent::Frame(_) | PeerEvent::BadFrame(_) => {} // a viewer sends no media we use
+            PeerEvent::Bandwidth(bps) => {
+                self.bandwidth = bps;
+                if bps < self.reported.saturating_sub(self.reported / 6) {
+                    self.report_bandwidth(ctx);
+                }
+            }
+            // A viewer sends no media we use.
+            PeerEvent::Frame(_) | PeerEvent::LayerFrame(..) | PeerEvent::LayerStats(..) | PeerEvent::BadFrame(_) => {}
         }
     }
 
@@ -195,7 +275,8 @@ impl Handler<Forward> for Subscriber {
             }
             self.video_started = true;
         }
-        match self.link.peer.write_frame(&frame, &packets) {
+        let time = self.out_time(&frame, packets.layer);
+        match self.link.peer.write_frame(&frame, &packets, time) {
             Ok(true) => {
                 self.frames_out += 1;
                 if frame.kind() == FrameKind::Video {

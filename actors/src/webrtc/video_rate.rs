@@ -55,6 +55,12 @@ pub struct VideoRate {
     pub rtt_ms: Option<u64>,
     /// Audio bits per second over the last interval of the audio counters.
     pub audio_rate: u64,
+    /// A viewer's send-side bandwidth estimate, bit/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth_estimate: Option<u64>,
+    /// The simulcast layer a viewer gets (0 the best), when the stream has layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
 }
 
 /// Turns successive [`VideoStats`] samples and counted frames into [`VideoRate`]s.
@@ -107,6 +113,8 @@ impl RateMeter {
             height,
             rtt_ms: s.rtt.map(|d| d.as_millis() as u64),
             audio_rate: self.audio_rate,
+            bandwidth_estimate: None,
+            layer: None,
         })
     }
 }
