@@ -78,7 +78,7 @@ SLUICE_BIN="$PWD/target/debug/sluice" bash tests/browser/run.sh
 
 echo "== topology tests: two network namespaces, the release binary with no flags, then 1:1 NAT"
 SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/run.sh
-echo "== all tests passed"
 
 echo "== slow viewers: simulcast and bandwidth estimation, viewers behind tc limits (namespaces)"
 SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/slow-viewers/run.sh
+echo "== all tests passed"
