@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
-import { launchBrowser, sleep, waitForText } from '../browser/harness.mjs';
+import { launchBrowser, serveSdkPages, sleep, waitForText } from '../browser/harness.mjs';
 
 const ORIGIN = process.env.SLOW_ORIGIN;
 const STREAMER = '/client/examples/demo/streaming/streamer/streamer.html';
@@ -17,7 +17,8 @@ const PLAYER = '/client/examples/demo/streaming/player/player.html';
 const LIMITS = { v1: null, v2: '600kbit', v3: '250kbit' };
 const MEASURE_MS = 30_000;
 const MIN_FPS = 15;
-const MAX_STALL_MS = 1_000;
+/** No freeze over 1 s, measured by sampling every 100 ms (a stall reads up to ~100 ms long). */
+const MAX_STALL_MS = 1_100;
 /**
  * How long the viewer whose limit is lifted may take to get a better layer. The issue asks for
  * 5 s; measured here 5.4-6.4 s (BENCHMARKS.md): str0m's estimator does not probe while its loss
@@ -48,14 +49,15 @@ function measure(page, ms) {
             }
             return v;
         };
-        const first = await video();
+        const zero = { framesDecoded: 0, freezeCount: 0, totalFreezesDuration: 0, nackCount: 0, packetsLost: 0 };
+        const first = (await video()) || zero;
         const t0 = performance.now();
         let last = first, lastChange = t0, maxStall = 0;
         while (performance.now() - t0 < ms) {
             await new Promise((r) => setTimeout(r, 100));
             const s = await video();
             const now = performance.now();
-            if (s && s.framesDecoded !== last?.framesDecoded) lastChange = now;
+            if (s && s.framesDecoded !== last.framesDecoded) lastChange = now;
             maxStall = Math.max(maxStall, now - lastChange);
             if (s) last = s;
         }
@@ -93,7 +95,11 @@ async function find(browser, name) {
 }
 
 const browsers = [];
-after(async () => { await Promise.all(browsers.map((b) => b.close())); });
+let files;
+after(async () => {
+    await Promise.all(browsers.map((b) => b.close()));
+    await files?.close();
+});
 
 let pub, viewers;
 before(async () => {
@@ -178,6 +184,57 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
         assert.ok(upMs <= UP_WITHIN_MS, `v3 took ${upMs} ms to move up`);
         const final = await measure(pages.v3, 3_000);
         assert.ok(final.fps >= MIN_FPS, `v3 after the switch: ${final.fps.toFixed(1)} fps`);
+        // The next test has the links to itself.
+        await Promise.all([streamer, ...Object.values(pages)].map((p) => p.close()));
+    } catch (e) {
+        report(t, e);
+        throw e;
+    }
+});
+
+test('one quality (the official SDK): a viewer at 80 % of its bitrate gets a lower rendition', { timeout: 150_000 }, async (t) => {
+    try {
+        files = await serveSdkPages();
+        const page = await pub.newPage('websdk');
+        await page.goto(files.url('/sdk.html?sdk=official'));
+        const name = `one-${Date.now().toString(36)}`;
+        const host = new URL(ORIGIN).hostname;
+        assert.equal(await page.evaluate((u) => sdk.connect(u), `wss://${host}:8443`), 'ESTABLISHED');
+        await page.evaluate((n) => sdk.publish('pub', n), name);
+        await page.waitForFunction(() => (sdk.events.pub || []).some((e) => e.status === 'PUBLISHING'));
+
+        limit('v1', null);
+        limit('v2', null);
+        await sleep(5_000);
+        let publisher = (await find(pub, name)).find((s) => s.published);
+        const rate = (publisher.metrics?.videoRate || 0) + (publisher.metrics?.audioRate || 0);
+        assert.ok(rate > 100_000, `stream bitrate ${rate}`);
+        const limited = Math.round(rate * 0.8 / 1000);
+        limit('v2', `${limited}kbit`);
+        t.diagnostic(`stream ${publisher.width}x${publisher.height} at ${rate} bit/s; v2 limited to ${limited} kbit/s`);
+
+        const pages = {};
+        for (const v of ['v1', 'v2']) {
+            pages[v] = await viewers[v].newPage('player-one');
+            await pages[v].goto(`${ORIGIN}${PLAYER}?streamName=${encodeURIComponent(name)}`);
+            await pages[v].click('#playBtn');
+            await waitForText(pages[v], '#status', 'PLAYING');
+        }
+        const [r1, r2] = await Promise.all([measure(pages.v1, 20_000), measure(pages.v2, 20_000)]);
+        for (const [v, r] of [['v1', r1], ['v2', r2]]) {
+            t.diagnostic(`${v}: ${r.fps.toFixed(1)} fps, ${r.width}x${r.height}, longest stall ${r.maxStallMs} ms, ` +
+                `freezes ${r.freezes} (${r.freezeSecs.toFixed(2)} s), NACKs ${r.nacks}, lost ${r.lost}`);
+        }
+        const found = await find(pub, name);
+        publisher = found.find((s) => s.published);
+        for (const s of found.filter((s) => !s.published)) {
+            t.diagnostic(`server: viewer layer ${s.metrics?.layer} estimate ${s.metrics?.bandwidthEstimate} sent ${s.metrics?.videoRate} bit/s`);
+        }
+        assert.ok(r1.fps >= MIN_FPS, `v1 (unlimited): ${r1.fps.toFixed(1)} fps`);
+        assert.equal(r1.width, publisher.width, 'the unlimited viewer keeps the full picture');
+        assert.ok(r2.fps >= 10, `v2 (80 %): ${r2.fps.toFixed(1)} fps`);
+        assert.ok(r2.maxStallMs < 2_000, `v2: picture stood still ${r2.maxStallMs} ms`);
+        assert.ok(found.some((s) => !s.published && s.metrics?.layer === 1), 'a viewer on the lower rendition');
     } catch (e) {
         report(t, e);
         throw e;

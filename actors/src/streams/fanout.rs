@@ -55,6 +55,18 @@ const AUDIO_ALLOWANCE: u64 = 40_000;
 /// Most simulcast layers carried.
 pub const MAX_LAYERS: usize = 4;
 
+/// What [`FanOut::set_bandwidth`] decided for a viewer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDecision {
+    /// What its estimator should aim for (None: one layer, nothing to aim for).
+    pub goal: Option<BandwidthGoal>,
+    /// The layer it now waits for a keyframe of, when it changed.
+    pub switch: Option<u8>,
+    /// The stream has one quality and this viewer's link cannot carry it: a lower rendition
+    /// would serve it (the source makes one where it can, as layer 1).
+    pub lower_wanted: bool,
+}
+
 struct Sink {
     frames: Recipient<Forward>,
     ended: Recipient<SourceEnded>,
@@ -142,20 +154,27 @@ impl FanOut {
         self.sinks.get(&id).map(|s| (s.layer, s.target))
     }
 
-    /// A viewer's bandwidth estimate (bit/s) at `now`: pick its layer. Returns what its
-    /// estimator should aim for (None without simulcast) and the layer it now waits for a
-    /// keyframe of, if it changed.
-    pub fn set_bandwidth(&mut self, id: u64, bps: u64, now: Instant) -> (Option<BandwidthGoal>, Option<u8>) {
+    /// Whether any sink gets layer `layer` or waits for it.
+    pub fn layer_wanted(&self, layer: u8) -> bool {
+        self.sinks.values().any(|s| s.layer == layer || s.target == Some(layer))
+    }
+
+    /// A viewer's bandwidth estimate (bit/s) at `now`: pick its layer (see the module docs).
+    pub fn set_bandwidth(&mut self, id: u64, bps: u64, now: Instant) -> LayerDecision {
         let rates = self.layer_rates();
-        if rates.len() < 2 || rates.iter().any(|&r| r == 0) {
-            return (None, None); // no simulcast, or a layer not measured yet
-        }
-        let Some(s) = self.sinks.get_mut(&id) else { return (None, None) };
         let budget = (bps.saturating_sub(AUDIO_ALLOWANCE) as f64 * LAYER_FIT) as u64;
+        tracing::trace!(sink = id, bps, ?rates, layer = ?self.sinks.get(&id).map(|s| (s.layer, s.target)), "viewer bandwidth");
+        if rates.len() == 1 {
+            // One quality: a viewer that cannot carry it wants a lower one made.
+            return LayerDecision { lower_wanted: rates[0] > budget, ..Default::default() };
+        }
+        if rates.len() < 2 || rates.iter().any(|&r| r == 0) {
+            return LayerDecision::default(); // no video yet, or a layer not measured yet
+        }
+        let Some(s) = self.sinks.get_mut(&id) else { return LayerDecision::default() };
         let lowest = (rates.len() - 1) as u8;
         let fits = rates.iter().position(|&r| r <= budget).map_or(lowest, |i| i as u8);
         let heading = s.target.unwrap_or(s.layer);
-        tracing::trace!(sink = id, bps, heading, "viewer bandwidth");
         let mut switch = None;
         if fits > heading {
             // Worse than what it gets: down at once.
@@ -172,7 +191,7 @@ impl FanOut {
         // estimator probes towards the best layer on its own.
         // Probes aim at twice the best layer: a probe shows at most what it sends.
         let goal = BandwidthGoal { minimum: 0, desired: 2 * rates[0] + AUDIO_ALLOWANCE };
-        (Some(goal), switch.filter(|_| s.target.is_some()))
+        LayerDecision { goal: Some(goal), switch: switch.filter(|_| s.target.is_some()), lower_wanted: false }
     }
 
     pub fn remove(&mut self, id: u64) {

@@ -48,6 +48,10 @@ pub trait Source: Actor<Context = Context<Self>> {
         self.keyframe_wanted(ctx);
     }
 
+    /// A viewer's link cannot carry the stream's one quality: make a lower one (layer 1) if
+    /// this source can.
+    fn lower_layer_wanted(&mut self, _ctx: &mut Context<Self>) {}
+
     /// Someone wants the current GOP (a snapshot).
     fn gop_wanted(&mut self, _ctx: &mut Context<Self>) {}
 
@@ -111,11 +115,14 @@ macro_rules! source_handlers {
                 ctx: &mut actix::Context<Self>,
             ) -> Option<$crate::messages::BandwidthGoal> {
                 use $crate::source::Source as _;
-                let (goal, switch) = self.fanout().set_bandwidth(m.id, m.bps, std::time::Instant::now());
-                if let Some(layer) = switch {
+                let d = self.fanout().set_bandwidth(m.id, m.bps, std::time::Instant::now());
+                if let Some(layer) = d.switch {
                     self.layer_keyframe_wanted(layer, ctx);
                 }
-                goal
+                if d.lower_wanted {
+                    self.lower_layer_wanted(ctx);
+                }
+                d.goal
             }
         }
 

@@ -36,6 +36,10 @@ use crate::video_rate::RateMeter;
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a requested keyframe is waited for before a new request may be sent for a joiner.
 pub const KEYFRAME_IN_FLIGHT: Duration = Duration::from_millis(500);
+/// A lower rendition nobody has watched for this long is stopped.
+pub const RENDITION_IDLE: Duration = Duration::from_secs(15);
+/// The lower rendition's bitrate, as a share of the stream's.
+const RENDITION_SHARE: f64 = 0.45;
 /// A publisher that has not connected (ICE + DTLS) by then is failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -68,7 +72,18 @@ pub struct Publisher {
     /// Simulcast: each layer's `rid` and picture area (from its keyframes), best first; a
     /// layer's index here is its layer in the fan-out.
     layers: Vec<(String, u32)>,
+    /// Without simulcast: a lower rendition (re-encoded at a lower bitrate, off the arbiter),
+    /// made while a viewer's link cannot carry the stream. It is layer 1 of the fan-out.
+    rendition: Option<Rendition>,
     span: tracing::Span,
+}
+
+/// A lower rendition of an H.264 stream: the transcoding thread, and whether it has been fed
+/// from a keyframe on.
+struct Rendition {
+    thread: crate::transcoder::TranscoderThread,
+    fed: bool,
+    idle_since: Option<Instant>,
 }
 
 impl Publisher {
@@ -94,6 +109,7 @@ impl Publisher {
             keyframe_request_deferred: false,
             keyframe_in_flight: false,
             layers: Vec::new(),
+            rendition: None,
             span,
         }
     }
@@ -179,8 +195,29 @@ impl Publisher {
                 }
             }
         }
+        if let Some(r) = self.rendition.as_mut().filter(|_| video && layer == 0) {
+            r.fed |= f.keyframe;
+            if r.fed {
+                r.thread.push(f.clone());
+            }
+        }
         if self.state == State::Live && self.fanout.forward_layer(layer, f) {
             self.request_keyframe(ctx);
+        }
+    }
+
+    /// Stop the lower rendition once nobody has watched it for [`RENDITION_IDLE`].
+    fn check_rendition(&mut self) {
+        let Some(r) = self.rendition.as_mut() else { return };
+        if self.fanout.layer_wanted(1) {
+            r.idle_since = None;
+            return;
+        }
+        let since = *r.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= RENDITION_IDLE {
+            info!(parent: &self.span, "lower rendition stopped: no viewer needs it");
+            self.rendition = None;
+            self.fanout.set_layers(1);
         }
     }
 
@@ -222,6 +259,7 @@ impl Actor for Publisher {
                 act.end(StreamStatus::Failed, info::ICE_TIMEOUT, ctx);
             }
         });
+        ctx.run_interval(Duration::from_secs(5), |act, _| act.check_rendition());
         self.drive(ctx);
     }
 
@@ -323,6 +361,39 @@ impl Source for Publisher {
         }
     }
 
+    /// A viewer cannot carry the stream and the publisher sends no simulcast: re-encode its
+    /// H.264 at a lower bitrate as layer 1 (VP8 has no encoder here).
+    fn lower_layer_wanted(&mut self, ctx: &mut Context<Self>) {
+        if self.rendition.is_some() || !self.layers.is_empty() || self.info.video_codec != "H264" {
+            return;
+        }
+        let rate = self.fanout.layer_rates().first().copied().unwrap_or(0);
+        if rate == 0 || self.state != State::Live {
+            return;
+        }
+        let settings = crate::video_transcode::TranscodeSettings {
+            bitrate: Some((rate as f64 * RENDITION_SHARE) as u32),
+            ..Default::default()
+        };
+        match crate::transcoder::TranscoderThread::spawn(&self.info.name, settings, ctx.address().recipient()) {
+            Ok(thread) => {
+                info!(parent: &self.span, bitrate = settings.bitrate, "lower rendition started for a viewer on a slow link");
+                self.rendition = Some(Rendition { thread, fed: false, idle_since: None });
+                self.fanout.set_layers(2);
+                // Its decoder starts at a keyframe.
+                self.request_keyframe(ctx);
+            }
+            Err(e) => debug!(parent: &self.span, error = %e, "no lower rendition"),
+        }
+    }
+
+    fn layer_keyframe_wanted(&mut self, layer: u8, ctx: &mut Context<Self>) {
+        match self.rendition.as_mut() {
+            Some(r) if layer == 1 => r.thread.request_keyframe(),
+            _ => self.keyframe_wanted(ctx),
+        }
+    }
+
     /// The browser answers a PLI within a round trip: faster than decoding a held GOP.
     fn starts_from_gop(&self) -> bool {
         false
@@ -339,6 +410,23 @@ impl Source for Publisher {
 }
 
 crate::source_handlers!(Publisher);
+
+/// Frames of the lower rendition: layer 1 of the fan-out.
+impl Handler<crate::transcoder::Transcoded> for Publisher {
+    type Result = ();
+    fn handle(&mut self, crate::transcoder::Transcoded(frames): crate::transcoder::Transcoded, _: &mut Context<Self>) {
+        if self.rendition.is_none() || self.state != State::Live {
+            return;
+        }
+        for f in frames {
+            if self.fanout.forward_layer(1, f) {
+                if let Some(r) = self.rendition.as_mut() {
+                    r.thread.request_keyframe();
+                }
+            }
+        }
+    }
+}
 
 /// The session registered the stream: the publisher holds the registration from now on.
 #[derive(Message)]
