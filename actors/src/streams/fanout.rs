@@ -185,6 +185,8 @@ impl FanOut {
         }
         if let Some(l) = switch {
             tracing::debug!(sink = id, from = heading, to = l, bps, ?rates, "simulcast layer switch");
+            let direction = if l > heading { "down" } else { "up" };
+            crate::metrics::metrics().layer_switches.with_label_values(&[direction]).inc();
             s.target = if l == s.layer { None } else { Some(l) };
         }
         // No padding (a viewer on a thin link would pay for it in delay and loss): the

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The media metrics (see the module docs).
 pub struct MediaMetrics {
@@ -16,6 +16,11 @@ pub struct MediaMetrics {
     pub peer_failures: IntCounterVec,
     /// Keyframe requests (PLI) sent to publishing browsers.
     pub keyframe_requests: IntCounter,
+    /// Viewers moved to another simulcast layer (or rendition) by their bandwidth estimate:
+    /// `direction` up/down.
+    pub layer_switches: IntCounterVec,
+    /// Lower renditions being re-encoded for viewers on slow links.
+    pub lower_renditions: IntGauge,
 }
 
 static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| {
@@ -44,6 +49,19 @@ static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| {
             "Keyframe requests (PLI) sent to publishing browsers",
         )
         .expect("valid counter"),
+        layer_switches: IntCounterVec::new(
+            Opts::new(
+                "sluice_viewer_layer_switches_total",
+                "Viewers moved to another simulcast layer by their bandwidth estimate, by direction",
+            ),
+            &["direction"],
+        )
+        .expect("valid counter"),
+        lower_renditions: IntGauge::new(
+            "sluice_lower_renditions",
+            "Lower renditions re-encoded for viewers on slow links (streams without simulcast)",
+        )
+        .expect("valid gauge"),
     }
 });
 
@@ -58,7 +76,9 @@ impl MediaMetrics {
         r.register(Box::new(self.join_seconds.clone()))?;
         r.register(Box::new(self.snapshot_seconds.clone()))?;
         r.register(Box::new(self.peer_failures.clone()))?;
-        r.register(Box::new(self.keyframe_requests.clone()))
+        r.register(Box::new(self.keyframe_requests.clone()))?;
+        r.register(Box::new(self.layer_switches.clone()))?;
+        r.register(Box::new(self.lower_renditions.clone()))
     }
 
     /// A peer ended failed with WCS `info` (the reason label is bounded: three values).

@@ -86,6 +86,19 @@ struct Rendition {
     idle_since: Option<Instant>,
 }
 
+impl Rendition {
+    fn new(thread: crate::transcoder::TranscoderThread) -> Self {
+        crate::metrics::metrics().lower_renditions.inc();
+        Rendition { thread, fed: false, idle_since: None }
+    }
+}
+
+impl Drop for Rendition {
+    fn drop(&mut self) {
+        crate::metrics::metrics().lower_renditions.dec();
+    }
+}
+
 impl Publisher {
     pub fn new(
         link: PeerLink,
@@ -378,7 +391,7 @@ impl Source for Publisher {
         match crate::transcoder::TranscoderThread::spawn(&self.info.name, settings, ctx.address().recipient()) {
             Ok(thread) => {
                 info!(parent: &self.span, bitrate = settings.bitrate, "lower rendition started for a viewer on a slow link");
-                self.rendition = Some(Rendition { thread, fed: false, idle_since: None });
+                self.rendition = Some(Rendition::new(thread));
                 self.fanout.set_layers(2);
                 // Its decoder starts at a keyframe.
                 self.request_keyframe(ctx);
