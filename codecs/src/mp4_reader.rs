@@ -205,14 +205,26 @@ fn blank_unused_boxes(body: &mut [u8], depth: u32) {
         }
         if UNUSED_BOXES.contains(&&kind) {
             body[pos + 4..pos + 8].copy_from_slice(b"free");
-        } else if let Some(skip) = children_offset(&kind).filter(|_| depth < 12) {
-            if let Some(children) = body.get_mut(pos + header + skip..pos + size) {
+        } else if depth < 12 {
+            // Known containers, and any other box but the tables this reader reads: `mp4-atom`
+            // decodes boxes it knows wherever they are nested (a sample table inside `dinf`
+            // reached its `sgpd` decoder: fuzz/regressions/mp4_reader/). A body that is no run
+            // of boxes ends the walk at its first box that does not fit.
+            let skip = children_offset(&kind).or((!READ_LEAVES.contains(&&kind)).then_some(0));
+            if let Some(children) = skip.and_then(|skip| body.get_mut(pos + header + skip..pos + size)) {
                 blank_unused_boxes(children, depth + 1);
             }
         }
         pos += size;
     }
 }
+
+/// The boxes whose bodies this reader reads (tables and headers): never walked as containers,
+/// so their data is never mistaken for a box to blank.
+const READ_LEAVES: [&[u8; 4]; 22] = [
+    b"mvhd", b"tkhd", b"mdhd", b"hdlr", b"elst", b"stts", b"ctts", b"stss", b"stsc", b"stsz", b"stz2",
+    b"stco", b"co64", b"avcC", b"esds", b"dOps", b"mfhd", b"tfhd", b"tfdt", b"trun", b"trex", b"mdat",
+];
 
 /// Most samples one track may list: a sample takes at least a byte of the file, and no real
 /// file comes near 4 million samples a track (18 hours of 60 fps video). Sample counts are
