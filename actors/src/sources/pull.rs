@@ -556,7 +556,7 @@ impl PeerActor for PullSource {
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::KeyframeRequest | PeerEvent::Bandwidth(_) | PeerEvent::LayerStats(..) => {}
             // Our offer to the origin asks for no simulcast.
-            PeerEvent::LayerFrame(..) => {}
+            PeerEvent::LayerFrame(..) | PeerEvent::SimulcastRids(_) => {}
         }
     }
 

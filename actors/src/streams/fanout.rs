@@ -164,9 +164,12 @@ impl FanOut {
         let rates = self.layer_rates();
         let budget = (bps.saturating_sub(AUDIO_ALLOWANCE) as f64 * LAYER_FIT) as u64;
         tracing::trace!(sink = id, bps, ?rates, layer = ?self.sinks.get(&id).map(|s| (s.layer, s.target)), "viewer bandwidth");
-        if rates.len() == 1 {
-            // One quality: a viewer that cannot carry it wants a lower one made.
-            return LayerDecision { lower_wanted: rates[0] > budget, ..Default::default() };
+        if rates.len() == 1 && rates[0] > 0 {
+            // One quality: the estimator probes up to twice it (str0m paces what it sends to
+            // the estimate, so it must find what the link carries), and a viewer that cannot
+            // carry it wants a lower one made.
+            let goal = BandwidthGoal { minimum: 0, desired: 2 * rates[0] + AUDIO_ALLOWANCE };
+            return LayerDecision { goal: Some(goal), lower_wanted: rates[0] > budget, switch: None };
         }
         if rates.len() < 2 || rates.iter().any(|&r| r == 0) {
             return LayerDecision::default(); // no video yet, or a layer not measured yet

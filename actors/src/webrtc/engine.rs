@@ -326,6 +326,8 @@ pub enum PeerEvent {
     VideoStats(VideoStats),
     /// The peer's audio bytes so far (received from a publisher, sent to a viewer), as often.
     AudioBytes(u64),
+    /// The simulcast layers (`rid`s) a publisher's offer announced for its video.
+    SimulcastRids(Vec<String>),
     /// A frame of one simulcast layer from a publishing browser, with the layer's `rid`.
     LayerFrame(String, Frame),
     /// The video counters of one simulcast layer received (its `rid`).
@@ -412,7 +414,16 @@ impl Peer {
                         event(PeerEvent::Disconnected)
                     }
                     Event::MediaAdded(m) => match m.kind {
-                        MediaKind::Video if self.video_mid.is_none() => self.video_mid = Some(m.mid),
+                        MediaKind::Video if self.video_mid.is_none() => {
+                            self.video_mid = Some(m.mid);
+                            if let Some(sim) = m.simulcast {
+                                let layers = if sim.recv.is_empty() { sim.send } else { sim.recv };
+                                let rids = layers.iter().map(|l| l.rid.to_string()).collect::<Vec<_>>();
+                                if !rids.is_empty() {
+                                    event(PeerEvent::SimulcastRids(rids));
+                                }
+                            }
+                        }
                         MediaKind::Audio if self.audio_mid.is_none() => self.audio_mid = Some(m.mid),
                         _ => {}
                     },

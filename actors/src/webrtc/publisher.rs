@@ -36,6 +36,10 @@ use crate::video_rate::RateMeter;
 pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a requested keyframe is waited for before a new request may be sent for a joiner.
 pub const KEYFRAME_IN_FLIGHT: Duration = Duration::from_millis(500);
+/// How long a simulcast publisher's layers may take to all show up before its video goes out
+/// anyway (ranked by what came): the best layer must be known before recordings, snapshots and
+/// viewers start on it.
+pub const SIMULCAST_SETTLE: Duration = Duration::from_secs(2);
 /// A lower rendition nobody has watched for this long is stopped.
 pub const RENDITION_IDLE: Duration = Duration::from_secs(15);
 /// The lower rendition's bitrate, as a share of the stream's.
@@ -72,6 +76,17 @@ pub struct Publisher {
     /// Simulcast: each layer's `rid` and picture area (from its keyframes), best first; a
     /// layer's index here is its layer in the fan-out.
     layers: Vec<(String, u32)>,
+    /// The layers the offer announced, and until when their first keyframes are waited for
+    /// (None: not started, or settled).
+    announced: Vec<String>,
+    settle_until: Option<Instant>,
+    settled: bool,
+    /// Each simulcast layer counts RTP time from its own origin: every layer's times are moved
+    /// onto the first layer's timeline (by arrival), so that a recording, a push or HLS that
+    /// moves to another layer sees time go on. The first frame's time and arrival, and each
+    /// layer's shift.
+    timeline: Option<(u64, Instant)>,
+    shifts: Vec<(String, u64)>,
     /// Without simulcast: a lower rendition (re-encoded at a lower bitrate, off the arbiter),
     /// made while a viewer's link cannot carry the stream. It is layer 1 of the fan-out.
     rendition: Option<Rendition>,
@@ -122,6 +137,11 @@ impl Publisher {
             keyframe_request_deferred: false,
             keyframe_in_flight: false,
             layers: Vec::new(),
+            announced: Vec::new(),
+            settle_until: None,
+            settled: false,
+            timeline: None,
+            shifts: Vec::new(),
             rendition: None,
             span,
         }
@@ -161,33 +181,61 @@ impl Publisher {
         Value::Object(obj)
     }
 
-    /// A frame of the simulcast layer `rid`: its layer is its rank by picture size among the
-    /// layers seen. A layer is known from its first keyframe on; should the ranking change
-    /// (a bigger layer shows up late), every sink waits for a fresh keyframe of its layer.
-    fn layer_frame(&mut self, rid: String, f: crate::media::Frame, ctx: &mut Context<Self>) {
+    /// A frame of the simulcast layer `rid`: its layer is its rank by the largest picture it
+    /// has sent among the layers seen (a layer the browser scales down for a while keeps its
+    /// rank). A layer is known from its first keyframe on. Video goes out once every announced
+    /// layer is known or [`SIMULCAST_SETTLE`] has passed; should the ranking change after
+    /// that (a layer the browser held back shows up), every sink waits for a fresh keyframe.
+    fn layer_frame(&mut self, rid: String, mut f: crate::media::Frame, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        f.rtp_time = f.rtp_time.wrapping_add(self.layer_shift(&rid, &f));
+        let settle_until = *self.settle_until.get_or_insert(now + SIMULCAST_SETTLE);
         if let Some((w, h)) = f.dimensions() {
             let area = w * h;
             let before: Vec<String> = self.layers.iter().map(|(r, _)| r.clone()).collect();
             let full = self.layers.len() >= crate::fanout::MAX_LAYERS;
             match self.layers.iter_mut().find(|(r, _)| *r == rid) {
-                Some(l) => l.1 = area,
+                Some(l) => l.1 = l.1.max(area),
                 None if !full => self.layers.push((rid.clone(), area)),
                 None => return,
             }
             self.layers.sort_by(|a, b| b.1.cmp(&a.1));
-            if self.layers.iter().map(|(r, _)| r).ne(before.iter()) {
-                debug!(parent: &self.span, layers = ?self.layers, "simulcast layers");
+            if self.settled && self.layers.iter().map(|(r, _)| r).ne(before.iter()) {
+                debug!(parent: &self.span, layers = ?self.layers, "simulcast layers changed");
                 self.fanout.set_layers(self.layers.len());
-                if !before.is_empty() {
-                    self.fanout.lost_frame();
-                    self.request_keyframe(ctx);
-                }
+                self.fanout.lost_frame();
+                self.request_keyframe(ctx);
             }
+        }
+        if !self.settled {
+            let all = !self.announced.is_empty() && self.announced.iter().all(|a| self.layers.iter().any(|(r, _)| r == a));
+            if !(all || now >= settle_until) || self.layers.is_empty() {
+                return;
+            }
+            self.settled = true;
+            debug!(parent: &self.span, layers = ?self.layers, announced = ?self.announced, "simulcast layers");
+            self.fanout.set_layers(self.layers.len());
+            // Every layer's next frames start from a keyframe.
+            self.request_keyframe(ctx);
         }
         let Some(layer) = self.layers.iter().position(|(r, _)| *r == rid) else {
             return; // no keyframe of this layer yet: nothing could decode it
         };
         self.frame(layer as u8, f, ctx);
+    }
+
+    /// How far layer `rid`'s RTP times move onto the stream's timeline (see `timeline`).
+    fn layer_shift(&mut self, rid: &str, f: &crate::media::Frame) -> u64 {
+        if let Some((_, shift)) = self.shifts.iter().find(|(r, _)| r == rid) {
+            return *shift;
+        }
+        let (t0, at0) = *self.timeline.get_or_insert((f.rtp_time, f.captured));
+        let since = f.captured.saturating_duration_since(at0).as_micros() as u64 * 9 / 100;
+        let shift = t0.wrapping_add(since).wrapping_sub(f.rtp_time);
+        if self.shifts.len() < crate::fanout::MAX_LAYERS {
+            self.shifts.push((rid.to_string(), shift));
+        }
+        shift
     }
 
     /// A frame of layer `layer` (0: the best, or the only one) to the fan-out.
@@ -298,6 +346,7 @@ impl PeerActor for Publisher {
             }
             PeerEvent::Frame(f) => self.frame(0, f, ctx),
             PeerEvent::LayerFrame(rid, f) => self.layer_frame(rid, f, ctx),
+            PeerEvent::SimulcastRids(rids) => self.announced = rids,
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::KeyframeRequest => {}
             PeerEvent::AudioBytes(b) => self.meter.audio(b, Instant::now()),

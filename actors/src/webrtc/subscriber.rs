@@ -232,7 +232,7 @@ impl PeerActor for Subscriber {
                 let (w, h) = self.size;
                 if let Some(mut rate) = self.meter.sample(s, std::time::Instant::now(), w, h) {
                     rate.bandwidth_estimate = Some(self.bandwidth).filter(|&b| b > 0);
-                    rate.layer = self.layer.filter(|_| self.goal.is_some());
+                    rate.layer = self.layer;
                     self.registry.update(&self.info.media_session_id, |i| i.metrics = Some(rate));
                     let id = self.info.media_session_id.clone();
                     self.rates.do_send(VideoRateNotice { media_session_id: id, inbound: false, rate });
@@ -245,7 +245,11 @@ impl PeerActor for Subscriber {
                 }
             }
             // A viewer sends no media we use.
-            PeerEvent::Frame(_) | PeerEvent::LayerFrame(..) | PeerEvent::LayerStats(..) | PeerEvent::BadFrame(_) => {}
+            PeerEvent::Frame(_)
+            | PeerEvent::LayerFrame(..)
+            | PeerEvent::LayerStats(..)
+            | PeerEvent::SimulcastRids(_)
+            | PeerEvent::BadFrame(_) => {}
         }
     }
 

@@ -58,7 +58,7 @@ pub struct VideoRate {
     /// A viewer's send-side bandwidth estimate, bit/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bandwidth_estimate: Option<u64>,
-    /// The simulcast layer a viewer gets (0 the best), when the stream has layers.
+    /// The layer a viewer gets: 0 the best (or only) one, 1 and up the smaller simulcast layers or the lower rendition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<u8>,
 }
