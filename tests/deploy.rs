@@ -128,6 +128,24 @@ fn compose_file(file: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     c.output().expect("docker-compose runs")
 }
 
+/// The ports a normalized compose file (or one service's part of it) publishes, as
+/// `port/proto`, each asserted to be published on the same number inside and out.
+fn published_ports(yaml: &str, service: &str) -> Vec<String> {
+    let mut published = Vec::new();
+    let (mut proto, mut port) = (String::new(), String::new());
+    for line in yaml.lines().map(str::trim) {
+        if let Some(p) = line.strip_prefix("- protocol: ") {
+            proto = p.to_string();
+        } else if let Some(p) = line.strip_prefix("published: ") {
+            port = p.trim_matches('\'').to_string();
+        } else if let Some(t) = line.strip_prefix("target: ") {
+            assert_eq!(port, t, "{service}: published on the same number inside and out: {line}");
+            published.push(format!("{port}/{proto}"));
+        }
+    }
+    published
+}
+
 #[test]
 fn compose_file_validates_offline() {
     if !have("docker-compose") {
@@ -144,18 +162,7 @@ fn compose_file_validates_offline() {
     // The normalized file: every port published on the same number, the address passed on.
     let o = compose(&ip, &["config"]);
     let yaml = String::from_utf8_lossy(&o.stdout).to_string();
-    let mut published = Vec::new();
-    let (mut proto, mut port) = (String::new(), String::new());
-    for line in yaml.lines().map(str::trim) {
-        if let Some(p) = line.strip_prefix("- protocol: ") {
-            proto = p.to_string();
-        } else if let Some(p) = line.strip_prefix("published: ") {
-            port = p.trim_matches('\'').to_string();
-        } else if let Some(t) = line.strip_prefix("target: ") {
-            assert_eq!(port, t, "published on the same number inside and out: {line}");
-            published.push(format!("{port}/{proto}"));
-        }
-    }
+    let published = published_ports(&yaml, "sluice");
     for p in PORTS {
         assert!(published.iter().any(|x| x == p), "{p} not published: {published:?}");
     }
@@ -236,17 +243,7 @@ fn cluster_compose_file_validates_offline() {
     assert_eq!(services.keys().collect::<Vec<_>>(), ["edge1", "edge2", "origin", "redis"], "{yaml}");
     let mut taken: Vec<String> = Vec::new();
     for (name, block) in &services {
-        let (mut proto, mut port, mut published) = (String::new(), String::new(), Vec::new());
-        for line in block.lines() {
-            if let Some(p) = line.strip_prefix("- protocol: ") {
-                proto = p.to_string();
-            } else if let Some(p) = line.strip_prefix("published: ") {
-                port = p.trim_matches('\'').to_string();
-            } else if let Some(t) = line.strip_prefix("target: ") {
-                assert_eq!(port, t, "{name}: published on the same number inside and out");
-                published.push(format!("{port}/{proto}"));
-            }
-        }
+        let published = published_ports(block, name);
         if name == "redis" {
             assert!(published.is_empty(), "Redis must not be published: {published:?}");
             continue;

@@ -20,11 +20,8 @@
 # in tests/, chromium.
 set -uo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-bin="${SLUICE_BIN:-$repo/target/debug/sluice}"
-case "$bin" in /*) ;; *) bin="$repo/$bin" ;; esac
-die() { echo "cluster topology: $*" >&2; exit 2; }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
+TOPO_LABEL="cluster topology"
+. "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 command -v redis-server >/dev/null || die "redis-server not found: apt-get install redis-server"
 command -v node >/dev/null || die "node not found"
 [ -x "$bin" ] || die "server binary $bin not found: build it (or set SLUICE_BIN)"

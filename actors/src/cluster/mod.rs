@@ -165,6 +165,8 @@ pub struct Cluster {
     arbiter: ArbiterHandle,
     /// Names published here and claimed (or to be claimed) in Redis, by media session id.
     claims: DashMap<String, String>,
+    /// Claims another node holds since a Redis outage (warned about once).
+    conflicts: DashMap<String, ()>,
     edges: DashMap<String, Edge>,
     nodes: Mutex<Vec<NodeRecord>>,
     link: Mutex<Link>,
@@ -224,6 +226,7 @@ impl Cluster {
             socket,
             arbiter,
             claims: DashMap::new(),
+            conflicts: DashMap::new(),
             edges: DashMap::new(),
             nodes: Mutex::new(Vec::new()),
             link: Mutex::new(Link::default()),
@@ -320,9 +323,12 @@ impl Cluster {
         let claims: Vec<(String, String)> =
             self.claims.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
         for (name, id) in claims {
-            if !store.claim(&name, &record.id, NODE_TTL).await? {
+            if store.claim(&name, &record.id, NODE_TTL).await? {
+                self.conflicts.remove(&name);
+            } else if self.conflicts.insert(name.clone(), ()).is_none() {
                 // Another node took the name while Redis did not hear from us (an outage): the
-                // local stream goes on; the other node's viewers see the other stream.
+                // local stream goes on; the other node's viewers see the other stream. Logged
+                // once; the claim is retried every tick.
                 warn!(stream = %name, media_session_id = %id, "stream is also published on another node");
             }
         }
@@ -373,6 +379,7 @@ impl Cluster {
 
     fn on_released(self: &Arc<Self>, name: &str, id: &str) {
         self.edges.remove(name);
+        self.conflicts.remove(name);
         if self.claims.remove_if(name, |_, v| v == id).is_none() {
             return;
         }
