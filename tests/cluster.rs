@@ -177,11 +177,28 @@ fn a_stream_published_on_one_node_plays_on_every_node_and_survives_its_origin() 
         b.rest("/rest-api/cluster/nodes", None).1.as_array().map(Vec::len) == Some(2)
     });
     let mut bws = Wcs::connect(&b);
-    let (_id, _republisher) = publish(&mut bws, "cam", Video::H264);
+    let (republish_id, _republisher) = publish(&mut bws, "cam", Video::H264);
     let mut vc2 = Wcs::connect(&c);
-    let (_idc2, pc2) = play(&mut vc2, "cam");
+    let (idc2, pc2) = play(&mut vc2, "cam");
     wait_video(&pc2, "C, from the republish on B");
     assert_eq!(viewers_of(&b, "cam"), 1, "C pulls from B now");
+
+    // terminate works cluster-wide: asked on C, B stops its publisher, C's viewer stops.
+    let (code, v) = c.rest("/rest-api/cluster/terminate", Some(&json!({ "streamName": "cam" }).to_string()));
+    assert_eq!((code, v["node"].as_str()), (200, Some(format!("127.0.0.1:{}", b.ws).as_str())), "{v}");
+    let st = bws.status(&republish_id);
+    assert_eq!(
+        (st["status"].as_str(), st["info"].as_str()),
+        (Some("UNPUBLISHED"), Some("Stopped by rest /terminate")),
+        "{st}"
+    );
+    let st = vc2.status(&idc2);
+    assert_eq!(st["status"], "STOPPED", "{st}");
+    let (code, _) = c.rest("/rest-api/cluster/terminate", Some(&json!({ "streamName": "cam" }).to_string()));
+    wait_for("the claim to go", STEP, || cluster_streams(&c) == json!([]));
+    assert!(code == 200 || code == 404, "{code}");
+    let (code, _) = c.rest("/rest-api/cluster/terminate", Some(&json!({ "streamName": "cam" }).to_string()));
+    assert_eq!(code, 404, "nothing left to terminate");
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //!   `{"node": {...}, "origin": "<node id>" | null}`; 404 when no node is known.
 //! - `streams`: every stream published in the cluster, `[{"streamName", "node"}]` (a
 //!   cluster-wide `find_all`); 502 when Redis cannot be read.
+//! - `terminate {"streamName"}`: the node that publishes it stops it (another node within a
+//!   second): 200 `{"node"}`, 404 when no node publishes it, 502 when Redis cannot be read.
 //!
 //! A node that is not in a cluster answers 404 to all three.
 
@@ -50,8 +52,17 @@ async fn streams(core: web::Data<Arc<Core>>) -> ApiResult {
     Ok(HttpResponse::Ok().json(v))
 }
 
+async fn terminate(core: web::Data<Arc<Core>>, Body(b): Body<NodeQuery>) -> ApiResult {
+    let name = b.stream_name.filter(|n| !n.is_empty()).ok_or(ApiError::NoSelector("streamName"))?;
+    match cluster(&core)?.terminate(&name).await.map_err(|e| ApiError::ClusterStore(e.to_string()))? {
+        Some(node) => Ok(HttpResponse::Ok().json(json!({ "node": node }))),
+        None => Err(ApiError::StreamNotFound(name)),
+    }
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(method("/cluster/nodes", nodes))
         .service(method("/cluster/node", node))
-        .service(method("/cluster/streams", streams));
+        .service(method("/cluster/streams", streams))
+        .service(method("/cluster/terminate", terminate));
 }

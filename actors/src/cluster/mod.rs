@@ -9,7 +9,8 @@
 //! - refreshes the claims of the streams published here (so they expire with the node), and
 //!   re-makes them after Redis restarted;
 //! - reads every node's record (for `/rest-api/cluster/nodes` and the least-loaded answer);
-//! - drops the edge pulls nobody has watched for [`EDGE_IDLE`].
+//! - drops the edge pulls nobody has watched for [`EDGE_IDLE`];
+//! - runs the commands other nodes queued for it (a cluster-wide `terminate`).
 //!
 //! ## Names are unique cluster-wide
 //! The registry tells the cluster of each name claimed and released here
@@ -68,6 +69,8 @@ pub const EDGE_IDLE: Duration = Duration::from_secs(5);
 pub const PULL_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// The `aud` claim of node-to-node tokens (a viewer's token can never pass for one).
 pub const CLUSTER_AUDIENCE: &str = "sluice-cluster";
+/// The command that asks a node to stop a stream it publishes (`/rest-api/cluster/terminate`).
+const TERMINATE: &str = "terminate ";
 /// How often a viewer that joins a pull another viewer started checks whether it plays.
 const JOIN_POLL: Duration = Duration::from_millis(50);
 
@@ -332,11 +335,40 @@ impl Cluster {
                 warn!(stream = %name, media_session_id = %id, "stream is also published on another node");
             }
         }
+        for cmd in store.take_commands(&record.id).await? {
+            self.run_command(&cmd);
+        }
         let mut nodes: Vec<NodeRecord> =
             store.nodes().await?.iter().filter_map(|t| serde_json::from_str(t).ok()).collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) = nodes;
         Ok(())
+    }
+
+    /// A command another node queued for this one.
+    fn run_command(&self, cmd: &str) {
+        match cmd.strip_prefix(TERMINATE) {
+            Some(name) => {
+                let f = Filter { name: Some(name.to_string()), published: Some(true), ..Default::default() };
+                let n = self.registry.terminate(&f, wcs::STOPPED_BY_REST_TERMINATE);
+                info!(stream = %name, stopped = n, "terminated at another node's request");
+            }
+            None => warn!(command = %cmd, "unknown cluster command ignored"),
+        }
+    }
+
+    /// `terminate` of a stream published anywhere in the cluster: the node that publishes it
+    /// stops it (within a tick when it is another node). Answers that node's id, `None` when
+    /// no node publishes `name`.
+    pub async fn terminate(&self, name: &str) -> Result<Option<String>, redis::StoreError> {
+        let store = self.store().ok_or_else(|| redis::StoreError("not started".into()))?;
+        let Some(owner) = store.owner(name).await? else { return Ok(None) };
+        if owner == self.node_id() {
+            self.run_command(&format!("{TERMINATE}{name}"));
+        } else {
+            store.send_command(&owner, &format!("{TERMINATE}{name}")).await?;
+        }
+        Ok(Some(owner))
     }
 
     fn set_link(&self, res: Result<(), redis::StoreError>) {

@@ -8,6 +8,9 @@
 //!   refreshed by its node. Claimed with one Lua script ([`CLAIM`]), so two nodes racing for
 //!   a name cannot both win.
 //!
+//! - `sluice:commands:<id>`: a list of commands for node `<id>` (`terminate <name>`), drained by
+//!   that node every tick, gone after [`COMMAND_TTL`] if its node is gone.
+//!
 //! Every call is bounded by [`CALL_TIMEOUT`]: a Redis that is down or slow makes calls fail
 //! fast; nothing here blocks a thread.
 
@@ -19,6 +22,10 @@ use redis::AsyncCommands;
 /// The longest any one Redis call may take before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 const PREFIX: &str = "sluice:";
+/// How long commands for a node wait for it.
+pub const COMMAND_TTL: Duration = Duration::from_secs(10);
+/// Commands a node takes per tick.
+const COMMANDS_PER_TICK: usize = 100;
 
 /// Claim (or refresh) `KEYS[1]` for node `ARGV[1]` for `ARGV[2]` ms: free, already ours, or
 /// held by a node whose own key expired (it died) → ours, 1; held by a live node → 0.
@@ -139,6 +146,27 @@ impl Store {
     pub async fn owner(&self, name: &str) -> Result<Option<String>, StoreError> {
         let mut c = self.con.clone();
         bounded(c.get(Self::stream_key(name))).await
+    }
+
+    /// Queue `command` for node `node`.
+    pub async fn send_command(&self, node: &str, command: &str) -> Result<(), StoreError> {
+        let mut c = self.con.clone();
+        let key = format!("{PREFIX}commands:{node}");
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .rpush(key.as_str(), command)
+            .ignore()
+            .pexpire(key.as_str(), COMMAND_TTL.as_millis() as i64)
+            .ignore();
+        bounded(pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// Take the commands queued for `node` (oldest first).
+    pub async fn take_commands(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.con.clone();
+        let n = std::num::NonZeroUsize::new(COMMANDS_PER_TICK);
+        let v: Option<Vec<String>> = bounded(c.lpop(format!("{PREFIX}commands:{node}"), n)).await?;
+        Ok(v.unwrap_or_default())
     }
 
     /// Every claimed stream: `(name, node id)`.
