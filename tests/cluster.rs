@@ -3,7 +3,8 @@
 //! one edge pull each, frames intact; names are unique across nodes; the origin's death stops
 //! the edges' viewers and frees the name for a republish on another node; a Redis restart
 //! keeps local streams and the nodes re-register; an edge drops its pull after its last viewer;
-//! a node with the wrong cluster secret cannot pull from an origin with access control.
+//! a node with the wrong cluster secret cannot pull from an origin with access control; a REST
+//! snapshot on one node pictures a stream of another; terminate works across nodes.
 //! The browser version across three network namespaces is tests/topology/cluster.spec.mjs.
 
 mod common;
@@ -297,4 +298,34 @@ fn edge_pulls_carry_the_cluster_secret_through_access_control() {
     let st = remote_sdp_or_status(&mut ws, &id).expect_err("no stream through the stranger");
     assert_eq!(st["info"], "Stream not found", "{st}");
     assert!(refused(&a) > before, "A refused the stranger's token");
+}
+
+#[test]
+fn a_snapshot_asked_on_any_node_pictures_a_stream_of_another() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let src = "testsrc=size=320x240:rate=30";
+    let args: Vec<&str> = ["-f", "lavfi", "-i", src, "-t", "10"]
+        .into_iter()
+        .chain(X264_BASELINE.iter().copied())
+        .chain(["-x264-params", "aud=1", "-f", "h264"])
+        .collect();
+    let data = std::fs::read(ffmpeg(&args, "cluster-testsrc-320x240-10.h264")).expect("clip");
+    let mut ws = Wcs::connect(&a);
+    let (_id, _peer) = publish_clip(&mut ws, "pictured", Clip::from_annexb(&data, 300));
+    let (code, body) =
+        b.rest("/rest-api/stream/snapshot", Some(&json!({ "streamName": "pictured" }).to_string()));
+    assert_eq!(code, 200, "{body}");
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        body["data"].as_str().unwrap_or(""),
+    )
+    .expect("base64");
+    let img = image::load_from_memory(&png).expect("a PNG");
+    assert_eq!((img.width(), img.height()), (320, 240));
+    assert_eq!(health_cluster(&b)["edges"], 1, "pictured through an edge pull");
+    let (code, _) =
+        b.rest("/rest-api/stream/snapshot", Some(&json!({ "streamName": "nowhere" }).to_string()));
+    assert_eq!(code, 404);
 }
