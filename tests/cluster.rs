@@ -142,6 +142,11 @@ fn a_stream_published_on_one_node_plays_on_every_node_and_survives_its_origin() 
             n["id"] == format!("127.0.0.1:{}", b.ws) && n["edges"] == json!(["cam"]) && n["viewers"] == 2
         })
     });
+    // Viewers now: A 2 (the pulls), B 2, C 1: C is where a new viewer should go.
+    let c_id = format!("127.0.0.1:{}", c.ws);
+    wait_for("C as the least loaded node", STEP, || {
+        a.rest("/rest-api/cluster/node?streamName=cam", None).1["node"]["id"] == c_id.as_str()
+    });
     let (code, best) = a.rest("/rest-api/cluster/node?streamName=cam", None);
     assert_eq!(code, 200, "{best}");
     assert_eq!(best["origin"], a_id.as_str(), "{best}");
