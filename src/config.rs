@@ -239,6 +239,18 @@ pub struct Cli {
     /// Leave the stream name out of /metrics labels (per-stream series are unbounded)
     #[arg(long, env = "SLUICE_NO_METRICS_STREAM_NAMES")]
     pub no_metrics_stream_names: bool,
+    /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).
+    /// Names are then unique across the cluster and a stream published on any node plays on
+    /// every node (see README "Cluster") [default: off, a single node]
+    #[arg(long, env = "SLUICE_CLUSTER_REDIS", value_name = "URL", hide_env_values = true)]
+    pub cluster_redis: Option<String>,
+    /// The secret every node of the cluster shares (at least 16 characters): signs the tokens
+    /// of node-to-node pulls
+    #[arg(long, env = "SLUICE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// This node's id in the cluster [default: <first public ip>:<ws port>]
+    #[arg(long, env = "SLUICE_CLUSTER_NODE_ID")]
+    pub cluster_node_id: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -347,6 +359,9 @@ pub struct FileConfig {
     pub max_viewers_per_stream: Option<usize>,
     pub max_messages_per_sec: Option<u32>,
     pub no_metrics_stream_names: Option<bool>,
+    pub cluster_redis: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub cluster_node_id: Option<String>,
 }
 
 /// A file setting that takes one value or a list (`public_ip = "a"` or `["a", "b"]`).
@@ -418,6 +433,8 @@ pub struct Config {
     pub limits: LimitConfig,
     /// Stream names as /metrics labels.
     pub metrics_stream_names: bool,
+    /// The cluster this node joins; None: a single node.
+    pub cluster: Option<sluice_actors::cluster::ClusterConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -426,6 +443,8 @@ pub enum ConfigError {
     Read(PathBuf, std::io::Error),
     #[error("invalid config file {0}: {1}")]
     Parse(PathBuf, toml::de::Error),
+    #[error(transparent)]
+    Cluster(#[from] sluice_actors::cluster::ClusterSetupError),
 }
 
 impl Config {
@@ -457,7 +476,20 @@ impl Config {
             https_port: cli.https_port.or(file.https_port).unwrap_or(8888),
             rest_https_port: cli.rest_https_port.or(file.rest_https_port).unwrap_or(8444),
         });
+        let cluster = match cli.cluster_redis.take().or(file.cluster_redis.take()) {
+            Some(redis_url) => {
+                let c = sluice_actors::cluster::ClusterConfig {
+                    redis_url,
+                    secret: cli.cluster_secret.take().or(file.cluster_secret.take()).unwrap_or_default(),
+                    node_id: cli.cluster_node_id.take().or(file.cluster_node_id.take()),
+                };
+                c.check()?;
+                Some(c)
+            }
+            None => None,
+        };
         let auth = AuthConfig {
+            cluster_secret: cluster.as_ref().map(|c| c.secret.clone()),
             jwt_secret: cli.jwt_secret.take().or(file.jwt_secret.take()),
             jwks_url: cli.jwks_url.take().or(file.jwks_url.take()),
             jwks_refresh: Duration::from_secs(cli.jwks_refresh.or(file.jwks_refresh).unwrap_or(300)),
@@ -494,6 +526,7 @@ impl Config {
                 .unwrap_or(d.messages_per_sec),
         };
         Ok(Config {
+            cluster,
             auth,
             limits,
             metrics_stream_names: !(cli.no_metrics_stream_names

@@ -198,7 +198,20 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         socket.clone(),
         cfg.media_candidates(media_port),
     );
+    // The cluster (--cluster-redis): its Redis loop on an arbiter of its own.
+    let cluster_arbiter = actix::Arbiter::new();
+    let cluster = cfg.cluster.clone().map(|c| {
+        sluice_actors::cluster::Cluster::new(
+            c,
+            registry.clone(),
+            pulls.clone(),
+            socket.clone(),
+            cluster_arbiter.handle(),
+            Box::new(|| rest::metrics::process_stats().0),
+        )
+    });
     let core = Arc::new(Core {
+        cluster: cluster.clone(),
         auth,
         limits: Arc::new(sluice_actors::limits::Limits::new(cfg.limits)),
         registry,
@@ -365,6 +378,17 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     if let Some(w) = cfg.public_ip_warning() {
         warn!("{w}");
     }
+    if let Some(c) = &cluster {
+        c.announce(sluice_actors::cluster::NodeAddress {
+            public_ip: cfg.public_ip(),
+            ws_port,
+            wss_port,
+            rest_port,
+            http_port,
+            https_port,
+            media_port,
+        });
+    }
     if let Some((_, tls)) = &tls {
         info!(cert = %tls.source.cert.display(), self_signed = tls.source.self_signed, "https and wss on");
     }
@@ -419,6 +443,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let servers = futures_util::future::try_join4(ws_server, rest_server, web_server, hls_done);
     let res = servers.await.map(|_| ());
     hls_arbiter.stop();
+    cluster_arbiter.stop();
     media_arbiter.stop();
     for a in &viewer_arbiters {
         a.stop();

@@ -116,12 +116,34 @@ fn image_env() -> BTreeMap<String, String> {
 }
 
 fn compose(env: &[(&str, &str)], args: &[&str]) -> Output {
+    compose_file("docker-compose.yml", env, args)
+}
+
+fn compose_file(file: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = Command::new("docker-compose");
-    c.arg("-f").arg(deploy("docker-compose.yml")).args(args).env_remove("SLUICE_PUBLIC_IP");
+    c.arg("-f").arg(deploy(file)).args(args).env_remove("SLUICE_PUBLIC_IP").env_remove("SLUICE_CLUSTER_SECRET");
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().expect("docker-compose runs")
+}
+
+/// The ports a normalized compose file (or one service's part of it) publishes, as
+/// `port/proto`, each asserted to be published on the same number inside and out.
+fn published_ports(yaml: &str, service: &str) -> Vec<String> {
+    let mut published = Vec::new();
+    let (mut proto, mut port) = (String::new(), String::new());
+    for line in yaml.lines().map(str::trim) {
+        if let Some(p) = line.strip_prefix("- protocol: ") {
+            proto = p.to_string();
+        } else if let Some(p) = line.strip_prefix("published: ") {
+            port = p.trim_matches('\'').to_string();
+        } else if let Some(t) = line.strip_prefix("target: ") {
+            assert_eq!(port, t, "{service}: published on the same number inside and out: {line}");
+            published.push(format!("{port}/{proto}"));
+        }
+    }
+    published
 }
 
 #[test]
@@ -140,18 +162,7 @@ fn compose_file_validates_offline() {
     // The normalized file: every port published on the same number, the address passed on.
     let o = compose(&ip, &["config"]);
     let yaml = String::from_utf8_lossy(&o.stdout).to_string();
-    let mut published = Vec::new();
-    let (mut proto, mut port) = (String::new(), String::new());
-    for line in yaml.lines().map(str::trim) {
-        if let Some(p) = line.strip_prefix("- protocol: ") {
-            proto = p.to_string();
-        } else if let Some(p) = line.strip_prefix("published: ") {
-            port = p.trim_matches('\'').to_string();
-        } else if let Some(t) = line.strip_prefix("target: ") {
-            assert_eq!(port, t, "published on the same number inside and out: {line}");
-            published.push(format!("{port}/{proto}"));
-        }
-    }
+    let published = published_ports(&yaml, "sluice");
     for p in PORTS {
         assert!(published.iter().any(|x| x == p), "{p} not published: {published:?}");
     }
@@ -196,6 +207,69 @@ fn compose_file_validates_offline() {
         &format!("- /srv/sluice/certs:{CERTS_DIR}:ro"),
     ] {
         assert!(yaml.contains(want), "no {want:?} in:\n{yaml}");
+    }
+}
+
+/// The cluster compose file (origin, two edges, Redis): valid offline, refuses to start without
+/// the public address or the cluster secret, every node on the one Redis with the secret, each
+/// port published on the same number inside and out and on no two services, Redis on none.
+#[test]
+fn cluster_compose_file_validates_offline() {
+    if !have("docker-compose") {
+        return;
+    }
+    let env = [("SLUICE_PUBLIC_IP", "203.0.113.10"), ("SLUICE_CLUSTER_SECRET", "0123456789abcdef-secret")];
+    let o = compose_file("docker-compose.cluster.yml", &env, &["config"]);
+    assert!(o.status.success(), "docker-compose config: {}", text(&o));
+    for missing in ["SLUICE_PUBLIC_IP", "SLUICE_CLUSTER_SECRET"] {
+        let partial: Vec<(&str, &str)> = env.iter().copied().filter(|(k, _)| *k != missing).collect();
+        let o = compose_file("docker-compose.cluster.yml", &partial, &["config", "-q"]);
+        assert!(!o.status.success() && text(&o).contains(missing), "without {missing}: {}", text(&o));
+    }
+    let yaml = String::from_utf8_lossy(&o.stdout).to_string();
+    // Each service's block of the normalized file.
+    let mut services: BTreeMap<String, String> = BTreeMap::new();
+    let mut current = None;
+    for line in yaml.lines().skip_while(|l| *l != "services:").skip(1) {
+        if !line.is_empty() && !line.starts_with(' ') {
+            break;
+        }
+        if line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':') {
+            current = Some(line.trim().trim_end_matches(':').to_string());
+        } else if let Some(c) = &current {
+            services.entry(c.clone()).or_default().push_str(&format!("{}\n", line.trim()));
+        }
+    }
+    assert_eq!(services.keys().collect::<Vec<_>>(), ["edge1", "edge2", "origin", "redis"], "{yaml}");
+    let mut taken: Vec<String> = Vec::new();
+    for (name, block) in &services {
+        let published = published_ports(block, name);
+        if name == "redis" {
+            assert!(published.is_empty(), "Redis must not be published: {published:?}");
+            continue;
+        }
+        for want in ["SLUICE_CLUSTER_REDIS: redis://redis:6379/", "SLUICE_CLUSTER_SECRET: 0123456789abcdef-secret",
+                     "SLUICE_PUBLIC_IP: 203.0.113.10", "- --health-check"] {
+            assert!(block.contains(want), "{name}: no {want:?} in\n{block}");
+        }
+        // What a node needs: wss and ws signalling, https and http REST, https pages, media
+        // over UDP and TCP on its configured numbers.
+        let port_of = |key: &str, default: &str| {
+            block.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap_or(default).trim_matches('\'').to_string()
+        };
+        for (key, default, proto) in [
+            ("SLUICE_WSS_PORT", "8443", "tcp"), ("SLUICE_WS_PORT", "8080", "tcp"),
+            ("SLUICE_REST_HTTPS_PORT", "8444", "tcp"), ("SLUICE_REST_PORT", "8081", "tcp"),
+            ("SLUICE_HTTPS_PORT", "8888", "tcp"), ("SLUICE_MEDIA_PORT", "31000", "udp"),
+            ("SLUICE_MEDIA_PORT", "31000", "tcp"),
+        ] {
+            let p = format!("{}/{proto}", port_of(key, default));
+            assert!(published.contains(&p), "{name}: {key} {p} not published: {published:?}");
+        }
+        for p in published {
+            assert!(!taken.contains(&p), "{name}: {p} published twice on the host");
+            taken.push(p);
+        }
     }
 }
 

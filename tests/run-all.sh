@@ -21,6 +21,8 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 # Prometheus scrapes /metrics in tests/browser/metrics.spec.mjs (promtool checks the format).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# A real Redis for the cluster (tests/cluster.rs, tests/topology/cluster.sh; the daemon is not started).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # nginx with the RTMP module: the RTMP server tests/rtmp_push.rs re-publishes to.
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx libnginx-mod-rtmp)
 # The test IP camera of tests/rtsp.rs: GStreamer's RTSP server from Python (H.264 + AAC).
@@ -81,4 +83,7 @@ SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/run.sh
 
 echo "== slow viewers: simulcast and bandwidth estimation, viewers behind tc limits (namespaces)"
 SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/slow-viewers/run.sh
+
+echo "== cluster topology: three nodes in three network namespaces on a bridge, redis-server, Chromium"
+SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/cluster.sh
 echo "== all tests passed"

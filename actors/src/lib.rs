@@ -119,6 +119,8 @@ pub mod push {
 pub mod recording {
     pub mod recorder;
 }
+/// Many nodes as one service on Redis: node records, cluster-wide names, edge pulls.
+pub mod cluster;
 pub mod error;
 pub mod hls;
 pub mod shutdown;
@@ -198,4 +200,6 @@ pub struct Core {
     pub shutdown: shutdown::Shutdown,
     /// WHIP and WHEP sessions by resource id ([`whip`]).
     pub whip: whip::WhipResources,
+    /// This node's part in a cluster (`--cluster-redis`), when there is one ([`cluster`]).
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }

@@ -17,6 +17,7 @@
 //! next to each other ([`compare`]).
 
 mod compare;
+mod edges;
 mod janus;
 mod rtp;
 
@@ -193,6 +194,13 @@ struct Args {
     /// Print the results of earlier runs (files written by --json) side by side, and exit
     #[arg(long, num_args = 1.., value_name = "JSON")]
     compare: Vec<String>,
+    /// A cluster edge's WebSocket URL: subscribers play there, round-robin over the edges,
+    /// while the publisher publishes on the origin; repeatable (see the edges module)
+    #[arg(long = "edge", value_name = "URL")]
+    edges: Vec<String>,
+    /// Process id of each --edge, in the same order, for per-node CPU readings
+    #[arg(long = "edge-pid", value_name = "PID")]
+    edge_pids: Vec<u32>,
 }
 
 impl Args {
@@ -612,6 +620,8 @@ struct SubStats {
     first_key_us: AtomicU64,
     /// The subscriber's UDP socket address.
     local: std::sync::OnceLock<SocketAddr>,
+    /// When frames completed, for the edge-hop delay (probe subscribers only).
+    frames: Option<edges::FrameTimes>,
 }
 
 struct Sub {
@@ -678,6 +688,9 @@ fn drain(s: &mut Sub) -> Instant {
             Ok(Output::Event(Event::RtpPacket(p))) => {
                 let us = s.play_sent.elapsed().as_micros() as u64;
                 let st = &s.stats;
+                if let Some(f) = &st.frames {
+                    f.note(p.header.marker, &p.payload, Instant::now());
+                }
                 st.packets.fetch_add(1, Ordering::Relaxed);
                 let _ = st.first_rtp_us.compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
                 if starts_keyframe(&p.payload) {
@@ -798,16 +811,21 @@ fn run_snapshots(a: &Args, server: &Server) {
 
 /// A subscriber's engine and counters; the counters stay with the caller.
 fn new_sub(rtc: Rtc, socket: UdpSocket, play_sent: Instant) -> (Sub, Arc<SubStats>) {
-    let stats = Arc::new(SubStats::default());
+    new_sub_probing(rtc, socket, play_sent, false)
+}
+
+fn new_sub_probing(rtc: Rtc, socket: UdpSocket, play_sent: Instant, probe: bool) -> (Sub, Arc<SubStats>) {
+    let stats = Arc::new(SubStats { frames: probe.then(edges::FrameTimes::default), ..Default::default() });
     if let Ok(l) = socket.local_addr() {
         let _ = stats.local.set(l);
     }
     (Sub { rtc, socket, stats: stats.clone(), play_sent, seqs: HashMap::new(), alive: true }, stats)
 }
 
-/// One sluice subscriber: playStream over its own WCS WebSocket, str0m offers.
-fn join_sluice(server: &Server, name: &str, i: usize) -> Result<(Sub, Arc<SubStats>, Wcs), String> {
-    let mut ws = Wcs::connect(&server.ws);
+/// One sluice subscriber: playStream over its own WCS WebSocket at `url`, str0m offers;
+/// `probe` notes frame times (edge mode).
+fn join_sluice(url: &str, name: &str, i: usize, probe: bool) -> Result<(Sub, Arc<SubStats>, Wcs), String> {
+    let mut ws = Wcs::connect(url);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_nonblocking(true).expect("nonblocking");
     let mut rtc = new_rtc(true, &sock);
@@ -824,7 +842,7 @@ fn join_sluice(server: &Server, name: &str, i: usize) -> Result<(Sub, Arc<SubSta
     };
     let answer = SdpAnswer::from_sdp_string(sdp).expect("answer");
     rtc.sdp_api().accept_answer(pending, answer).expect("accept");
-    let (sub, stats) = new_sub(rtc, sock, play_sent);
+    let (sub, stats) = new_sub_probing(rtc, sock, play_sent, probe);
     Ok((sub, stats, ws))
 }
 
@@ -888,6 +906,14 @@ fn main() {
 
     let mut subs: Vec<Arc<SubStats>> = Vec::new();
     let mut wcs: Vec<Wcs> = Vec::new();
+    // Edge mode: a probe viewer on the origin, the reference of the edge-hop delay.
+    let origin_probe = (!a.edges.is_empty()).then(|| {
+        let (sub, stats, ws) = join_sluice(&server.ws, &name, usize::MAX, true).expect("origin probe");
+        let _ = senders[0].send(sub);
+        wcs.push(ws);
+        stats
+    });
+    let mut edge_probes: Vec<Arc<SubStats>> = Vec::new();
     let mut steps = Vec::new();
     let start = Instant::now();
     println!(
@@ -920,11 +946,18 @@ fn main() {
         while subs.len() < target {
             let i = subs.len();
             let joined = match &keeper {
-                None => join_sluice(&server, &name, i).map(|(sub, stats, ws)| {
+                None => {
+                    let url = if a.edges.is_empty() { &server.ws } else { &a.edges[i % a.edges.len()] };
+                    let probe = !a.edges.is_empty() && i < a.edges.len();
+                    join_sluice(url, &name, i, probe).map(|(sub, stats, ws)| {
+                    if probe {
+                        edge_probes.push(stats.clone());
+                    }
                     let _ = senders[i % senders.len()].send(sub);
                     wcs.push(ws);
                     stats
-                }),
+                })
+                }
                 Some(k) => janus::join(&server.ws, a.janus_mountpoint, &a.janus_ice_ip).and_then(|j| {
                     let (sub, stats) = new_sub(j.rtc, j.socket, j.watch_sent);
                     let _ = senders[i % senders.len()].send(sub);
@@ -953,6 +986,7 @@ fn main() {
         };
         tend(&mut wcs);
         let (c0, _) = proc_stat(server.pid);
+        let e0: Vec<f64> = a.edge_pids.iter().map(|p| proc_stat(*p).0).collect();
         let (b0, (m0, i0)) = (proc_stat(std::process::id()).0, machine_busy());
         let d0 = udp_drops(&subs);
         let q0 = PUBLISHED.load(Ordering::Relaxed);
@@ -968,6 +1002,8 @@ fn main() {
         }
         let secs = t0.elapsed().as_secs_f64();
         let (c1, rss) = proc_stat(server.pid);
+        let edge_cpu: Vec<f64> =
+            a.edge_pids.iter().zip(&e0).map(|(p, c0)| (proc_stat(*p).0 - c0) * 100.0 / secs).collect();
         let (b1, (m1, i1)) = (proc_stat(std::process::id()).0, machine_busy());
         let q1 = PUBLISHED.load(Ordering::Relaxed);
         let d1 = udp_drops(&subs);
@@ -1000,6 +1036,12 @@ fn main() {
         if let (Value::Object(r), Value::Object(j)) = (&mut row, join_times(&subs[first_new..])) {
             r.extend(j);
         }
+        if !a.edges.is_empty() {
+            let per_edge: Vec<usize> =
+                (0..a.edges.len()).map(|e| (0..subs.len()).filter(|i| i % a.edges.len() == e).count()).collect();
+            row["edge_viewers"] = json!(per_edge);
+            row["edge_cpu_pct"] = json!(edge_cpu);
+        }
         println!(
             "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>6.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2} {:>7.0} {:>5.0} {:>7} {:>7}",
             step_no,
@@ -1020,6 +1062,18 @@ fn main() {
             cdrop,
             sdrop
         );
+        if !a.edges.is_empty() {
+            println!(
+                "      nodes: origin {:.1}% CPU (its viewers: the edges' pulls and one probe); edges {}",
+                cpu * 100.0 / secs,
+                a.edges
+                    .iter()
+                    .enumerate()
+                    .map(|(e, url)| format!("{url} {} viewers {:.1}% CPU", row["edge_viewers"][e], edge_cpu.get(e).copied().unwrap_or(f64::NAN)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if let Some((n, Some(why))) = keeper.as_ref().map(|k| k.hangups()) {
             eprintln!("Janus hung up {n} subscriber(s), e.g.: {why}");
         }
@@ -1033,6 +1087,21 @@ fn main() {
     }
     let (cpu_end, rss_end) = proc_stat(server.pid);
     let kind = if server.janus.is_some() { "janus" } else { "sluice" };
+    let hops: Vec<Value> = match &origin_probe {
+        Some(o) => edge_probes
+            .iter()
+            .zip(&a.edges)
+            .map(|(e, url)| {
+                let (p50, p99, n) = match (&o.frames, &e.frames) {
+                    (Some(of), Some(ef)) => edges::hop_delay(of, ef),
+                    _ => (f64::NAN, f64::NAN, 0),
+                };
+                println!("edge hop {url}: delay over the origin p50 {p50:.1} ms, p99 {p99:.1} ms ({n} frames)");
+                json!({ "edge": url, "delay_ms_p50": p50, "delay_ms_p99": p99, "frames": n })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let summary = json!({
         "args": {"subscribers": a.subscribers, "bitrate": a.bitrate, "fps": a.fps, "gop": a.gop, "step": a.step,
                  "step_secs": a.step_secs, "threads": a.threads, "stop_loss": a.stop_loss},
@@ -1045,6 +1114,7 @@ fn main() {
         })),
         "join_all": join_times(&subs),
         "stopped_at_loss": stopped_at_loss,
+        "edge_hops": hops,
         "steps": steps,
     });
     println!(

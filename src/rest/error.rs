@@ -65,6 +65,11 @@ pub enum ApiError {
     Pull { name: String, source: PullError },
     #[error("TURN is disabled on this server")]
     TurnDisabled,
+    #[error("this node is not in a cluster (--cluster-redis)")]
+    NotInCluster,
+    /// The cluster's Redis could not answer (its error).
+    #[error("{0}")]
+    ClusterStore(String),
     /// The client asked for more TURN credentials than its allowance.
     #[error(
         "too many TURN credential requests from this address ({per_minute} a minute); retry in {retry_after_secs} s"
@@ -125,7 +130,9 @@ impl ResponseError for ApiError {
             | E::FileNotFound(_)
             | E::Record(RecordError::StreamNotFound(_) | RecordError::NotRecording(_))
             | E::TurnDisabled
+            | E::NotInCluster
             | E::NoSuchMethod(_) => StatusCode::NOT_FOUND,
+            E::ClusterStore(_) => StatusCode::BAD_GATEWAY,
             E::NameInUse(_) => StatusCode::CONFLICT,
             E::Pull { source, .. } => match source {
                 PullError::BadUri => StatusCode::BAD_REQUEST,

@@ -47,7 +47,7 @@ fn counter(r: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<(
 }
 
 /// CPU seconds (user + system) and resident bytes of this process, from /proc/self.
-pub(super) fn process_stats() -> (f64, i64) {
+pub(crate) fn process_stats() -> (f64, i64) {
     let cpu = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {

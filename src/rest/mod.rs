@@ -17,6 +17,7 @@
 //! (`terminate` with an empty body) is a 400, never "all streams". The access gate in front of
 //! all of it is `crate::gate`.
 
+mod cluster;
 mod error;
 pub mod metrics;
 mod pull;
@@ -118,6 +119,7 @@ pub async fn health(core: web::Data<Arc<Core>>) -> HttpResponse {
         "mediaPort": core.socket.local_addr().port(),
         "packets": { "received": s.received.load(Relaxed), "sent": s.sent.load(Relaxed),
                      "unrouted": s.unrouted.load(Relaxed), "sendDropped": s.send_dropped.load(Relaxed) },
+        "cluster": core.cluster.as_ref().map(|c| c.health()),
         "refused": {
             "token": core.auth.stats.token_refusals.load(Relaxed),
             "hook": core.auth.stats.hook_refusals.load(Relaxed),
@@ -171,6 +173,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .configure(push::routes)
                 .configure(pull::routes)
                 .configure(rtsp::routes)
+                .configure(cluster::routes)
                 .service(method("/api/find_all", sip_agents))
                 .route("/health", web::get().to(health)),
         )

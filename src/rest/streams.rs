@@ -125,6 +125,11 @@ async fn snapshot(
         None => Format::Png,
         Some(f) => Format::parse(f).ok_or_else(|| ApiError::UnsupportedFormat(f.to_string()))?,
     };
+    if let (Some(c), false) = (&core.cluster, core.registry.name_published(&stream)) {
+        // Published on another node of the cluster: pulled here (an edge pull, dropped once
+        // idle) and pictured from its GOP.
+        c.edge_source(&stream).await;
+    }
     let req = TakeSnapshot {
         stream: stream.clone(),
         format,

@@ -17,12 +17,8 @@
 # Needs: ip (iproute2), nft (nftables), node >= 20 with `npm ci` done in tests/, chromium, ffmpeg.
 set -uo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-bin="${SLUICE_BIN:-$repo/target/debug/sluice}"
-case "$bin" in /*) ;; *) bin="$repo/$bin" ;; esac
-
-die() { echo "topology: $*" >&2; exit 2; }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
+TOPO_LABEL=topology
+. "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 command -v ip >/dev/null || die "ip not found: apt-get install iproute2"
 command -v nft >/dev/null || die "nft not found: apt-get install nftables"
 command -v node >/dev/null || die "node not found"

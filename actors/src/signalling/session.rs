@@ -210,7 +210,7 @@ impl Session {
         if let Err(why) = self.check_stream_token(&req, published, token.as_deref()) {
             return self.fail_stream(&req, published, &why, ctx);
         }
-        if !auth.hooks_on() {
+        if !auth.hooks_on() || auth.is_cluster_token(token.as_deref()) {
             return then(self, req, ctx);
         }
         let mut body = serde_json::to_value(req.to_info(published, &self.id, &self.app_key, Self::now_ms()))
@@ -481,7 +481,7 @@ impl Session {
                 return self.refuse_connection(&format!("{}: {e}", auth::RESTRICTED), ctx);
             }
         }
-        if !auth.hooks_on() {
+        if !auth.hooks_on() || auth.is_cluster_token(self.token.as_deref()) {
             return self.establish(conn, ctx);
         }
         let mut body = Value::Object(conn.clone());

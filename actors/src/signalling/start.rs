@@ -5,7 +5,8 @@
 //! - [`publish`]: the stream limit, the name, the offer, the [`Publisher`] on the media arbiter,
 //!   its registration, RTMP re-publishing and recording when asked.
 //! - [`open_source`]: what a play of a name plays: a live stream, an `rtsp://` pull (joined or
-//!   started), a `vod://` file (opened).
+//!   started), a `vod://` file (opened), a stream of another cluster node
+//!   (pulled here as an edge, [`crate::cluster`]).
 //! - [`view`]: the viewer limit, the offer, the [`Subscriber`] on the next viewer arbiter, its
 //!   registration.
 //!
@@ -221,7 +222,11 @@ pub fn open_source(core: &Arc<Core>, name: &mut String) -> Result<Opening, Sourc
         return Ok(Opening::Ready(source));
     }
     let Some(uri) = VodUri::parse(name) else {
-        return Err(SourceError::NotFound);
+        // Published on another node of the cluster: pulled here once, as an edge.
+        return match &core.cluster {
+            Some(c) => Ok(Opening::Later(c.edge_source(name).map(|p| p.ok_or(SourceError::NotFound)).boxed_local())),
+            None => Err(SourceError::NotFound),
+        };
     };
     let path = match vod::resolve(&core.media_dir, &uri.path) {
         Ok(p) => p,

@@ -57,6 +57,15 @@ impl Filter {
 pub struct Registry {
     published: DashMap<String, Published>,
     streams: DashMap<String, Record>,
+    /// Told of every name claimed and released (the cluster's claims in Redis); set once.
+    observer: std::sync::OnceLock<Arc<dyn NameObserver>>,
+}
+
+/// Told of names as they are claimed and released here (after the fact, never blocking the
+/// claim): the cluster mirrors them in Redis ([`crate::cluster`]).
+pub trait NameObserver: Send + Sync {
+    fn claimed(&self, name: &str, media_session_id: &str);
+    fn released(&self, name: &str, media_session_id: &str);
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -125,6 +134,11 @@ impl Registry {
         Arc::new(Self::default())
     }
 
+    /// Install the one [`NameObserver`]; false if one was already there.
+    pub fn set_observer(&self, o: Arc<dyn NameObserver>) -> bool {
+        self.observer.set(o).is_ok()
+    }
+
     pub fn media_session_exists(&self, id: &str) -> bool {
         self.streams.contains_key(id)
     }
@@ -172,7 +186,11 @@ impl Registry {
         match self.published.entry(name.to_string()) {
             Entry::Occupied(_) => Err(ClaimError::NameInUse),
             Entry::Vacant(v) => {
+                let id = p.media_session_id.clone();
                 v.insert(p);
+                if let Some(o) = self.observer.get() {
+                    o.claimed(name, &id);
+                }
                 Ok(())
             }
         }
@@ -180,7 +198,10 @@ impl Registry {
 
     /// Release a name, only if this media session still owns it.
     pub fn release_name(&self, name: &str, media_session_id: &str) {
-        self.published.remove_if(name, |_, p| p.media_session_id == media_session_id);
+        let removed = self.published.remove_if(name, |_, p| p.media_session_id == media_session_id);
+        if let (Some(o), Some(_)) = (self.observer.get(), removed) {
+            o.released(name, media_session_id);
+        }
     }
 
     /// Change a session's stream object in place; returns the updated copy.

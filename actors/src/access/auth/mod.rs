@@ -60,6 +60,9 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     /// Networks whose clients may use the management REST API and metrics without a key.
     pub api_allow: Vec<Cidr>,
+    /// The cluster secret (`--cluster-secret`): tokens it signs for [`crate::cluster`]'s
+    /// audience are node-to-node pulls, allowed what they grant without a hook.
+    pub cluster_secret: Option<String>,
 }
 
 /// A configuration the authorizer cannot work with (the server refuses to start).
@@ -119,6 +122,8 @@ pub struct Authorizer {
     hooks: Option<Hooks>,
     api_keys: Vec<String>,
     api_allow: Vec<Cidr>,
+    /// Verifies node-to-node tokens (see [`AuthConfig::cluster_secret`]).
+    cluster: Option<Verifier>,
     pub stats: AuthStats,
 }
 
@@ -155,6 +160,10 @@ impl Authorizer {
             hooks,
             api_keys: cfg.api_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
             api_allow: cfg.api_allow.clone(),
+            cluster: match &cfg.cluster_secret {
+                Some(s) => Some(Verifier::new(Some(s), Some(crate::cluster::CLUSTER_AUDIENCE.into()), None)?),
+                None => None,
+            },
             stats: AuthStats::default(),
         })
     }
@@ -180,6 +189,9 @@ impl Authorizer {
         action: Action,
         name: Option<&str>,
     ) -> Result<Option<Claims>, TokenError> {
+        if let Some(c) = self.cluster_claims(token).filter(|c| c.grants.allows(action, name)) {
+            return Ok(Some(c));
+        }
         let Some(v) = &self.verifier else { return Ok(None) };
         let res = match token.filter(|t| !t.is_empty()) {
             None => Err(TokenError::Missing),
@@ -202,12 +214,26 @@ impl Authorizer {
 
     /// Verify a token without asking for any grant (a session's token at `connection`).
     pub fn verify(&self, token: &str) -> Result<Option<Claims>, TokenError> {
+        if let Some(c) = self.cluster_claims(Some(token)) {
+            return Ok(Some(c));
+        }
         match &self.verifier {
             None => Ok(None),
             Some(v) => v.verify(token).map(Some).inspect_err(|_| {
                 self.stats.token_refusals.fetch_add(1, Ordering::Relaxed);
             }),
         }
+    }
+
+    /// The claims of a valid node-to-node token (signed with the cluster secret).
+    fn cluster_claims(&self, token: Option<&str>) -> Option<Claims> {
+        self.cluster.as_ref()?.verify(token?).ok()
+    }
+
+    /// Whether `token` is a valid node-to-node token: a pull by another node of the cluster,
+    /// which asks no hook (the edge decided on its own viewers).
+    pub fn is_cluster_token(&self, token: Option<&str>) -> bool {
+        self.cluster_claims(token).is_some()
     }
 
     /// The hook part of a decision: allowed (with overrides) when hooks are off.
