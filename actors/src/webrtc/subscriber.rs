@@ -55,6 +55,8 @@ pub struct Subscriber {
     /// Video is written only from a keyframe on, so the viewer's decoder starts clean.
     video_started: bool,
     frames_out: u64,
+    /// Counted in `sluice_actors` while alive.
+    _live: crate::metrics::Live,
     span: tracing::Span,
 }
 
@@ -83,6 +85,7 @@ impl Subscriber {
             state: State::Connecting,
             video_started: false,
             frames_out: 0,
+            _live: crate::metrics::Live::new("viewer"),
             span,
         }
     }
