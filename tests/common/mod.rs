@@ -155,7 +155,9 @@ impl Server {
     /// `sluice_actors{kind="viewer"}`); 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.rest);
-        let text = ureq::get(&url).call().expect("GET /metrics").into_string().expect("metrics text");
+        // A bound, so that a stalled server fails the test with this message instead of hanging it.
+        let resp = ureq::get(&url).timeout(Duration::from_secs(30)).call();
+        let text = resp.unwrap_or_else(|e| panic!("GET /metrics: {e}")).into_string().expect("metrics text");
         text.lines()
             .filter_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
             .find_map(|v| v.trim().parse().ok())
