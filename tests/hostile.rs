@@ -284,10 +284,9 @@ fn publisher_at_50_mbits_is_stopped_and_others_keep_playing() {
         println!("heavy publisher: measured Mbit/s {rates:?}");
         ended
     });
-    println!(
-        "heavy publisher: {} datagrams dropped over the per-peer inbound limit",
-        server.metric("sluice_media_over_rate_dropped_total")
-    );
+    let dropped = server.metric("sluice_media_over_rate_dropped_total");
+    println!("heavy publisher: {dropped} datagrams dropped over the per-peer inbound limit");
+    assert!(dropped > 0.0, "the media socket let the whole 50 Mbit/s through");
     let ended = ended.expect("the 50 Mbit/s publisher is stopped within 15 s");
     assert!(ended["info"].as_str().unwrap_or("").contains("bitrate"), "{ended}");
 }
