@@ -256,8 +256,9 @@ scenario_nat() {
     server_alive
 }
 
-# tc netem on both veth ends while a browser publishes and another plays (not in the default
-# list: a manual run, its figures in BENCHMARKS.md; LOSSY_WINDOW_MS shortens each window).
+# Loss (tc netem, or nftables drops where the kernel has no netem) on both legs while a browser
+# publishes and another plays (not in the default list: tests/run-all.sh names it with short
+# windows; its figures in BENCHMARKS.md; LOSSY_WINDOW_MS sets each window).
 scenario_lossy() {
     command -v tc >/dev/null || { echo "topology: tc not found: apt-get install iproute2" >&2; return 1; }
     start_server lossy || return 1

@@ -26,9 +26,6 @@ use crate::video_rate::VideoStats;
 /// at 2.5 Mbit/s (Janus keeps 500 ms by default) and 2 s at 600 kbit/s: a retransmission asked
 /// for later than that comes too late for a live viewer anyway (BENCHMARKS.md, memory).
 const SEND_BUFFER_VIDEO: usize = 128;
-/// Video packets a publisher's incoming stream may hold while a missing one is recovered
-/// (str0m's default is 30); memory only for publishers, and only while packets are missing.
-const REORDERING_VIDEO: usize = 150;
 /// Packets kept per outgoing audio stream (one Opus frame is one packet, 20 ms each).
 const SEND_BUFFER_AUDIO: usize = 50;
 
@@ -158,11 +155,7 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
         cfg = cfg.set_extension_map(exts);
     }
     cfg = match role {
-        // Held while a lost packet's NACK retries run: with str0m's default of 30, frames were
-        // given up on a lossy link (at 5 % loss, 3 keyframe requests to the publisher in 20 s;
-        // at 15 %, the viewer's longest freeze 1.55 s); with 150, none and 0.68 s
-        // (BENCHMARKS.md, lossy networks).
-        Role::Publish => cfg.enable_h264(true).enable_vp8(true).set_reordering_size_video(REORDERING_VIDEO),
+        Role::Publish => cfg.enable_h264(true).enable_vp8(true),
         Role::Play { video: Some(Codec::H264) } => cfg.enable_h264(true),
         Role::Play { video: Some(Codec::Vp8) } => cfg.enable_vp8(true),
         Role::Play { video: Some(Codec::Opus) | None } => cfg,
