@@ -236,6 +236,11 @@ pub struct Cli {
     /// 0: unlimited [default: 50]
     #[arg(long, env = "SLUICE_MAX_MESSAGES_PER_SEC")]
     pub max_messages_per_sec: Option<u32>,
+    /// Video kbit/s a WebRTC publisher may send: above it for 3 s its stream ends FAILED, and
+    /// the media port drops what any one client sends beyond 1.5 times it; 0: unlimited
+    /// [default: 20000]
+    #[arg(long, env = "SLUICE_MAX_PUBLISH_KBPS")]
+    pub max_publish_kbps: Option<u32>,
     /// Leave the stream name out of /metrics labels (per-stream series are unbounded)
     #[arg(long, env = "SLUICE_NO_METRICS_STREAM_NAMES")]
     pub no_metrics_stream_names: bool,
@@ -358,6 +363,7 @@ pub struct FileConfig {
     pub max_streams: Option<usize>,
     pub max_viewers_per_stream: Option<usize>,
     pub max_messages_per_sec: Option<u32>,
+    pub max_publish_kbps: Option<u32>,
     pub no_metrics_stream_names: Option<bool>,
     pub cluster_redis: Option<String>,
     pub cluster_secret: Option<String>,
@@ -524,6 +530,7 @@ impl Config {
                 .max_messages_per_sec
                 .or(file.max_messages_per_sec)
                 .unwrap_or(d.messages_per_sec),
+            publish_kbps: cli.max_publish_kbps.or(file.max_publish_kbps).unwrap_or(d.publish_kbps),
         };
         Ok(Config {
             cluster,

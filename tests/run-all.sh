@@ -78,8 +78,8 @@ target/debug/sluice-bench --spawn target/debug/sluice --subscribers 4 --step 2 -
 echo "== browser tests"
 SLUICE_BIN="$PWD/target/debug/sluice" bash tests/browser/run.sh
 
-echo "== topology tests: two network namespaces, the release binary with no flags, then 1:1 NAT"
-SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/run.sh
+echo "== topology tests: two network namespaces, the release binary with no flags, then 1:1 NAT, then loss on both legs"
+LOSSY_WINDOW_MS=10000 SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/run.sh defaults nat lossy
 
 echo "== slow viewers: simulcast and bandwidth estimation, viewers behind tc limits (namespaces)"
 SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/slow-viewers/run.sh

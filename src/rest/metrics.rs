@@ -158,7 +158,16 @@ fn collect(core: &Core, turn: &TurnRest, names: StreamNames) -> prometheus::Resu
         "Datagrams dropped on a full socket",
         s.send_dropped.load(Relaxed),
     )?;
+    counter(
+        &r,
+        "sluice_media_over_rate_dropped_total",
+        "Datagrams dropped because their client sent over the per-peer bitrate limit",
+        s.over_rate.load(Relaxed),
+    )?;
     gauge(&r, "sluice_webrtc_peers", "WebRTC peers on the media port", core.socket.peers() as i64)?;
+    let (routes, tcp) = core.socket.routes();
+    gauge(&r, "sluice_media_routes", "Client addresses routed to a peer on the media port", routes as i64)?;
+    gauge(&r, "sluice_ice_tcp_connections", "ICE-TCP connections open", tcp as i64)?;
 
     let recordings = core.recordings.list();
     gauge(&r, "sluice_recordings", "Recordings running", recordings.len() as i64)?;
@@ -216,6 +225,8 @@ fn collect(core: &Core, turn: &TurnRest, names: StreamNames) -> prometheus::Resu
     cpu_c.inc_by(cpu);
     r.register(Box::new(cpu_c))?;
     gauge(&r, "process_resident_memory_bytes", "Resident memory of the process", rss)?;
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    gauge(&r, "process_open_fds", "Open file descriptors of the process", fds as i64)?;
     Ok(r)
 }
 

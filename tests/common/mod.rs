@@ -37,6 +37,8 @@ pub struct Server {
     pub rtmp: u16,
     /// The HLS port (0 when started with `--no-hls`).
     pub hls: u16,
+    /// The TURN port, UDP and TCP (0 when started with `--no-turn`).
+    pub turn: u16,
     /// wss signalling, https REST and https web ports (0 when started with `--no-tls`).
     pub wss: u16,
     pub rest_https: u16,
@@ -105,6 +107,7 @@ impl Server {
             media: port("media"),
             rtmp: optional_port("rtmp"),
             hls: optional_port("hls"),
+            turn: optional_port("turn"),
             wss: optional_port("wss"),
             rest_https: optional_port("rest_https"),
             https: optional_port("https"),
@@ -146,6 +149,19 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of one sample of `/metrics` (`name` with its labels as printed, e.g.
+    /// `sluice_actors{kind="viewer"}`); 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.rest);
+        // A bound, so that a stalled server fails the test with this message instead of hanging it.
+        let resp = ureq::get(&url).timeout(Duration::from_secs(30)).call();
+        let text = resp.unwrap_or_else(|e| panic!("GET /metrics: {e}")).into_string().expect("metrics text");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .find_map(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 }
 
@@ -271,6 +287,19 @@ impl Wcs {
         None
     }
 
+    /// Answer the server's pings and drop whatever else has come, waiting at most a millisecond:
+    /// keeps an idle session alive (many of them can be swept in turn).
+    pub fn keep_alive(&mut self) {
+        let timeout = |ws: &WebSocket<MaybeTlsStream<TcpStream>>, t: Duration| {
+            if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+                let _ = s.set_read_timeout(Some(t));
+            }
+        };
+        timeout(&self.ws, Duration::from_millis(1));
+        while self.read_one().is_some() {}
+        timeout(&self.ws, Duration::from_millis(100));
+    }
+
     /// A status event of one stream arriving within a second, if any.
     pub fn status_now(&mut self, media_session_id: &str) -> Option<Value> {
         self.try_expect("notifyStreamStatusEvent", Duration::from_secs(1), |d| {
@@ -341,6 +370,8 @@ pub struct Offering {
     video: Video,
     mids: Vec<(Mid, MediaKind)>,
     clip: Option<Clip>,
+    /// Filler bytes added to each synthetic video frame (a heavy publisher).
+    pad: usize,
     pub sdp: String,
 }
 
@@ -399,12 +430,29 @@ impl Offering {
             mids.push((api.add_media(MediaKind::Video, dir, None, None, None), MediaKind::Video));
         }
         let (offer, pending) = api.apply().expect("offer");
-        Offering { sdp: offer.to_sdp_string(), rtc, pending, socket, publish, video, mids, clip: None }
+        Offering {
+            sdp: offer.to_sdp_string(),
+            rtc,
+            pending,
+            socket,
+            publish,
+            video,
+            mids,
+            clip: None,
+            pad: 0,
+        }
     }
 
     /// Publish this clip's frames (H.264) instead of synthetic ones.
     pub fn with_clip(mut self, clip: Clip) -> Offering {
         self.clip = Some(clip);
+        self
+    }
+
+    /// Make each synthetic H.264 frame `bytes` larger (a filler NAL unit): a publisher far above
+    /// any browser's bitrate. Its viewers see the frames as corrupt (they are not the pattern).
+    pub fn with_padding(mut self, bytes: usize) -> Offering {
+        self.pad = bytes;
         self
     }
 
@@ -415,9 +463,10 @@ impl Offering {
         let stats = Arc::new(PeerStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2) = (stats.clone(), stop.clone());
-        let (rtc, socket, publish, video, mids, clip) =
-            (self.rtc, self.socket, self.publish, self.video, self.mids, self.clip);
-        let thread = std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, clip, s2, stop2));
+        let (rtc, socket, publish, video, mids, clip, pad) =
+            (self.rtc, self.socket, self.publish, self.video, self.mids, self.clip, self.pad);
+        let thread =
+            std::thread::spawn(move || run_peer(rtc, socket, publish, video, mids, clip, pad, s2, stop2));
         Peer { stats, stop, thread: Some(thread) }
     }
 }
@@ -544,6 +593,7 @@ fn run_peer(
     video: Video,
     mids: Vec<(Mid, MediaKind)>,
     clip: Option<Clip>,
+    pad: usize,
     stats: Arc<PeerStats>,
     stop: Arc<AtomicBool>,
 ) {
@@ -638,7 +688,15 @@ fn run_peer(
                         .filter(|_| (video_n as usize) < c.limit)
                         .map(|f| f.0.clone()),
                     (None, Video::Vp8) => Some(vp8_frame(video_n, key)),
-                    (None, _) => Some(h264_frame(video_n, key)),
+                    (None, _) => {
+                        let mut f = h264_frame(video_n, key);
+                        if pad > 0 {
+                            // A filler data NAL unit (type 12): 0xff never forms a start code.
+                            f.extend_from_slice(&[0, 0, 0, 1, 12]);
+                            f.resize(f.len() + pad, 0xff);
+                        }
+                        Some(f)
+                    }
                 };
                 if let (Some(data), Some(w)) = (data, rtc.writer(mid)) {
                     stats.video_sent.fetch_add(1, Ordering::Relaxed);
@@ -705,8 +763,12 @@ pub fn request_publish_full(
 
 /// Publish a clip of real H.264 frames; waits for PUBLISHING.
 pub fn publish_clip(ws: &mut Wcs, name: &str, clip: Clip) -> (String, Peer) {
+    publish_offering(ws, name, Offering::new(true, Video::H264).with_clip(clip))
+}
+
+/// Publish with a peer prepared by the caller (a clip, padding); waits for PUBLISHING.
+pub fn publish_offering(ws: &mut Wcs, name: &str, offer: Offering) -> (String, Peer) {
     let id = new_id("pub");
-    let offer = Offering::new(true, Video::H264).with_clip(clip);
     ws.send(
         "publishStream",
         json!({"mediaSessionId": id, "name": name, "published": true, "sdp": offer.sdp}),

@@ -10,8 +10,11 @@
 #                Streamer/Player, Firewall Traversal over TURN UDP and TCP, the official Web
 #                SDK, RTMP ingest, a WebRTC pull from a second sluice (the origin) started with
 #                no flags on the client host (tests/topology/nat.spec.mjs)
+#   3. lossy     (only when named) tc netem loss, delay and reordering on both legs while
+#                a browser publishes and another plays: figures per condition
+#                (tests/topology/lossy.spec.mjs)
 #
-# Usage (root; from anywhere): tests/topology/run.sh [defaults|nat ...]
+# Usage (root; from anywhere): tests/topology/run.sh [defaults|nat|lossy ...]
 # Environment: SLUICE_BIN (server binary, default target/debug/sluice), CHROMIUM (default
 # /usr/bin/chromium), RUST_LOG (passed to the server), KEEP_LOGS=1 (keep the logs when passing).
 # Needs: ip (iproute2), nft (nftables), node >= 20 with `npm ci` done in tests/, chromium, ffmpeg.
@@ -32,7 +35,7 @@ exec 2>&1  # one stream, in order (failure details go with the step that failed)
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(defaults nat)
 for s in "${scenarios[@]}"; do
-    case "$s" in defaults|nat) ;; *) die "unknown scenario $s (defaults, nat)" ;; esac
+    case "$s" in defaults|nat|lossy) ;; *) die "unknown scenario $s (defaults, nat, lossy)" ;; esac
 done
 
 PREFIX=sluice-topo
@@ -206,7 +209,8 @@ run_node() {
     exec {out}> >(tee "$work/$label.node.log" | sed 's/^/  /')
     out_pid=$!
     (cd "$repo" && exec ip netns exec "$CLI" env TOPO_URL="$demo_url" TOPO_HOST="$host" \
-        TOPO_SERVER_LOG="$server_log" TOPO_BIN="$bin" TOPO_WORK="$work" node --test --test-concurrency=1 --test-reporter=spec "$spec") \
+        TOPO_SERVER_LOG="$server_log" TOPO_BIN="$bin" TOPO_WORK="$work" TOPO_NETNS="$SRV $CLI" \
+        ${LOSSY_WINDOW_MS:+LOSSY_WINDOW_MS="$LOSSY_WINDOW_MS"} node --test --test-concurrency=1 --test-reporter=spec "$spec") \
         >&"$out" 2>&1 &
     node_pid=$!
     wait "$node_pid"
@@ -245,6 +249,16 @@ scenario_nat() {
         *) echo "topology: printed URL $demo_url, want https://$PUBLIC_IP:8888/" >&2; return 1 ;;
     esac
     run_node nat tests/topology/nat.spec.mjs "$PUBLIC_IP" || return 1
+    server_alive
+}
+
+# Loss (tc netem, or nftables drops where the kernel has no netem) on both legs while a browser
+# publishes and another plays (not in the default list: tests/run-all.sh names it with short
+# windows; its figures in BENCHMARKS.md; LOSSY_WINDOW_MS sets each window).
+scenario_lossy() {
+    command -v tc >/dev/null || { echo "topology: tc not found: apt-get install iproute2" >&2; return 1; }
+    start_server lossy || return 1
+    run_node lossy tests/topology/lossy.spec.mjs "$SERVER_IP" || return 1
     server_alive
 }
 

@@ -16,11 +16,20 @@ pub struct LimitConfig {
     pub viewers_per_stream: usize,
     /// Sustained WebSocket messages per second per session; bursts of twice as many pass.
     pub messages_per_sec: u32,
+    /// Video kbit/s a WebRTC publisher may send (see [`crate::publisher::OVER_LIMIT_SECONDS`]
+    /// and [`crate::media_socket::MediaSocket::set_publish_limit`]).
+    pub publish_kbps: u32,
 }
 
 impl Default for LimitConfig {
     fn default() -> Self {
-        LimitConfig { sessions_per_ip: 100, streams: 1000, viewers_per_stream: 1000, messages_per_sec: 50 }
+        LimitConfig {
+            sessions_per_ip: 100,
+            streams: 1000,
+            viewers_per_stream: 1000,
+            messages_per_sec: 50,
+            publish_kbps: 20_000,
+        }
     }
 }
 
@@ -146,6 +155,7 @@ mod tests {
             streams: 1,
             viewers_per_stream: 3,
             messages_per_sec: 0,
+            publish_kbps: 0,
         });
         let ip: IpAddr = "198.18.0.2".parse().unwrap();
         assert!(l.open_session(ip) && l.open_session(ip) && !l.open_session(ip));

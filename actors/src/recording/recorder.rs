@@ -345,6 +345,7 @@ impl Recordings {
             notify,
             recordings: self.clone(),
             final_name: None,
+            _live: crate::metrics::Live::new("recorder"),
             span: info_span!("recorder", stream = %target.info.name, id = %id, file = %name),
         };
         let addr = Recorder::start_in_arbiter(&self.arbiter, move |_| recorder);
@@ -447,6 +448,8 @@ pub struct Recorder {
     notify: Option<Recipient<RecordingFailed>>,
     recordings: Arc<Recordings>,
     final_name: Option<String>,
+    /// Counted in `sluice_actors` while alive.
+    _live: crate::metrics::Live,
     span: tracing::Span,
 }
 

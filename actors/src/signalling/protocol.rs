@@ -25,6 +25,9 @@ pub mod info {
     pub const ICE_KEEP_ALIVE: &str = "Failed by ICE keep alive";
     pub const NO_COMMON_CODECS: &str = "No common codecs";
     pub const FAILED_BY_ERROR: &str = "Failed by error";
+    /// A publisher sending far more video than any camera or screen share does (a hostile or
+    /// broken client), stopped by the server.
+    pub const BITRATE_OVER_LIMIT: &str = "Failed by error: video bitrate over the limit";
     pub const SESSION_NOT_READY: &str = "Session not ready";
     /// Final status of every stream, and refusal of new ones, when the server stops.
     pub const SERVER_SHUTDOWN: &str = "Server shutdown";

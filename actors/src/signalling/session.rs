@@ -79,6 +79,8 @@ pub struct Session {
     closing: bool,
     /// `sessionDebug start` was asked: the log the Stream Diagnostic page downloads.
     debug_log: Option<DebugLog>,
+    /// Counted in `sluice_actors` while alive.
+    _live: crate::metrics::Live,
     span: tracing::Span,
 }
 
@@ -102,6 +104,7 @@ impl Session {
             streams: HashMap::new(),
             closing: false,
             debug_log: None,
+            _live: crate::metrics::Live::new("session"),
             span,
         }
     }

@@ -169,6 +169,8 @@ pub struct RtmpConnection {
     last_heard: Instant,
     /// FLV errors already logged (each kind once per connection, then counted).
     flv_errors: u64,
+    /// Counted in `sluice_actors` while alive.
+    _live: crate::metrics::Live,
     span: tracing::Span,
 }
 
@@ -194,6 +196,7 @@ impl RtmpConnection {
             opened: Instant::now(),
             last_heard: Instant::now(),
             flv_errors: 0,
+            _live: crate::metrics::Live::new("rtmp"),
             span,
         }
     }

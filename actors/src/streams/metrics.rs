@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The media metrics (see the module docs).
 pub struct MediaMetrics {
@@ -21,6 +21,8 @@ pub struct MediaMetrics {
     pub layer_switches: IntCounterVec,
     /// Lower renditions being re-encoded for viewers on slow links.
     pub lower_renditions: IntGauge,
+    /// Actors alive, by kind ([`Live`]): what a soak checks for leaks.
+    pub actors: IntGaugeVec,
 }
 
 static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| {
@@ -62,8 +64,27 @@ static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| {
             "Lower renditions re-encoded for viewers on slow links (streams without simulcast)",
         )
         .expect("valid gauge"),
+        actors: IntGaugeVec::new(Opts::new("sluice_actors", "Actors alive, by kind"), &["kind"])
+            .expect("valid gauge"),
     }
 });
+
+/// Counts one actor in `sluice_actors{kind}` while it lives: a field of the actor, so the count
+/// falls when the actor is dropped, however it stopped.
+pub struct Live(&'static str);
+
+impl Live {
+    pub fn new(kind: &'static str) -> Live {
+        METRICS.actors.with_label_values(&[kind]).inc();
+        Live(kind)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        METRICS.actors.with_label_values(&[self.0]).dec();
+    }
+}
 
 /// The process's media metrics.
 pub fn metrics() -> &'static MediaMetrics {
@@ -78,7 +99,8 @@ impl MediaMetrics {
         r.register(Box::new(self.peer_failures.clone()))?;
         r.register(Box::new(self.keyframe_requests.clone()))?;
         r.register(Box::new(self.layer_switches.clone()))?;
-        r.register(Box::new(self.lower_renditions.clone()))
+        r.register(Box::new(self.lower_renditions.clone()))?;
+        r.register(Box::new(self.actors.clone()))
     }
 
     /// A peer ended failed with WCS `info` (the reason label is bounded: three values).

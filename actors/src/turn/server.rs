@@ -370,11 +370,14 @@ async fn tcp_connection(
     let mut splitter = StreamSplitter::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut spoke = false;
+    // The first frame's deadline counts from the connection, not from each read: a client that
+    // trickles a byte at a time still has to finish it in time.
+    let first_frame_by = tokio::time::Instant::now() + TCP_FIRST_FRAME_TIMEOUT;
     'read: loop {
         let read = if spoke {
             rd.read(&mut buf).await
         } else {
-            match tokio::time::timeout(TCP_FIRST_FRAME_TIMEOUT, rd.read(&mut buf)).await {
+            match tokio::time::timeout_at(first_frame_by, rd.read(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) => {
                     debug!(%remote, "TURN TCP connection sent nothing in time");

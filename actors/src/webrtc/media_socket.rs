@@ -36,6 +36,14 @@ use crate::engine::{stun_server_ufrag, Proto, Transmit};
 const MAX_DATAGRAM: usize = 2048;
 /// Frames queued towards one ICE-TCP connection before new ones are dropped.
 const TCP_SEND_QUEUE: usize = 1024;
+/// A new ICE-TCP connection must send a whole frame within this time, or it is closed (a client
+/// that connects and says nothing, or stops mid-frame, holds no socket for long).
+const TCP_FIRST_FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// After that, each frame must be complete within this time of the previous one. Connected ICE
+/// clients send consent checks every few seconds (RFC 7675 gives up on consent after 30 s).
+const TCP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// ICE-TCP connections open at once; more are closed on accept.
+const MAX_TCP_CONNECTIONS: usize = 4096;
 
 /// One datagram for a peer actor.
 #[derive(Message)]
@@ -51,6 +59,31 @@ pub struct Datagram {
 struct Route {
     ufrag: Arc<str>,
     peer: Recipient<Datagram>,
+    /// What the peer's client may still send (see [`Budget`]).
+    budget: std::sync::Mutex<Budget>,
+}
+
+/// A token bucket of bytes a peer's client may send to the media port, refilled at the rate
+/// [`MediaSocket::set_publish_limit`] allows and holding one second of it. Datagrams beyond it
+/// are dropped before they cost any decryption (`sluice_media_over_rate_dropped_total`): it
+/// bounds what one hostile client makes the server do.
+struct Budget {
+    bytes: f64,
+    at: Instant,
+}
+
+impl Budget {
+    /// Spend `n` bytes if the budget refilled at `per_sec` bytes a second allows.
+    fn take(&mut self, n: usize, per_sec: f64, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * per_sec;
+        self.bytes = (self.bytes + refill).min(per_sec);
+        self.at = now;
+        if self.bytes < n as f64 {
+            return false;
+        }
+        self.bytes -= n as f64;
+        true
+    }
 }
 
 /// The embedded TURN server's relays as the media socket sees them. A relay reaches the media
@@ -111,6 +144,8 @@ pub struct SocketStats {
     pub sent_bytes: AtomicU64,
     pub unrouted: AtomicU64,
     pub send_dropped: AtomicU64,
+    /// Datagrams dropped because their peer's client sent over its [`Budget`].
+    pub over_rate: AtomicU64,
 }
 
 pub struct MediaSocket {
@@ -124,6 +159,8 @@ pub struct MediaSocket {
     by_ufrag: DashMap<Arc<str>, Arc<Route>>,
     by_source: DashMap<(Proto, SocketAddr), Arc<Route>>,
     tcp_out: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Bits per second a publisher may send, 0 for no limit ([`MediaSocket::set_publish_limit`]).
+    publish_limit: AtomicU64,
     pub stats: SocketStats,
 }
 
@@ -180,6 +217,7 @@ impl MediaSocket {
             by_ufrag: DashMap::new(),
             by_source: DashMap::new(),
             tcp_out: DashMap::new(),
+            publish_limit: AtomicU64::new(0),
             stats: SocketStats::default(),
         });
         let me = this.clone();
@@ -234,7 +272,8 @@ impl MediaSocket {
     /// Make a peer reachable by its ICE ufrag. Done before its SDP answer leaves the server.
     pub fn register(&self, ufrag: &str, peer: Recipient<Datagram>) {
         let ufrag: Arc<str> = ufrag.into();
-        self.by_ufrag.insert(ufrag.clone(), Arc::new(Route { ufrag, peer }));
+        let budget = std::sync::Mutex::new(Budget { bytes: f64::MAX, at: Instant::now() });
+        self.by_ufrag.insert(ufrag.clone(), Arc::new(Route { ufrag, peer, budget }));
     }
 
     /// Route UDP datagrams from `source` to the peer registered as `ufrag`: a peer of ours that
@@ -255,6 +294,23 @@ impl MediaSocket {
 
     pub fn peers(&self) -> usize {
         self.by_ufrag.len()
+    }
+
+    /// Bits per second of video a publisher may send (`--max-publish-kbps`; 0: unlimited): the
+    /// publisher actor ends a stream over it, and this socket drops what any one client sends
+    /// beyond 1.5 times it.
+    pub fn set_publish_limit(&self, bits_per_sec: u64) {
+        self.publish_limit.store(bits_per_sec, Ordering::Relaxed);
+    }
+
+    /// The limit [`MediaSocket::set_publish_limit`] set.
+    pub fn publish_limit(&self) -> u64 {
+        self.publish_limit.load(Ordering::Relaxed)
+    }
+
+    /// Client addresses routed to a peer (UDP and ICE-TCP), and ICE-TCP connections open.
+    pub fn routes(&self) -> (usize, usize) {
+        (self.by_source.len(), self.tcp_out.len())
     }
 
     /// Send one engine transmit. Never blocks: a full socket buffer drops the datagram.
@@ -309,8 +365,17 @@ impl MediaSocket {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let at = Instant::now();
+        let limit = self.publish_limit.load(Ordering::Relaxed);
+        // Any one client: 1.5 times what a publisher may send (its audio, retransmissions, RTCP).
+        let per_sec = limit as f64 * 1.5 / 8.0;
+        if limit > 0 && !route.budget.lock().unwrap_or_else(|e| e.into_inner()).take(data.len(), per_sec, at)
+        {
+            self.stats.over_rate.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let destination = self.destination(source);
-        route.peer.do_send(Datagram { at: Instant::now(), proto, source, destination, data });
+        route.peer.do_send(Datagram { at, proto, source, destination, data });
     }
 
     async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
@@ -328,6 +393,10 @@ impl MediaSocket {
         loop {
             match listener.accept().await {
                 Ok((stream, remote)) => {
+                    if self.tcp_out.len() >= MAX_TCP_CONNECTIONS {
+                        debug!(%remote, "too many ICE-TCP connections: closing the new one");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let me = self.clone();
                     actix::spawn(async move { me.tcp_conn(stream, remote).await });
@@ -360,17 +429,25 @@ impl MediaSocket {
                 }
             }
         });
-        let mut len = [0u8; 2];
+        let mut within = TCP_FIRST_FRAME_TIMEOUT;
         loop {
-            if rd.read_exact(&mut len).await.is_err() {
-                break;
+            // One whole frame within the time allowed, however it is trickled.
+            let frame = async {
+                let mut len = [0u8; 2];
+                rd.read_exact(&mut len).await?;
+                let mut data = vec![0u8; u16::from_be_bytes(len) as usize];
+                rd.read_exact(&mut data).await?;
+                Ok::<_, io::Error>(data)
+            };
+            match tokio::time::timeout(within, frame).await {
+                Ok(Ok(data)) => self.route(Proto::Tcp, remote, data),
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    debug!(%remote, timeout = ?within, "ICE-TCP connection sent no whole frame in time: closing");
+                    break;
+                }
             }
-            let n = u16::from_be_bytes(len) as usize;
-            let mut data = vec![0u8; n];
-            if rd.read_exact(&mut data).await.is_err() {
-                break;
-            }
-            self.route(Proto::Tcp, remote, data);
+            within = TCP_IDLE_TIMEOUT;
         }
         writer.abort();
         self.tcp_out.remove(&remote);

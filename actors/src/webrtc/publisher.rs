@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::Value;
-use tracing::{debug, info, info_span};
+use tracing::{debug, info, info_span, warn};
 
 use crate::engine::PeerEvent;
 use crate::error::EngineError;
@@ -46,6 +46,13 @@ pub const RENDITION_IDLE: Duration = Duration::from_secs(15);
 const RENDITION_SHARE: f64 = 0.45;
 /// A publisher that has not connected (ICE + DTLS) by then is failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A publisher sending more video than `--max-publish-kbps` (default 20 Mbit/s: far above
+/// what browsers send; Chromium's 1080p camera stays under 5 Mbit/s) for this many
+/// once-a-second measurements in a row is ended FAILED [`info::BITRATE_OVER_LIMIT`]: only a
+/// hostile or broken client does that, and forwarding it would eat every viewer's bandwidth.
+/// The media socket also drops what it sends beyond 1.5 times the limit, undecrypted.
+pub const OVER_LIMIT_SECONDS: u32 = 3;
 
 /// Lifecycle: `Connecting` until ICE+DTLS are up, `Live` while media flows, `Ended` once a final
 /// status was sent (the actor is stopping).
@@ -90,6 +97,10 @@ pub struct Publisher {
     /// Without simulcast: a lower rendition (re-encoded at a lower bitrate, off the arbiter),
     /// made while a viewer's link cannot carry the stream. It is layer 1 of the fan-out.
     rendition: Option<Rendition>,
+    /// Measurements in a row over the publish limit ([`OVER_LIMIT_SECONDS`]).
+    over_limit: u32,
+    /// Counted in `sluice_actors` while alive.
+    _live: crate::metrics::Live,
     span: tracing::Span,
 }
 
@@ -143,6 +154,8 @@ impl Publisher {
             timeline: None,
             shifts: Vec::new(),
             rendition: None,
+            over_limit: 0,
+            _live: crate::metrics::Live::new("publisher"),
             span,
         }
     }
@@ -362,6 +375,13 @@ impl PeerActor for Publisher {
                     self.registry.update(&self.info.media_session_id, |i| i.metrics = Some(rate));
                     let id = self.info.media_session_id.clone();
                     self.rates.do_send(VideoRateNotice { media_session_id: id, inbound: true, rate });
+                    let limit = self.link.socket.publish_limit();
+                    let over = limit > 0 && rate.video_rate > limit;
+                    self.over_limit = if over { self.over_limit + 1 } else { 0 };
+                    if self.over_limit >= OVER_LIMIT_SECONDS {
+                        warn!(parent: &self.span, bitrate = rate.video_rate, "publisher over the video bitrate limit");
+                        self.end(StreamStatus::Failed, info::BITRATE_OVER_LIMIT, ctx);
+                    }
                 }
             }
             PeerEvent::BadFrame(why) => {

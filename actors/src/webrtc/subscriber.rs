@@ -73,6 +73,8 @@ pub struct Subscriber {
     /// Reports sent: every other one (twice a second), a viewer below the best layer nudges its estimator to
     /// probe ([`Subscriber::report_bandwidth`]).
     reports: u64,
+    /// Counted in `sluice_actors` while alive.
+    _live: crate::metrics::Live,
     span: tracing::Span,
 }
 
@@ -108,6 +110,7 @@ impl Subscriber {
             reported: 0,
             goal: None,
             reports: 0,
+            _live: crate::metrics::Live::new("viewer"),
             span,
         }
     }
