@@ -93,7 +93,7 @@ fn fanout_write(c: &mut Criterion) {
                 let mut sent = 0usize;
                 let packets = packetizer.packetize(&f);
                 for p in peers.iter_mut() {
-                    p.write_frame(&f, &packets).unwrap();
+                    p.write_frame(&f, &packets, f.rtp_time).unwrap();
                     // As the subscriber actor does: the peer is drained after the write.
                     let _ = p.poll(|_| sent += 1, |_| {});
                 }
