@@ -372,6 +372,95 @@ mod tests {
         }
     }
 
+    /// A sink that notes the layer and keyframe flag of every video frame it gets.
+    struct Noting(std::sync::Arc<std::sync::Mutex<Vec<(u8, bool)>>>);
+    impl Actor for Noting {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(1000); // the test sends before the actor runs
+        }
+    }
+    impl Handler<Forward> for Noting {
+        type Result = ();
+        fn handle(&mut self, Forward(f, p): Forward, _: &mut Context<Self>) {
+            if f.kind() == FrameKind::Video {
+                self.0.lock().unwrap().push((p.layer, f.keyframe));
+            }
+        }
+    }
+    impl Handler<SourceEnded> for Noting {
+        type Result = ();
+        fn handle(&mut self, _: SourceEnded, _: &mut Context<Self>) {}
+    }
+
+    /// Two layers for 1.5 s, a second apart in capture time: the best ~800 kbit/s, the other
+    /// ~200 kbit/s; both measured.
+    fn feed_two_layers(fo: &mut FanOut, t0: Instant) {
+        for i in 0..45u64 {
+            let at = t0 + Duration::from_millis(i * 33);
+            let key = i == 0;
+            fo.forward_layer(0, Frame { captured: at, data: vec![0; 3300].into(), ..f(key, i * 3000) });
+            fo.forward_layer(1, Frame { captured: at, data: vec![0; 830].into(), ..f(key, i * 3000) });
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_viewer_moves_down_at_once_and_up_after_the_hold_at_keyframes() {
+        let noted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Noting(noted.clone()).start();
+        actix_rt::task::yield_now().await; // `started` sets its mailbox size
+        let mut fo = FanOut::default();
+        fo.add(AddSubscriber { id: 1, frames: sink.clone().recipient(), ended: sink.recipient(), events: None });
+        fo.set_layers(2);
+        let t0 = Instant::now();
+        feed_two_layers(&mut fo, t0);
+        let rates = fo.layer_rates();
+        assert!(rates[0] > 700_000 && rates[1] > 150_000 && rates[1] < 250_000, "{rates:?}");
+
+        // Plenty: the best layer, and a goal above it.
+        let d = fo.set_bandwidth(1, 2_000_000, t0);
+        assert_eq!((d.switch, d.lower_wanted), (None, false));
+        assert!(d.goal.is_some_and(|g| g.desired > rates[0]));
+        // 400 kbit/s: down at once, to the layer that fits; the switch waits for its keyframe.
+        let d = fo.set_bandwidth(1, 400_000, t0);
+        assert_eq!(d.switch, Some(1));
+        fo.forward_layer(1, f(false, 200_000));
+        fo.forward_layer(0, f(false, 200_000));
+        assert_eq!(fo.sink_layer(1), Some((0, Some(1))), "still on 0 until layer 1's keyframe");
+        fo.forward_layer(1, f(true, 203_000));
+        assert_eq!(fo.sink_layer(1), Some((1, None)));
+        // The estimate recovers: not up within the hold, up after it.
+        assert_eq!(fo.set_bandwidth(1, 2_000_000, t0 + Duration::from_secs(1)).switch, None);
+        assert_eq!(fo.set_bandwidth(1, 2_000_000, t0 + LAYER_UP_HOLD).switch, Some(0));
+        fo.forward_layer(0, f(true, 206_000));
+        assert_eq!(fo.sink_layer(1), Some((0, None)));
+
+        // What the sink got: layer 0 from its first keyframe, layer 1 from its keyframe on, and
+        // layer 0 again from its keyframe.
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let got = noted.lock().unwrap().clone();
+        let switches: Vec<(u8, bool)> =
+            got.windows(2).filter(|w| w[0].0 != w[1].0).map(|w| w[1]).collect();
+        assert_eq!(switches, vec![(1, true), (0, true)], "{got:?}");
+        assert_eq!(got[0], (0, true));
+    }
+
+    #[test]
+    fn one_quality_asks_for_a_lower_rendition_when_a_viewer_cannot_carry_it() {
+        let mut fo = FanOut::default();
+        let t0 = Instant::now();
+        for i in 0..45u64 {
+            let at = t0 + Duration::from_millis(i * 33);
+            fo.forward(Frame { captured: at, data: vec![0; 1600].into(), ..f(i == 0, i * 3000) });
+        }
+        let rate = fo.layer_rates()[0];
+        assert!(rate > 300_000, "{rate}");
+        // No sink is needed for the one-layer answer.
+        assert!(fo.set_bandwidth(9, rate * 2, t0).goal.is_some_and(|g| g.desired >= 2 * rate));
+        assert!(!fo.set_bandwidth(9, rate * 2, t0).lower_wanted);
+        assert!(fo.set_bandwidth(9, rate * 8 / 10, t0).lower_wanted);
+    }
+
     #[test]
     fn gop_is_held_and_bounded() {
         let mut fo = FanOut::default();
