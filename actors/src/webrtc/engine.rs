@@ -150,9 +150,13 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
     if let Role::Play { .. } = role {
         // Send-side bandwidth estimation towards viewers (transport-wide CC feedback from the
         // browser): the fan-out picks the simulcast layer each viewer's link can carry, and
-        // str0m paces what it sends to the estimate. Publishers keep TWCC too: their browser's
-        // estimator needs our feedback.
-        cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(VIEWER_INITIAL_ESTIMATE)));
+        // str0m paces what it sends to the estimate. Only for a viewer that offers the
+        // transport-wide sequence numbers: without its feedback the estimate would never move
+        // and the pacing would hold every stream to the starting rate. Publishers keep TWCC
+        // too: their browser's estimator needs our feedback.
+        if offer_sdp.contains("transport-wide-cc") {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(VIEWER_INITIAL_ESTIMATE)));
+        }
     }
     cfg = match role {
         Role::Publish => cfg.enable_h264(true).enable_vp8(true),
