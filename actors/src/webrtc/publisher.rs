@@ -94,6 +94,8 @@ pub struct Publisher {
     /// layer's shift.
     timeline: Option<(u64, Instant)>,
     shifts: Vec<(String, u64)>,
+    /// When a keyframe of each layer was last asked for a viewer's switch.
+    layer_keyframe_asked: [Option<Instant>; crate::fanout::MAX_LAYERS],
     /// Without simulcast: a lower rendition (re-encoded at a lower bitrate, off the arbiter),
     /// made while a viewer's link cannot carry the stream. It is layer 1 of the fan-out.
     rendition: Option<Rendition>,
@@ -153,6 +155,7 @@ impl Publisher {
             settled: false,
             timeline: None,
             shifts: Vec::new(),
+            layer_keyframe_asked: [None; crate::fanout::MAX_LAYERS],
             rendition: None,
             over_limit: 0,
             _live: crate::metrics::Live::new("publisher"),
@@ -469,10 +472,26 @@ impl Source for Publisher {
         }
     }
 
+    /// A viewer switches to `layer`: a keyframe of that layer only (a keyframe is the
+    /// biggest frame there is, and the viewers of the other layers would pay for it on their
+    /// links), at most one per [`KEYFRAME_IN_FLIGHT`] per layer.
     fn layer_keyframe_wanted(&mut self, layer: u8, ctx: &mut Context<Self>) {
-        match self.rendition.as_mut() {
-            Some(r) if layer == 1 => r.thread.request_keyframe(),
-            _ => self.keyframe_wanted(ctx),
+        if let Some(r) = self.rendition.as_mut().filter(|_| layer == 1) {
+            r.thread.request_keyframe();
+            return;
+        }
+        let Some(rid) = self.layers.get(usize::from(layer)).map(|(r, _)| r.clone()) else {
+            return self.keyframe_wanted(ctx);
+        };
+        let now = Instant::now();
+        let slot = &mut self.layer_keyframe_asked[usize::from(layer).min(crate::fanout::MAX_LAYERS - 1)];
+        if slot.is_some_and(|t| now - t < KEYFRAME_IN_FLIGHT) || self.state != State::Live {
+            return;
+        }
+        *slot = Some(now);
+        if self.link.peer.request_keyframe(Some(&rid)) {
+            crate::metrics::metrics().keyframe_requests.inc();
+            self.drive(ctx);
         }
     }
 
