@@ -218,5 +218,12 @@ fn rest_vod_startup_find_terminate() {
     peer.wait_until(Duration::from_secs(3), "frames", |s| s.video_frames.load(Ordering::Relaxed) > 10);
     assert_eq!(server.rest("/rest-api/vod/terminate", Some(r#"{"localStreamName":"movie"}"#)).0, 200);
     assert_eq!(ws.status(&id)["status"], "STOPPED");
-    assert_eq!(server.rest("/rest-api/vod/find_all", None), (200, json!([])));
+    // The source ends asynchronously after the terminate answer: gone within a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut listed = server.rest("/rest-api/vod/find_all", None);
+    while listed != (200, json!([])) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        listed = server.rest("/rest-api/vod/find_all", None);
+    }
+    assert_eq!(listed, (200, json!([])));
 }
