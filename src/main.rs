@@ -95,7 +95,22 @@ fn print_token(a: config::TokenArgs) -> i32 {
     }
 }
 
+/// Two glibc malloc arenas instead of eight per core: Rust code allocates through mimalloc, but
+/// the C libraries (openh264, libopus, aws-lc) use glibc's malloc, which opens an arena per
+/// thread that allocates and let memory creep 5 % over 1,000 publish/play cycles (1.6 % with two;
+/// BENCHMARKS.md, soak). An operator's `MALLOC_ARENA_MAX` is left alone.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable; called before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> std::io::Result<()> {
+    limit_malloc_arenas();
     rest::stat::started(); // the uptime of `/?action=stat` counts from here
     let mut cli = Cli::parse();
     if let Some(config::Command::Token(args)) = cli.command.take() {

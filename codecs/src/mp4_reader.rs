@@ -109,6 +109,7 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
     r.seek(SeekFrom::Start(0)).map_err(|e| Mp4Error::Io(e.to_string()))?;
     let mut moov: Option<Moov> = None;
     let mut moofs: Vec<(u64, Moof)> = Vec::new();
+    let mut dropped = DroppedEntries::new();
     let mut pos = 0u64;
     let mut first = true;
     while pos.saturating_add(8) <= file_len {
@@ -132,7 +133,12 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
             "moov" | "moof" if end <= file_len && body <= 256 << 20 => {
                 let mut buf = vec![0u8; body as usize];
                 r.read_exact(&mut buf).map_err(|e| Mp4Error::Io(e.to_string()))?;
-                blank_unused_boxes(&mut buf, 0);
+                let parent = if kind == "moov" { b"moov" } else { b"moof" };
+                let (mut traks, mut entries) = (0, DroppedEntries::new());
+                blank_unread_boxes(parent, &mut buf, 0, &mut traks, &mut entries);
+                if kind == "moov" {
+                    dropped = entries;
+                }
                 let mut cur = std::io::Cursor::new(buf.as_slice());
                 if kind == "moov" {
                     let m = Moov::decode_atom(&header, &mut cur)
@@ -154,37 +160,58 @@ pub fn index<R: Read + Seek>(r: &mut R) -> Result<Mp4Index, Mp4Error> {
         pos = end;
     }
     let moov = moov.ok_or_else(|| Mp4Error::WrongFormat("no moov box (truncated or not an MP4)".into()))?;
-    build(moov, moofs, file_len)
+    build(moov, moofs, file_len, &dropped)
 }
 
-/// Boxes this reader never reads that `mp4-atom` would still decode: renamed `free`, which it
-/// skips unread. Its `sgpd` decoder loops over a 32-bit entry count without consuming a byte
-/// for empty entries, so a 2 kB file made it allocate gigabytes (found by fuzzing,
-/// `fuzz/regressions/mp4_reader/`); the others (sample groups, encryption, metadata, track
-/// references) are as unneeded for playback and kept out of the parser's reach the same way.
-/// None is a box `mp4-atom` requires.
-const UNUSED_BOXES: [&[u8; 4]; 12] = [
-    b"sgpd", b"sbgp", b"subs", b"saiz", b"saio", b"senc", b"udta", b"meta", b"ainf", b"tref", b"cslg",
-    b"mehd",
-];
-/// Where the children of a box [`blank_unused_boxes`] looks into start in its body: containers
-/// at once, `stsd` after its version and entry count, sample entries after their fixed fields
-/// (`mp4-atom` decodes any box among a sample entry's children too).
-fn children_offset(kind: &[u8; 4]) -> Option<usize> {
-    match kind {
-        b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"edts" | b"mvex" | b"moof" | b"traf" => Some(0),
-        b"stsd" => Some(8),
-        b"avc1" | b"avc3" | b"vp08" | b"vp09" | b"hev1" | b"hvc1" | b"av01" | b"encv" => Some(78),
-        b"mp4a" | b"Opus" | b"enca" | b"fLaC" | b"ac-3" | b"ec-3" => Some(28),
-        _ => None,
-    }
+/// The boxes this reader reads, by parent, and where a parent's children start in its body
+/// (after an `stsd`'s version and entry count, after a sample entry's fixed fields). Every other
+/// box inside a `moov` or `moof` is renamed `free` before `mp4-atom` sees it, which it then skips
+/// unread: `mp4-atom` decodes every box it knows wherever it is nested, and several of its
+/// decoders trust 32-bit counts of the file (an `sgpd` in a sample entry, a sample table in
+/// `dinf`, a PCM sample entry straight in the `moov` made 2 kB files ask for 4.8 to 10 GB; found
+/// by fuzzing, `fuzz/regressions/mp4_reader/`). What stays is each box `mp4-atom` requires, the
+/// tables and headers read below, and the sample entries named in unsupported-codec errors.
+fn children(kind: &[u8; 4], body: &[u8]) -> Option<(usize, &'static [&'static [u8; 4]])> {
+    const VISUAL_ENTRY: usize = 78;
+    Some(match kind {
+        b"moov" => (0, &[b"mvhd", b"trak", b"mvex"]),
+        b"trak" => (0, &[b"tkhd", b"mdia", b"edts"]),
+        b"edts" => (0, &[b"elst"]),
+        b"mdia" => (0, &[b"mdhd", b"hdlr", b"minf"]),
+        b"minf" => (0, &[b"dinf", b"stbl", b"vmhd", b"smhd", b"nmhd", b"sthd", b"hmhd"]),
+        b"dinf" => (0, &[b"dref"]),
+        b"stbl" => (0, &[b"stsd", b"stts", b"stsc", b"stsz", b"stz2", b"ctts", b"stss", b"stco", b"co64"]),
+        b"stsd" => (8, &[b"avc1", b"avc3", b"vp08", b"mp4a", b"Opus", b"vp09", b"hev1", b"hvc1", b"av01"]),
+        b"avc1" | b"avc3" => (VISUAL_ENTRY, &[b"avcC", b"btrt", b"pasp"]),
+        b"vp08" | b"vp09" => (VISUAL_ENTRY, &[b"vpcC", b"btrt", b"pasp"]),
+        b"hev1" | b"hvc1" => (VISUAL_ENTRY, &[b"hvcC", b"btrt", b"pasp"]),
+        b"av01" => (VISUAL_ENTRY, &[b"av1C", b"btrt", b"pasp"]),
+        // QuickTime sound sample descriptions 1 and 2 are longer (the version is at offset 8).
+        b"mp4a" | b"Opus" => {
+            let offset = match body.get(8..10) {
+                Some([0, 1]) => 44,
+                Some([0, 2]) => 64,
+                _ => 28,
+            };
+            (offset, if kind == b"mp4a" { &[b"esds", b"btrt", b"wave"] } else { &[b"dOps", b"btrt"] })
+        }
+        b"mvex" => (0, &[b"trex"]),
+        b"moof" => (0, &[b"mfhd", b"traf"]),
+        b"traf" => (0, &[b"tfhd", b"tfdt", b"trun"]),
+        _ => return None,
+    })
 }
 
-/// Rename the [`UNUSED_BOXES`] among the boxes in `body` (the body of a `moov` or `moof`) and
-/// in their containers and sample entries to `free`. Stops at the first box whose size does
-/// not fit.
-fn blank_unused_boxes(body: &mut [u8], depth: u32) {
-    let mut pos = 0usize;
+/// Sample entries [`blank_unread_boxes`] renamed: (index of the `trak` in the `moov`, the entry's
+/// original kind), so that an unsupported codec is still named in the error.
+type DroppedEntries = Vec<(usize, [u8; 4])>;
+
+/// Rename every box in `body` (the body of a box of kind `parent`) that [`children`] does not
+/// list to `free`, and walk into the ones it lists. Stops at the first box whose size does not
+/// fit (where `mp4-atom` stops too).
+fn blank_unread_boxes(parent: &[u8; 4], body: &mut [u8], depth: u32, trak: &mut usize, dropped: &mut DroppedEntries) {
+    let Some((offset, allowed)) = children(parent, body) else { return };
+    let mut pos = offset;
     while let Some(h) = body.get(pos..pos + 8) {
         let size32 = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
         let kind = [h[4], h[5], h[6], h[7]];
@@ -203,28 +230,20 @@ fn blank_unused_boxes(body: &mut [u8], depth: u32) {
         if size < header || size > rest {
             return;
         }
-        if UNUSED_BOXES.contains(&&kind) {
+        if !allowed.contains(&&kind) {
+            if parent == b"stsd" && kind != *b"free" {
+                dropped.push((trak.saturating_sub(1), kind));
+            }
             body[pos + 4..pos + 8].copy_from_slice(b"free");
         } else if depth < 12 {
-            // Known containers, and any other box but the tables this reader reads: `mp4-atom`
-            // decodes boxes it knows wherever they are nested (a sample table inside `dinf`
-            // reached its `sgpd` decoder: fuzz/regressions/mp4_reader/). A body that is no run
-            // of boxes ends the walk at its first box that does not fit.
-            let skip = children_offset(&kind).or((!READ_LEAVES.contains(&&kind)).then_some(0));
-            if let Some(children) = skip.and_then(|skip| body.get_mut(pos + header + skip..pos + size)) {
-                blank_unused_boxes(children, depth + 1);
+            if kind == *b"trak" {
+                *trak += 1;
             }
+            blank_unread_boxes(&kind, &mut body[pos + header..pos + size], depth + 1, trak, dropped);
         }
         pos += size;
     }
 }
-
-/// The boxes whose bodies this reader reads (tables and headers): never walked as containers,
-/// so their data is never mistaken for a box to blank.
-const READ_LEAVES: [&[u8; 4]; 22] = [
-    b"mvhd", b"tkhd", b"mdhd", b"hdlr", b"elst", b"stts", b"ctts", b"stss", b"stsc", b"stsz", b"stz2",
-    b"stco", b"co64", b"avcC", b"esds", b"dOps", b"mfhd", b"tfhd", b"tfdt", b"trun", b"trex", b"mdat",
-];
 
 /// Most samples one track may list: a sample takes at least a byte of the file, and no real
 /// file comes near 4 million samples a track (18 hours of 60 fps video). Sample counts are
@@ -232,13 +251,13 @@ const READ_LEAVES: [&[u8; 4]; 22] = [
 /// (found by fuzzing, `fuzz/regressions/mp4_reader/`).
 const MAX_SAMPLES_PER_TRACK: u64 = 4_000_000;
 
-fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index, Mp4Error> {
+fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64, dropped: &DroppedEntries) -> Result<Mp4Index, Mp4Error> {
     let max_samples = file_len.min(MAX_SAMPLES_PER_TRACK) as usize;
     let mut video: Option<(VideoSetup, Track, u32, u32)> = None;
     let mut rotation = 0;
     let mut audio: Option<(AudioSetup, Track)> = None;
     let mut unsupported = Vec::new();
-    for trak in &moov.trak {
+    for (trak_index, trak) in moov.trak.iter().enumerate() {
         let handler = trak.mdia.hdlr.handler.to_string();
         let timescale = trak.mdia.mdhd.timescale.max(1);
         let id = trak.tkhd.track_id;
@@ -294,8 +313,8 @@ fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64) -> Result<Mp4Index,
             }
             ("vide", StsdCodec::Vp09(_)) => unsupported.push("VP9 video".into()),
             ("vide", StsdCodec::Av01(_)) => unsupported.push("AV1 video".into()),
-            ("vide", other) => unsupported.push(format!("video {}", codec_name(other))),
-            ("soun", other) => unsupported.push(format!("audio {}", codec_name(other))),
+            ("vide", other) => unsupported.push(format!("video {}", codec_name(other, trak_index, dropped))),
+            ("soun", other) => unsupported.push(format!("audio {}", codec_name(other, trak_index, dropped))),
             _ => {}
         }
     }
@@ -437,7 +456,13 @@ fn matrix_rotation(m: &mp4_atom::Matrix) -> u32 {
     }
 }
 
-fn codec_name(c: &StsdCodec) -> String {
+/// A codec's name for errors; a sample entry renamed `free` before decoding by its original kind.
+fn codec_name(c: &StsdCodec, trak_index: usize, dropped: &DroppedEntries) -> String {
+    if let StsdCodec::Unknown(kind, _) = c {
+        if let Some((_, original)) = dropped.iter().find(|(t, _)| *t == trak_index).filter(|_| *kind == mp4_atom::FourCC::new(b"free")) {
+            return String::from_utf8_lossy(original).trim().to_lowercase();
+        }
+    }
     format!("{c:?}").split('(').next().unwrap_or("unknown").to_lowercase()
 }
 
@@ -589,6 +614,12 @@ mod tests {
         let hevc = ffmpeg("hevc.mp4", &["-c:v", "libx265", "-x265-params", "log-level=none", "-an"]);
         match open(&hevc) {
             Err(Mp4Error::UnsupportedCodec(m)) => assert!(m.contains("HEVC"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // A sample entry the reader does not decode at all is still named.
+        let pcm = ffmpeg("pcm.mov", &["-vn", "-c:a", "pcm_s16le"]);
+        match open(&pcm) {
+            Err(Mp4Error::UnsupportedCodec(m)) => assert!(m.starts_with("audio sowt "), "{m}"),
             other => panic!("{other:?}"),
         }
         let args: Vec<&str> = H264_AAC.iter().chain(&["-movflags", "+faststart"]).copied().collect();

@@ -17,6 +17,7 @@ import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileS
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve, sep } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, before } from 'node:test';
 
@@ -621,4 +622,24 @@ export function publishRtmp(url, { gop = 30 } = {}) {
     child.exitInfo = null;
     child.once('exit', (code, signal) => { child.exitInfo = { code, signal }; });
     return child;
+}
+
+/**
+ * The test IP camera (tests/support/rtsp_camera.py: GStreamer's RTSP server) on a free port of
+ * 127.0.0.1: `{port, clients(), child}`; kill `child` when done.
+ */
+export function startCamera() {
+    const child = spawn('/usr/bin/python3', [`${REPO_ROOT}/tests/support/rtsp_camera.py`, '0'],
+        { stdio: ['ignore', 'pipe', 'inherit'] });
+    let clients = 0;
+    return new Promise((resolve, reject) => {
+        const lines = createInterface({ input: child.stdout });
+        lines.on('line', (l) => {
+            const ready = /^ready (\d+)/.exec(l);
+            if (ready) resolve({ port: +ready[1], clients: () => clients, child });
+            if (l.startsWith('client ')) clients += 1;
+        });
+        child.once('exit', (code) => reject(new Error(`RTSP camera exited (${code})`)));
+        setTimeout(() => reject(new Error('RTSP camera not ready in 10 s')), 10_000);
+    });
 }

@@ -5,11 +5,9 @@
 // refuses the camera on loopback ("Restricted access") without connecting to it.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 
-import { REPO_ROOT, TEST_TIMEOUT_MS, expectFramesDecoded, fixture, textOf, waitForText } from './harness.mjs';
+import { TEST_TIMEOUT_MS, expectFramesDecoded, fixture, startCamera, textOf, waitForText } from './harness.mjs';
 
 const PLAYER = '/client/examples/demo/streaming/player/player.html';
 
@@ -26,23 +24,6 @@ after(async () => {
     camera?.child.kill('SIGKILL');
     await fx?.close();
 });
-
-/** The test camera on a free port: `{port, clients(), child}`. */
-function startCamera() {
-    const child = spawn('/usr/bin/python3', [`${REPO_ROOT}/tests/support/rtsp_camera.py`, '0'],
-        { stdio: ['ignore', 'pipe', 'inherit'] });
-    let clients = 0;
-    return new Promise((resolve, reject) => {
-        const lines = createInterface({ input: child.stdout });
-        lines.on('line', (l) => {
-            const ready = /^ready (\d+)/.exec(l);
-            if (ready) resolve({ port: +ready[1], clients: () => clients, child });
-            if (l.startsWith('client ')) clients += 1;
-        });
-        child.once('exit', (code) => reject(new Error(`RTSP camera exited (${code})`)));
-        setTimeout(() => reject(new Error('RTSP camera not ready in 10 s')), 10_000);
-    });
-}
 
 async function openPlayer(label, name, on = fx) {
     const page = await (await on.browser(label)).newPage('player');

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A test IP camera: GStreamer's RTSP server on 127.0.0.1 serving a test pattern as H.264 (x264,
 keyframe every second) plus a 440 Hz tone as AAC at rtsp://127.0.0.1:<port>/cam (/video: H.264
-only). One shared pipeline per mount, so "pulled once" is visible: every RTSP client that connects
+only; /gop4: H.264 with a keyframe every 4 s, as many IP cameras are set). One shared pipeline per mount, so "pulled once" is visible: every RTSP client that connects
 is reported on stdout as a line "client <n>".
 
 Usage: rtsp_camera.py [port]   (0 or none: any free port; the first stdout line is "ready <port>")
@@ -14,12 +14,18 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-VIDEO = (
-    "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=30/1 ! "
-    "videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=800 ! "
-    "video/x-h264,profile=constrained-baseline ! h264parse config-interval=-1 ! "
-    "rtph264pay name=pay0 pt=96 config-interval=-1"
-)
+
+
+def video(gop_frames):
+    return (
+        "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=360,framerate=30/1 ! "
+        f"videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop_frames} bitrate=800 ! "
+        "video/x-h264,profile=constrained-baseline ! h264parse config-interval=-1 ! "
+        "rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+VIDEO = video(30)
 AUDIO = (
     "audiotestsrc is-live=true freq=440 volume=0.3 ! audio/x-raw,rate=48000,channels=2 ! "
     "audioconvert ! avenc_aac bitrate=96000 ! aacparse ! rtpmp4gpay name=pay1 pt=97"
@@ -33,7 +39,8 @@ def main():
     server.set_address("127.0.0.1")
     server.set_service(port)
     mounts = server.get_mount_points()
-    for path, launch in (("/cam", f"( {VIDEO} {AUDIO} )"), ("/video", f"( {VIDEO} )")):
+    mounts_launch = (("/cam", f"( {VIDEO} {AUDIO} )"), ("/video", f"( {VIDEO} )"), ("/gop4", f"( {video(120)} )"))
+    for path, launch in mounts_launch:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch)
         factory.set_shared(True)

@@ -191,7 +191,8 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
         Role::Play { .. } => crate::sdp::unify_msid(&answer.to_sdp_string()),
         Role::Publish => answer.to_sdp_string(),
     };
-    let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    let local = rtc.direct_api().local_ice_credentials();
+    let (local_ufrag, local_pass) = (local.ufrag, local.pass);
 
     let media = crate::sdp::summarize(&answer_sdp);
     let wanted_direction_ok = match role {
@@ -218,6 +219,7 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
             seq: [rand::random::<u16>() as u64 & 0x7fff, rand::random::<u16>() as u64 & 0x7fff],
             connected: false,
             rids: Vec::new(),
+            early_nomination: Some(local_pass),
         },
         answer_sdp,
         local_ufrag,
@@ -285,6 +287,7 @@ impl PullOffer {
                 seq: [0, 0],
                 connected: false,
                 rids: Vec::new(),
+                early_nomination: None, // here we are the controlling side
             },
             video: media.video,
             has_audio: media.has_audio,
@@ -351,6 +354,8 @@ pub struct Peer {
     connected: bool,
     /// Publisher side: the simulcast layers (`rid`s) seen so far.
     rids: Vec<str0m::media::Rid>,
+    /// Our ICE password while the browser has not nominated a pair yet (see [`nominate_early`]).
+    early_nomination: Option<String>,
 }
 
 impl Peer {
@@ -372,6 +377,14 @@ impl Peer {
             Proto::Udp => Protocol::Udp,
             Proto::Tcp => Protocol::Tcp,
         };
+        let nominated = match &self.early_nomination {
+            Some(pass) if buf.first().is_some_and(|&b| b < 2) => nominate_early(buf, pass),
+            _ => None,
+        };
+        if nominated.is_some() {
+            self.early_nomination = None;
+        }
+        let buf = nominated.as_deref().unwrap_or(buf);
         let recv = Receive::new(proto, source, destination, buf)
             .map_err(|e| EngineError::Datagram(e.to_string()))?;
         self.rtc.handle_input(Input::Receive(now, recv)).map_err(|e| EngineError::Rtc(e.to_string()))
@@ -613,6 +626,74 @@ pub fn stun_server_ufrag(buf: &[u8]) -> Option<String> {
     msg.split_username().map(|(server, _)| server.to_string())
 }
 
+/// The browser's first valid connectivity check, as if it nominated its pair: the same Binding
+/// request with USE-CANDIDATE added (MESSAGE-INTEGRITY and FINGERPRINT computed again with our
+/// password), or `None` to pass `buf` on as it is (not a Binding request from a controlling
+/// agent with our valid integrity, or already nominating).
+///
+/// Why: we are an ICE-lite agent, and str0m sends nothing (our DTLS flight included) before the
+/// controlling agent nominates a pair. Chromium nominates in a later check, ~50 ms after the
+/// first one succeeded, and its DTLS ClientHello waits for our answering flight until its own
+/// retransmission timer fires: measured, DTLS completed ~60 ms after ICE on loopback, which was
+/// most of a viewer's wait for its first frame. Lite servers such as mediasoup send on the
+/// first pair that sends them a valid check; a later nomination of another pair still moves
+/// str0m there.
+pub fn nominate_early(buf: &[u8], pass: &str) -> Option<Vec<u8>> {
+    use hmac::{Hmac, Mac};
+    const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+    const MESSAGE_INTEGRITY: u16 = 0x0008;
+    const FINGERPRINT: u16 = 0x8028;
+    const USE_CANDIDATE: u16 = 0x0025;
+    const ICE_CONTROLLING: u16 = 0x802a;
+    let length = |b: &[u8]| u16::from_be_bytes([b[2], b[3]]) as usize;
+    if buf.len() < 20 || buf[0..2] != BINDING_REQUEST || buf[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    if length(buf) != buf.len() - 20 {
+        return None;
+    }
+    let (mut pos, mut integrity_at, mut controlling) = (20, None, false);
+    while pos + 4 <= buf.len() {
+        let kind = u16::from_be_bytes([buf[pos], buf[pos + 1]]);
+        let len = u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize;
+        match kind {
+            USE_CANDIDATE => return None,
+            ICE_CONTROLLING => controlling = true,
+            MESSAGE_INTEGRITY if integrity_at.is_none() && len == 20 => integrity_at = Some(pos),
+            FINGERPRINT => {}
+            _ if integrity_at.is_some() => return None, // only FINGERPRINT may follow the integrity
+            _ => {}
+        }
+        pos += 4 + len.div_ceil(4) * 4;
+    }
+    let at = integrity_at.filter(|_| controlling && pos == buf.len())?;
+    let mac_of = |msg: &[u8], len_with_integrity: usize| {
+        let mut head = msg.to_vec();
+        head[2..4].copy_from_slice(&(len_with_integrity as u16).to_be_bytes());
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(pass.as_bytes()).expect("HMAC takes keys of any length");
+        mac.update(&head);
+        mac.finalize().into_bytes()
+    };
+    if mac_of(&buf[..at], at - 20 + 24)[..] != buf[at + 4..at + 24] {
+        return None; // not our credentials: str0m refuses it as before
+    }
+    let mut out = Vec::with_capacity(buf.len() + 4);
+    out.extend_from_slice(&buf[..at]);
+    out.extend_from_slice(&USE_CANDIDATE.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let mac = mac_of(&out, out.len() - 20 + 24);
+    out.extend_from_slice(&MESSAGE_INTEGRITY.to_be_bytes());
+    out.extend_from_slice(&20u16.to_be_bytes());
+    out.extend_from_slice(&mac);
+    let with_fingerprint = (out.len() - 20 + 8) as u16;
+    out[2..4].copy_from_slice(&with_fingerprint.to_be_bytes());
+    let crc = crc32fast::hash(&out) ^ 0x5354_554e;
+    out.extend_from_slice(&FINGERPRINT.to_be_bytes());
+    out.extend_from_slice(&4u16.to_be_bytes());
+    out.extend_from_slice(&crc.to_be_bytes());
+    Some(out)
+}
+
 /// Deadlines already due that [`Peer::poll`] serves itself before handing one to the timer.
 const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 
@@ -622,5 +703,64 @@ pub const MAX_TIMER: Duration = Duration::from_secs(1);
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peer").field("connected", &self.connected).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nominate_early;
+    use hmac::{Hmac, Mac};
+    use str0m::ice::{StunMessage, TransId};
+
+    fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A Binding request as a controlling (or controlled) agent sends it to us, with `pass`.
+    fn check(pass: &str, controlling: bool, use_candidate: bool) -> (Vec<u8>, TransId) {
+        let id = TransId::new();
+        let msg = StunMessage::binding_request("srv:cli", id, controlling, 7, 100, use_candidate);
+        let mut buf = vec![0u8; 512];
+        let n = msg.to_bytes(Some(pass.as_bytes()), &mut buf, hmac_sha1).unwrap();
+        buf.truncate(n);
+        (buf, id)
+    }
+
+    #[test]
+    fn the_first_check_nominates_with_valid_integrity_and_fingerprint() {
+        let (buf, id) = check("our-password-0123456789", true, false);
+        let out = nominate_early(&buf, "our-password-0123456789").expect("rewritten");
+        let msg = StunMessage::parse(&out).expect("parses (fingerprint checked)");
+        assert!(msg.is_binding_request() && msg.use_candidate());
+        assert_eq!(msg.trans_id(), id);
+        assert_eq!(msg.split_username(), Some(("srv", "cli")));
+        assert_eq!(msg.prio(), Some(100));
+        assert!(msg.verify(b"our-password-0123456789", hmac_sha1), "integrity with our password");
+        // The original's fingerprint, recomputed the same way, for the algorithm itself.
+        let fp = crc32fast::hash(&buf[..buf.len() - 8]) ^ 0x5354_554e;
+        assert_eq!(buf[buf.len() - 4..], fp.to_be_bytes());
+    }
+
+    #[test]
+    fn anything_else_passes_unchanged() {
+        let pass = "our-password-0123456789";
+        // Not our password: left for str0m to refuse.
+        assert!(nominate_early(&check("another-password-000000", true, false).0, pass).is_none());
+        // Already nominating, or from a controlled agent.
+        assert!(nominate_early(&check(pass, true, true).0, pass).is_none());
+        assert!(nominate_early(&check(pass, false, false).0, pass).is_none());
+        // Truncated, garbage, not STUN.
+        let (buf, _) = check(pass, true, false);
+        for cut in [0, 1, 19, 20, 24, buf.len() - 1] {
+            assert!(nominate_early(&buf[..cut], pass).is_none(), "cut at {cut}");
+        }
+        assert!(nominate_early(&[0u8; 64], pass).is_none());
+        let mut lying = buf.clone();
+        lying[3] = lying[3].wrapping_add(4); // length field past the end
+        assert!(nominate_early(&lying, pass).is_none());
     }
 }
