@@ -3,11 +3,15 @@
 //! One synthetic publisher (H.264 at a chosen bitrate + Opus, built on str0m like the server,
 //! answering keyframe requests at once) and N subscribers that join in steps over the WCS
 //! WebSocket protocol. Subscribers run str0m in RTP mode: nothing is depacketized or decoded,
-//! packets are counted and sequence gaps measured. For each step the tool prints subscribers
+//! packets are counted and sequence gaps measured. By default ([`header`], `--count-mode
+//! header`) str0m handles only ICE, DTLS, RTCP and the media up to the first keyframe, and the
+//! media after it is counted from the clear-text RTP header of datagrams read with `recvmmsg`;
+//! `--count-mode str0m` hands every datagram to str0m. For each step the tool prints subscribers
 //! connected, packets and bytes received, loss, join times (playStream sent -> first RTP, ->
 //! first keyframe), the share of published packets delivered (deliv%), the server's CPU seconds
 //! and RSS (from /proc/<pid>), server CPU per forwarded packet, the tool's and the machine's
-//! CPU, and the kernel's UDP drops. Output: a table on stdout, and JSON with `--json`.
+//! CPU (and its CPU per received packet), and the kernel's UDP drops. Output: a table on
+//! stdout, and JSON with `--json`.
 //!
 //! The server is started by the tool (`--spawn <binary>`, default target/release/sluice) on
 //! random loopback ports, or an external one is used (`--ws`, `--pid`).
@@ -18,6 +22,7 @@
 
 mod compare;
 mod edges;
+mod header;
 mod janus;
 mod rtp;
 
@@ -45,14 +50,20 @@ const LONG_ABOUT: &str =
 
 One publisher (synthetic H.264 at --bitrate, --fps, a keyframe every --gop s, plus Opus 50 \
 packets/s) and subscribers added --step at a time up to --subscribers. Each subscriber is a \
-str0m peer in RTP mode (nothing decoded) polled by --threads worker threads. Per step: \
+str0m peer in RTP mode (nothing decoded) on --threads worker threads. With --count-mode header \
+(the default) str0m keeps the signalling answer, ICE, DTLS and RTCP, and media until the first \
+keyframe; after it, each worker reads all its sockets with epoll and recvmmsg and counts RTP \
+from the clear-text header (SSRC, sequence number), so the tool costs a fraction of the \
+server. --count-mode str0m hands every datagram to str0m (the earlier figures). Subscribers \
+offer transport-wide-cc only with --twcc (str0m mode only): sluice then runs bandwidth \
+estimation and pacing towards them, as towards a browser. Per step: \
 subscribers connected (ICE+DTLS up), packets/s received, loss (sequence gaps), join times \
 (request sent -> first RTP packet, -> first keyframe packet; p50/p99 over the step's new \
 subscribers), the server's CPU % and RSS from /proc/<pid>, server CPU microseconds per \
 packet received by the subscribers, deliv% (packets received over packets published times \
 subscribers: sluice renumbers what it sends, so frames it skips for a slow viewer leave no \
 sequence gap, only a deficit here), this tool's own CPU % (bench%: publisher and subscribers) \
-and the whole machine's (all%, 100 per busy core): when all% nears the number of cores, the \
+and per packet received (b-us/pk), and the whole machine's (all%, 100 per busy core): when all% nears the number of cores, the \
 step measures the machine rather than the server. drop-c and drop-s: datagrams the kernel \
 dropped for full receive buffers at the subscribers' sockets (the tool fell behind) and at all \
 other sockets of the network namespace (the server's), from /proc/net/udp.
@@ -127,6 +138,21 @@ struct Args {
     /// Subscriber worker threads
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// How subscribers count media: `header` reads each socket with recvmmsg (epoll over all
+    /// of a worker's sockets) and counts RTP from the clear-text header, str0m keeping ICE,
+    /// DTLS and RTCP (and the media until the first keyframe); `str0m` hands every datagram
+    /// to str0m (the tool before 2026-12-06, ~1 core for ~1,500 viewers)
+    #[arg(long, value_enum, default_value_t = CountMode::Header)]
+    count_mode: CountMode,
+    /// Header mode: a worker's sleep after each round of reads, in ms (longer: bigger
+    /// recvmmsg batches, later packets)
+    #[arg(long, default_value_t = header::RECV_PAUSE_MS)]
+    recv_pause_ms: f64,
+    /// Subscribers offer transport-wide-cc: sluice then runs send-side bandwidth estimation
+    /// and pacing for them, as for a browser. Needs `--count-mode str0m` (str0m sends the
+    /// feedback; header counting would starve the estimate)
+    #[arg(long)]
+    twcc: bool,
     /// Write the results as JSON to this file
     #[arg(long)]
     json: Option<String>,
@@ -202,6 +228,24 @@ struct Args {
     #[arg(long = "edge-pid", value_name = "PID")]
     edge_pids: Vec<u32>,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum CountMode {
+    Header,
+    Str0m,
+}
+
+impl CountMode {
+    fn name(self) -> &'static str {
+        match self {
+            CountMode::Header => "header",
+            CountMode::Str0m => "str0m",
+        }
+    }
+}
+
+/// Whether subscribers offer transport-wide-cc (`--twcc`), read by `new_rtc`.
+static SUB_TWCC: AtomicBool = AtomicBool::new(false);
 
 impl Args {
     fn is_janus(&self) -> bool {
@@ -442,8 +486,24 @@ fn offer(rtc: &mut Rtc, dir: Direction, video: bool) -> (String, SdpPendingOffer
     (o.to_sdp_string(), p, mids)
 }
 
+/// A str0m peer: the publisher (`rtp_mode` false) or a subscriber (RTP mode). Subscribers
+/// offer str0m's standard header extensions but transport-wide-cc only with `--twcc`: sluice
+/// runs bandwidth estimation for a viewer that offers it, and header-mode subscribers send no
+/// feedback.
 fn new_rtc(rtp_mode: bool, socket: &UdpSocket) -> Rtc {
-    let mut rtc = RtcConfig::new()
+    let mut cfg = RtcConfig::new();
+    if rtp_mode && !SUB_TWCC.load(Ordering::Relaxed) {
+        let mut exts = str0m::rtp::ExtensionMap::empty();
+        let std = str0m::rtp::ExtensionMap::standard();
+        for id in 1..=14u8 {
+            match std.lookup(id) {
+                Some(str0m::rtp::Extension::TransportSequenceNumber) | None => {}
+                Some(e) => exts.set(id, e.clone()),
+            }
+        }
+        cfg = cfg.set_extension_map(exts);
+    }
+    let mut rtc = cfg
         .clear_codecs()
         .enable_h264(true)
         .enable_opus(true, false)
@@ -868,6 +928,14 @@ fn main() {
     if a.step == 0 {
         a.step = (a.subscribers / 5).max(1);
     }
+    if a.twcc && a.count_mode == CountMode::Header {
+        eprintln!(
+            "sluice-bench: --twcc needs --count-mode str0m: header counting sends no transport-wide \
+             feedback, and without it the server's estimate would starve"
+        );
+        std::process::exit(2);
+    }
+    SUB_TWCC.store(a.twcc, Ordering::Relaxed);
     if a.is_janus() && (a.snapshots > 0 || a.play.is_some()) {
         eprintln!("sluice-bench: --snapshots and --play are for sluice only");
         std::process::exit(2);
@@ -899,9 +967,29 @@ fn main() {
     for _ in 0..a.threads.max(1) {
         let (tx, rx) = mpsc::channel();
         let s = stop.clone();
-        workers.push(std::thread::spawn(move || run_worker(rx, s)));
+        let (mode, pause) = (a.count_mode, Duration::from_secs_f64(a.recv_pause_ms.max(0.0) / 1000.0));
+        workers.push(std::thread::spawn(move || match mode {
+            CountMode::Header => header::run_worker(rx, s, pause),
+            CountMode::Str0m => run_worker(rx, s),
+        }));
         senders.push(tx);
     }
+    println!(
+        "subscribers: {} counting ({}), {} worker thread(s); transport-wide-cc offered: {}",
+        a.count_mode.name(),
+        match a.count_mode {
+            CountMode::Header =>
+                "epoll + recvmmsg, RTP counted from the clear-text header after the first keyframe; \
+                                  STUN, DTLS and RTCP to str0m",
+            CountMode::Str0m => "every datagram to str0m",
+        },
+        a.threads.max(1),
+        if a.twcc {
+            "yes (the server estimates bandwidth and paces; str0m sends the feedback)"
+        } else {
+            "no (the server runs no bandwidth estimation for these viewers)"
+        }
+    );
     let keeper = server.janus.is_some().then(|| janus::Keeper::start(stop.clone()));
 
     let mut subs: Vec<Arc<SubStats>> = Vec::new();
@@ -917,7 +1005,7 @@ fn main() {
     let mut steps = Vec::new();
     let start = Instant::now();
     println!(
-        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>5} {:>7} {:>7}",
+        "{:>5} {:>5} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7} {:>7} {:>5} {:>7} {:>7}",
         "step",
         "subs",
         "connected",
@@ -932,6 +1020,7 @@ fn main() {
         "RSS MB",
         "us/pkt",
         "bench%",
+        "b-us/pk",
         "all%",
         "drop-c",
         "drop-s"
@@ -950,13 +1039,13 @@ fn main() {
                     let url = if a.edges.is_empty() { &server.ws } else { &a.edges[i % a.edges.len()] };
                     let probe = !a.edges.is_empty() && i < a.edges.len();
                     join_sluice(url, &name, i, probe).map(|(sub, stats, ws)| {
-                    if probe {
-                        edge_probes.push(stats.clone());
-                    }
-                    let _ = senders[i % senders.len()].send(sub);
-                    wcs.push(ws);
-                    stats
-                })
+                        if probe {
+                            edge_probes.push(stats.clone());
+                        }
+                        let _ = senders[i % senders.len()].send(sub);
+                        wcs.push(ws);
+                        stats
+                    })
                 }
                 Some(k) => janus::join(&server.ws, a.janus_mountpoint, &a.janus_ice_ip).and_then(|j| {
                     let (sub, stats) = new_sub(j.rtc, j.socket, j.watch_sent);
@@ -1020,6 +1109,8 @@ fn main() {
         let delivered = if expected > 0 { pkts as f64 * 100.0 / expected as f64 } else { f64::NAN };
         let cpu = c1 - c0;
         let us_per_pkt = if pkts > 0 { cpu * 1e6 / pkts as f64 } else { f64::NAN };
+        // The tool's own CPU (publisher, subscribers, main thread) per packet received.
+        let bench_us_per_pkt = if pkts > 0 { (b1 - b0) * 1e6 / pkts as f64 } else { f64::NAN };
         let mut row = json!({
             "step": step_no, "subscribers": subs.len(), "connected": connected,
             "packets": pkts, "bytes": subs.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>(),
@@ -1029,7 +1120,7 @@ fn main() {
             "server_cpu_s": cpu, "server_cpu_pct": cpu * 100.0 / secs, "server_rss_mb": rss as f64 / 1048576.0,
             "rss_per_sub_kb": (rss.saturating_sub(rss0)) as f64 / 1024.0 / subs.len().max(1) as f64,
             "us_cpu_per_packet": us_per_pkt,
-            "bench_cpu_pct": (b1 - b0) * 100.0 / secs, "machine_cpu_pct": (m1 - m0) * 100.0 / secs,
+            "bench_cpu_pct": (b1 - b0) * 100.0 / secs, "bench_us_per_packet": bench_us_per_pkt, "machine_cpu_pct": (m1 - m0) * 100.0 / secs,
             "irq_cpu_pct": (i1 - i0) * 100.0 / secs,
             "other_cpu_pct": ((m1 - m0) - (i1 - i0) - (b1 - b0) - cpu).max(0.0) * 100.0 / secs,
         });
@@ -1037,13 +1128,14 @@ fn main() {
             r.extend(j);
         }
         if !a.edges.is_empty() {
-            let per_edge: Vec<usize> =
-                (0..a.edges.len()).map(|e| (0..subs.len()).filter(|i| i % a.edges.len() == e).count()).collect();
+            let per_edge: Vec<usize> = (0..a.edges.len())
+                .map(|e| (0..subs.len()).filter(|i| i % a.edges.len() == e).count())
+                .collect();
             row["edge_viewers"] = json!(per_edge);
             row["edge_cpu_pct"] = json!(edge_cpu);
         }
         println!(
-            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>6.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2} {:>7.0} {:>5.0} {:>7} {:>7}",
+            "{:>5} {:>5} {:>9} {:>8.0} {:>6.2} {:>6.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>8.2} {:>7.0} {:>7.2} {:>5.0} {:>7} {:>7}",
             step_no,
             subs.len(),
             connected,
@@ -1058,6 +1150,7 @@ fn main() {
             rss as f64 / 1048576.0,
             us_per_pkt,
             (b1 - b0) * 100.0 / secs,
+            bench_us_per_pkt,
             (m1 - m0) * 100.0 / secs,
             cdrop,
             sdrop
@@ -1069,7 +1162,11 @@ fn main() {
                 a.edges
                     .iter()
                     .enumerate()
-                    .map(|(e, url)| format!("{url} {} viewers {:.1}% CPU", row["edge_viewers"][e], edge_cpu.get(e).copied().unwrap_or(f64::NAN)))
+                    .map(|(e, url)| format!(
+                        "{url} {} viewers {:.1}% CPU",
+                        row["edge_viewers"][e],
+                        edge_cpu.get(e).copied().unwrap_or(f64::NAN)
+                    ))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -1096,7 +1193,9 @@ fn main() {
                     (Some(of), Some(ef)) => edges::hop_delay(of, ef),
                     _ => (f64::NAN, f64::NAN, 0),
                 };
-                println!("edge hop {url}: delay over the origin p50 {p50:.1} ms, p99 {p99:.1} ms ({n} frames)");
+                println!(
+                    "edge hop {url}: delay over the origin p50 {p50:.1} ms, p99 {p99:.1} ms ({n} frames)"
+                );
                 json!({ "edge": url, "delay_ms_p50": p50, "delay_ms_p99": p99, "frames": n })
             })
             .collect(),
@@ -1104,7 +1203,8 @@ fn main() {
     };
     let summary = json!({
         "args": {"subscribers": a.subscribers, "bitrate": a.bitrate, "fps": a.fps, "gop": a.gop, "step": a.step,
-                 "step_secs": a.step_secs, "threads": a.threads, "stop_loss": a.stop_loss},
+                 "step_secs": a.step_secs, "threads": a.threads, "stop_loss": a.stop_loss,
+                 "count_mode": a.count_mode.name(), "twcc": a.twcc, "recv_pause_ms": a.recv_pause_ms},
         "server": {"kind": kind, "pid": server.pid, "rss_start_mb": rss0 as f64 / 1048576.0,
                    "rss_end_mb": rss_end as f64 / 1048576.0, "cpu_s_total": cpu_end - cpu0},
         "janus": server.janus.as_ref().map(|_| json!({
@@ -1157,5 +1257,27 @@ fn main() {
         }
         drop(server); // stops the spawned server: exit() runs no destructors
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_offer_transport_wide_cc_only_with_twcc() {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sdp = |twcc: bool, rtp_mode: bool| {
+            SUB_TWCC.store(twcc, Ordering::Relaxed);
+            let mut rtc = new_rtc(rtp_mode, &sock);
+            offer(&mut rtc, Direction::RecvOnly, true).0
+        };
+        let without = sdp(false, true);
+        assert!(!without.contains("transport-wide-cc"), "{without}");
+        assert!(without.contains("urn:ietf:params:rtp-hdrext:sdes:mid"), "other extensions stay");
+        assert!(sdp(true, true).contains("transport-wide-cc"));
+        // The publisher keeps str0m's standard set.
+        assert!(sdp(false, false).contains("transport-wide-cc"));
+        SUB_TWCC.store(false, Ordering::Relaxed);
     }
 }
