@@ -32,6 +32,14 @@ use tracing::{debug, info, warn};
 
 use crate::engine::{stun_server_ufrag, Proto, Transmit};
 
+/// UDP segmentation offload ([`MediaSocket::send_all`]) still works here: cleared for good by
+/// the first refusal (a kernel without it, a device that cannot).
+static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Most datagrams in one segmented send (the kernel takes up to 64 or 128).
+const MAX_SEGMENTS: usize = 32;
+/// Most bytes in one segmented send (one IP datagram's worth before segmentation).
+const MAX_SEGMENTED_BYTES: usize = 60_000;
+
 /// Largest UDP datagram we read (ICE/DTLS/SRTP from browsers stay under 1500).
 const MAX_DATAGRAM: usize = 2048;
 /// Frames queued towards one ICE-TCP connection before new ones are dropped.
@@ -146,6 +154,8 @@ pub struct SocketStats {
     pub send_dropped: AtomicU64,
     /// Datagrams dropped because their peer's client sent over its [`Budget`].
     pub over_rate: AtomicU64,
+    /// `sendmsg` calls that carried several datagrams ([`MediaSocket::send_all`]).
+    pub segmented_sends: AtomicU64,
 }
 
 pub struct MediaSocket {
@@ -313,6 +323,101 @@ impl MediaSocket {
         (self.by_source.len(), self.tcp_out.len())
     }
 
+    /// Send what one pass over a peer's engine produced, in order. Runs of UDP datagrams to one
+    /// destination of one size (the last of a run may be shorter: a frame's packets) go out in
+    /// one `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`): the kernel's UDP and IP
+    /// send path runs once per run instead of once per packet (BENCHMARKS.md, "Sends in
+    /// segments"). Where the kernel refuses it, every datagram is sent alone from then on.
+    pub fn send_all(&self, batch: &mut Vec<Transmit>) {
+        let mut i = 0;
+        while i < batch.len() {
+            let first = &batch[i];
+            let size = first.contents.len();
+            let mut j = i + 1;
+            let mut total = size;
+            if first.proto == Proto::Udp && GSO.load(Ordering::Relaxed) {
+                while let Some(t) = batch.get(j) {
+                    let fits = t.proto == Proto::Udp
+                        && t.destination == first.destination
+                        && batch[j - 1].contents.len() == size
+                        && t.contents.len() <= size
+                        && j - i < MAX_SEGMENTS
+                        && total + t.contents.len() <= MAX_SEGMENTED_BYTES;
+                    if !fits {
+                        break;
+                    }
+                    total += t.contents.len();
+                    j += 1;
+                }
+            }
+            if j - i >= 2 && self.send_segmented(&batch[i..j], size) {
+                i = j;
+                continue;
+            }
+            // Sent one by one; what follows moves down to `i`.
+            for t in batch.drain(i..j) {
+                self.send(t);
+            }
+        }
+        batch.clear();
+    }
+
+    /// One `sendmsg` with `UDP_SEGMENT` for `run` (same destination, `size` bytes each but the
+    /// last). False when the kernel refused segmentation (then it is off for good, and the
+    /// caller sends the run datagram by datagram); a full buffer drops the run (true).
+    fn send_segmented(&self, run: &[Transmit], size: usize) -> bool {
+        use std::os::fd::AsRawFd;
+        let dest = socket2::SockAddr::from(self.outgoing(run[0].destination));
+        let mut iov: Vec<libc::iovec> = run
+            .iter()
+            .map(|t| libc::iovec { iov_base: t.contents.as_ptr() as *mut libc::c_void, iov_len: t.contents.len() })
+            .collect();
+        // Room for one control message carrying a u16, 8-byte aligned.
+        let mut control = [0u64; 4];
+        // SAFETY: msghdr and the control message are built as cmsg(3) describes, over buffers
+        // (iov, control, dest) that outlive the call; sendmsg does not keep them.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = dest.as_ptr() as *mut libc::c_void;
+            msg.msg_namelen = dest.len();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, size as u16);
+            libc::sendmsg(self.udp.as_raw_fd(), &msg, 0)
+        };
+        let n = run.len() as u64;
+        if sent >= 0 {
+            self.stats.sent.fetch_add(n, Ordering::Relaxed);
+            self.stats.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+            self.stats.segmented_sends.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => {
+                self.stats.send_dropped.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            // ENOBUFS and the like: as a full buffer, dropped (the engine's NACK/RTX recovers).
+            _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                self.stats.send_dropped.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            _ => {
+                if GSO.swap(false, Ordering::Relaxed) {
+                    warn!(error = %e, "UDP segmentation offload refused: sending datagram by datagram");
+                }
+                false
+            }
+        }
+    }
+
     /// Send one engine transmit. Never blocks: a full socket buffer drops the datagram.
     pub fn send(&self, t: Transmit) {
         let len = t.contents.len() as u64;
@@ -470,4 +575,54 @@ pub fn local_ip(bind: std::net::IpAddr, v4: bool) -> std::net::IpAddr {
 /// A v4-mapped IPv6 address (what a dual-stack socket reports for IPv4) as plain IPv4.
 fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    fn transmit(to: SocketAddr, mark: u8, len: usize) -> Transmit {
+        Transmit { proto: Proto::Udp, source: to, destination: to, contents: vec![mark; len] }
+    }
+
+    /// Datagrams sent together arrive as they were cut, in order, to the right receivers,
+    /// whether the kernel segments them or not.
+    #[actix_rt::test]
+    async fn runs_arrive_datagram_by_datagram() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let socket = MediaSocket::start(lo, 0, &[lo], None, &actix::Arbiter::current()).unwrap();
+        let a = UdpSocket::bind((lo, 0)).unwrap();
+        let b = UdpSocket::bind((lo, 0)).unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut batch = vec![
+            transmit(to_a, 0, 1000),
+            transmit(to_a, 1, 1000),
+            transmit(to_a, 2, 1000),
+            transmit(to_a, 3, 400), // a frame's shorter last packet ends the run
+            transmit(to_a, 4, 1000),
+            transmit(to_b, 5, 1000),
+            transmit(to_a, 6, 1200), // larger than the run before it: a run of its own
+            transmit(to_a, 7, 1200),
+        ];
+        socket.send_all(&mut batch);
+        assert!(batch.is_empty());
+        let mut buf = [0u8; 2048];
+        for (mark, len) in [(0, 1000), (1, 1000), (2, 1000), (3, 400), (4, 1000), (6, 1200), (7, 1200)] {
+            let n = a.recv(&mut buf).unwrap();
+            assert_eq!((buf[0], n), (mark, len), "datagram {mark} at A");
+            assert!(buf[..n].iter().all(|&x| x == mark));
+        }
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!((buf[0], n), (5, 1000));
+        assert_eq!(socket.stats.sent.load(Ordering::Relaxed), 8);
+        println!(
+            "segmented sends: {} (0: this kernel refused UDP_SEGMENT)",
+            socket.stats.segmented_sends.load(Ordering::Relaxed)
+        );
+    }
 }

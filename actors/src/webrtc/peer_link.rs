@@ -25,11 +25,13 @@ pub struct PeerLink {
     pub ufrag: String,
     timer: Option<(Instant, SpawnHandle)>,
     events: Vec<PeerEvent>,
+    /// What one drive produced, sent together ([`MediaSocket::send_all`]).
+    outgoing: Vec<crate::engine::Transmit>,
 }
 
 impl PeerLink {
     pub fn new(peer: Peer, socket: Arc<MediaSocket>, ufrag: String) -> Self {
-        PeerLink { peer, gone: false, socket, ufrag, timer: None, events: Vec::new() }
+        PeerLink { peer, gone: false, socket, ufrag, timer: None, events: Vec::new(), outgoing: Vec::new() }
     }
 }
 
@@ -47,8 +49,10 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
             return;
         }
         let mut events = std::mem::take(&mut link.events);
-        let socket = &link.socket;
-        let res = link.peer.poll(|t| socket.send(t), |e| events.push(e));
+        let mut outgoing = std::mem::take(&mut link.outgoing);
+        let res = link.peer.poll(|t| outgoing.push(t), |e| events.push(e));
+        link.socket.send_all(&mut outgoing);
+        link.outgoing = outgoing;
         for e in events.drain(..) {
             self.on_peer_event(e, ctx);
         }
