@@ -244,6 +244,11 @@ pub struct Cli {
     /// Leave the stream name out of /metrics labels (per-stream series are unbounded)
     #[arg(long, env = "SLUICE_NO_METRICS_STREAM_NAMES")]
     pub no_metrics_stream_names: bool,
+    /// Estimate no bandwidth towards viewers: no transport-wide congestion control is
+    /// negotiated with them, so a viewer on a slow link is not moved to a lower layer, and each
+    /// viewer costs about half the CPU and memory (BENCHMARKS.md)
+    #[arg(long, env = "SLUICE_NO_VIEWER_BWE")]
+    pub no_viewer_bwe: bool,
     /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).
     /// Names are then unique across the cluster and a stream published on any node plays on
     /// every node (see README "Cluster") [default: off, a single node]
@@ -365,6 +370,7 @@ pub struct FileConfig {
     pub max_messages_per_sec: Option<u32>,
     pub max_publish_kbps: Option<u32>,
     pub no_metrics_stream_names: Option<bool>,
+    pub no_viewer_bwe: Option<bool>,
     pub cluster_redis: Option<String>,
     pub cluster_secret: Option<String>,
     pub cluster_node_id: Option<String>,
@@ -439,6 +445,8 @@ pub struct Config {
     pub limits: LimitConfig,
     /// Stream names as /metrics labels.
     pub metrics_stream_names: bool,
+    /// Send-side bandwidth estimation towards viewers that offer transport-wide CC.
+    pub viewer_bwe: bool,
     /// The cluster this node joins; None: a single node.
     pub cluster: Option<sluice_actors::cluster::ClusterConfig>,
 }
@@ -538,6 +546,7 @@ impl Config {
             limits,
             metrics_stream_names: !(cli.no_metrics_stream_names
                 || file.no_metrics_stream_names.unwrap_or(false)),
+            viewer_bwe: !(cli.no_viewer_bwe || file.no_viewer_bwe.unwrap_or(false)),
             turn_public_ip: cli.turn_public_ip.or(file.turn_public_ip).unwrap_or(public_ips[0]),
             public_ips,
             public_ip_detected,

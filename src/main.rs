@@ -168,6 +168,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     .map_err(|e| std::io::Error::new(e.kind(), format!("media port {}: {e}", cfg.media_port)))?;
     let media_port = socket.local_addr().port();
     socket.set_publish_limit(u64::from(cfg.limits.publish_kbps) * 1000);
+    sluice_actors::engine::set_viewer_bwe(cfg.viewer_bwe);
     let registry = Registry::new();
     let snapshots = sluice_actors::snapshot::start(registry.clone(), &media_arbiter.handle());
     // Recorders write files: on an arbiter of their own, never on the media arbiter.

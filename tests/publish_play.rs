@@ -112,3 +112,24 @@ fn a_viewer_that_stops_leaves_the_others_playing() {
     let (code, all) = server.rest("/rest-api/stream/find_all", None);
     assert_eq!((code, all), (200, json!([])), "everything freed");
 }
+
+/// A viewer whose offer has transport-wide CC gets it in the answer (the server estimates the
+/// bandwidth towards it); with `--no-viewer-bwe` it does not, and still plays.
+#[test]
+fn viewer_bandwidth_estimation_follows_no_viewer_bwe() {
+    for (args, estimated) in [(&[][..], true), (&["--no-viewer-bwe"][..], false)] {
+        let server = Server::start_with(args);
+        let mut pub_ws = Wcs::connect(&server);
+        let name = new_id("cam");
+        let (_pub_id, _publisher) = publish(&mut pub_ws, &name, Video::H264);
+        let mut ws = Wcs::connect(&server);
+        let offer = Offering::new(false, Video::H264);
+        assert!(offer.sdp.contains("transport-wide-cc"), "the test viewer offers it");
+        let (id, answer) = request_play(&mut ws, &name, &offer.sdp);
+        let answer = answer.unwrap_or_else(|st| panic!("play refused: {st}"));
+        assert_eq!(answer.contains("transport-wide-cc"), estimated, "{args:?}: {answer}");
+        let peer = offer.start(&answer);
+        assert_eq!(ws.status(&id)["status"], "PLAYING");
+        peer.wait_until(STEP, "frames", |s| s.video_frames.load(Ordering::Relaxed) > 5);
+    }
+}

@@ -32,6 +32,15 @@ pub const VIEWER_INITIAL_ESTIMATE: u64 = 1_000_000;
 /// Packets kept per outgoing audio stream (one Opus frame is one packet, 20 ms each).
 const SEND_BUFFER_AUDIO: usize = 50;
 
+/// Whether viewers that offer transport-wide CC get send-side bandwidth estimation (the
+/// default; `--no-viewer-bwe` turns it off: [`set_viewer_bwe`]).
+static VIEWER_BWE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Estimate bandwidth towards viewers (true, the default) or only forward to them.
+pub fn set_viewer_bwe(on: bool) {
+    VIEWER_BWE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What the peer is for: receiving a published stream, or sending one to a viewer.
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
@@ -154,7 +163,17 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
         // transport-wide sequence numbers: without its feedback the estimate would never move
         // and the pacing would hold every stream to the starting rate. Publishers keep TWCC
         // too: their browser's estimator needs our feedback.
-        if offer_sdp.contains("transport-wide-cc") {
+        if !VIEWER_BWE.load(std::sync::atomic::Ordering::Relaxed) {
+            // `--no-viewer-bwe`: forward only. Without the extension str0m keeps no record of
+            // the packets it sends for feedback (1,000 per peer) and runs no estimator.
+            let mut exts = str0m::rtp::ExtensionMap::empty();
+            for (id, ext) in cfg.extension_map().iter() {
+                if *ext != str0m::rtp::Extension::TransportSequenceNumber {
+                    exts.set(id, ext.clone());
+                }
+            }
+            cfg = cfg.set_extension_map(exts);
+        } else if offer_sdp.contains("transport-wide-cc") {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(VIEWER_INITIAL_ESTIMATE)));
         }
     }
