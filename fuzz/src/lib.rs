@@ -54,6 +54,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mp4_reader", mp4_file),
     ("h264", h264_nals),
     ("outbound_hosts", outbound_hosts),
+    ("stun_check", stun_check),
 ];
 
 // ---- Panics the server catches --------------------------------------------------------------
@@ -492,6 +493,52 @@ pub fn h264_nals(data: &[u8]) {
     let _ = h264::avcc_to_annexb(data, ls, true, &[], &[]);
 }
 
+// ---- ICE connectivity checks ----------------------------------------------------------------
+
+/// The ICE password the `stun_check` target and its seeds use.
+const STUN_PASS: &str = "fuzz-ice-password-0123456";
+
+fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A datagram on the media port as a peer's engine first sees it: the STUN username routing
+/// (`engine::stun_server_ufrag`) and the early nomination (`engine::nominate_early`). A check
+/// the server rewrites must parse, nominate, and carry integrity valid for our password.
+pub fn stun_check(data: &[u8]) {
+    let _ = engine::stun_server_ufrag(data);
+    if let Some(out) = engine::nominate_early(data, STUN_PASS) {
+        let msg = str0m::ice::StunMessage::parse(&out).expect("a rewritten check parses");
+        assert!(msg.is_binding_request() && msg.use_candidate(), "the rewrite nominates");
+        assert!(msg.verify(STUN_PASS.as_bytes(), hmac_sha1), "the rewrite carries valid integrity");
+    }
+}
+
+/// Binding requests as browsers send them to us: the first check of a controlling agent
+/// (rewritten), a nominating one, one from a controlled agent, one signed with another password.
+fn stun_check_seeds() -> Vec<(String, Vec<u8>)> {
+    use str0m::ice::{StunMessage, TransId};
+    let mut out = Vec::new();
+    for (name, controlling, nominate, pass) in [
+        ("first-check", true, false, STUN_PASS),
+        ("nominating", true, true, STUN_PASS),
+        ("controlled", false, false, STUN_PASS),
+        ("other-password", true, false, "another-password-0000000"),
+    ] {
+        let msg = StunMessage::binding_request("srvufrag:cliufrag", TransId::new(), controlling, 7, 1_862_270_975, nominate);
+        let mut buf = vec![0u8; 512];
+        let n = msg.to_bytes(Some(pass.as_bytes()), &mut buf, hmac_sha1).expect("a check fits");
+        buf.truncate(n);
+        out.push((name.to_string(), buf));
+    }
+    out
+}
+
 // ---- Outbound URLs and allow-lists ---------------------------------------------------------
 
 /// An `rtsp://` play name (`RtspUrl::parse`) and an allow-list line (`HostPattern`'s
@@ -536,6 +583,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             b.extend_from_slice(s.as_bytes());
             add("sdp_offer", &format!("{name}-role{role}"), b);
         }
+    }
+    for (name, m) in stun_check_seeds() {
+        add("stun_check", &name, m);
     }
     for (name, m) in turn_seeds() {
         add("turn_message", &name, m.clone());
