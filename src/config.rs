@@ -180,7 +180,12 @@ pub struct Cli {
     /// Hosts streams may be re-published to over RTMP (rtmpUrl, /rest-api/push/startup), in
     /// the --rtsp-allow syntax; repeatable (environment: comma-separated). [default: hosts
     /// whose every address is public, as for --rtsp-allow]
-    #[arg(long = "rtmp-push-allow", env = "SLUICE_RTMP_PUSH_ALLOW", value_delimiter = ',', value_name = "HOST")]
+    #[arg(
+        long = "rtmp-push-allow",
+        env = "SLUICE_RTMP_PUSH_ALLOW",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
     pub rtmp_push_allow: Vec<HostPattern>,
     /// Hosts streams may be pulled from over WebRTC (/rest-api/pull/pull: another sluice or
     /// WCS), in the --rtsp-allow syntax; repeatable (environment: comma-separated). [default:
@@ -590,7 +595,11 @@ impl Config {
                     cli.rtmp_push_allow
                 },
             },
-            pull_allow: if cli.pull_allow.is_empty() { file.pull_allow.unwrap_or_default() } else { cli.pull_allow },
+            pull_allow: if cli.pull_allow.is_empty() {
+                file.pull_allow.unwrap_or_default()
+            } else {
+                cli.pull_allow
+            },
         })
     }
 

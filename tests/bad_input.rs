@@ -218,7 +218,10 @@ fn an_offer_str0m_would_panic_on_is_refused_and_the_session_goes_on() {
     let sdp = String::from_utf8_lossy(include_bytes!("support/sdp-offer-pt-claimed-twice.sdp")).to_string();
     for (message, published) in [("publishStream", true), ("playStream", false)] {
         let id = new_id("bad-sdp");
-        ws.send(message, json!({"mediaSessionId": id, "name": "bad-sdp", "published": published, "sdp": sdp}));
+        ws.send(
+            message,
+            json!({"mediaSessionId": id, "name": "bad-sdp", "published": published, "sdp": sdp}),
+        );
         let st = ws.status(&id);
         assert_eq!(st["status"], "FAILED", "{message}: {st}");
     }

@@ -121,7 +121,11 @@ fn compose(env: &[(&str, &str)], args: &[&str]) -> Output {
 
 fn compose_file(file: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = Command::new("docker-compose");
-    c.arg("-f").arg(deploy(file)).args(args).env_remove("SLUICE_PUBLIC_IP").env_remove("SLUICE_CLUSTER_SECRET");
+    c.arg("-f")
+        .arg(deploy(file))
+        .args(args)
+        .env_remove("SLUICE_PUBLIC_IP")
+        .env_remove("SLUICE_CLUSTER_SECRET");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -248,19 +252,31 @@ fn cluster_compose_file_validates_offline() {
             assert!(published.is_empty(), "Redis must not be published: {published:?}");
             continue;
         }
-        for want in ["SLUICE_CLUSTER_REDIS: redis://redis:6379/", "SLUICE_CLUSTER_SECRET: 0123456789abcdef-secret",
-                     "SLUICE_PUBLIC_IP: 203.0.113.10", "- --health-check"] {
+        for want in [
+            "SLUICE_CLUSTER_REDIS: redis://redis:6379/",
+            "SLUICE_CLUSTER_SECRET: 0123456789abcdef-secret",
+            "SLUICE_PUBLIC_IP: 203.0.113.10",
+            "- --health-check",
+        ] {
             assert!(block.contains(want), "{name}: no {want:?} in\n{block}");
         }
         // What a node needs: wss and ws signalling, https and http REST, https pages, media
         // over UDP and TCP on its configured numbers.
         let port_of = |key: &str, default: &str| {
-            block.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap_or(default).trim_matches('\'').to_string()
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .unwrap_or(default)
+                .trim_matches('\'')
+                .to_string()
         };
         for (key, default, proto) in [
-            ("SLUICE_WSS_PORT", "8443", "tcp"), ("SLUICE_WS_PORT", "8080", "tcp"),
-            ("SLUICE_REST_HTTPS_PORT", "8444", "tcp"), ("SLUICE_REST_PORT", "8081", "tcp"),
-            ("SLUICE_HTTPS_PORT", "8888", "tcp"), ("SLUICE_MEDIA_PORT", "31000", "udp"),
+            ("SLUICE_WSS_PORT", "8443", "tcp"),
+            ("SLUICE_WS_PORT", "8080", "tcp"),
+            ("SLUICE_REST_HTTPS_PORT", "8444", "tcp"),
+            ("SLUICE_REST_PORT", "8081", "tcp"),
+            ("SLUICE_HTTPS_PORT", "8888", "tcp"),
+            ("SLUICE_MEDIA_PORT", "31000", "udp"),
             ("SLUICE_MEDIA_PORT", "31000", "tcp"),
         ] {
             let p = format!("{}/{proto}", port_of(key, default));

@@ -31,5 +31,8 @@ fn a_viewers_id_finds_its_whole_story_in_the_log() {
     assert!(lines.iter().any(|l| l.contains("session{id=/127.0.0.1:")), "{lines:#?}");
     // The publisher's lines: by its own id, with the stream name.
     let pub_lines: Vec<&str> = log.lines().filter(|l| l.contains(&pub_id)).collect();
-    assert!(pub_lines.iter().any(|l| l.contains("publisher{stream=traced") && l.contains("publishing")), "{pub_lines:#?}");
+    assert!(
+        pub_lines.iter().any(|l| l.contains("publisher{stream=traced") && l.contains("publishing")),
+        "{pub_lines:#?}"
+    );
 }

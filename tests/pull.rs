@@ -61,13 +61,18 @@ fn an_edge_pulls_from_an_origin_and_serves_its_viewers() {
     assert_eq!(viewers_of(&origin, "cam"), 1, "still one viewer at the origin");
 
     // Terminate: the edge's viewers stop, the origin loses its viewer.
-    let (status, _) = edge.rest("/rest-api/pull/terminate", Some(&json!({ "localStreamName": "edge-cam" }).to_string()));
+    let (status, _) =
+        edge.rest("/rest-api/pull/terminate", Some(&json!({ "localStreamName": "edge-cam" }).to_string()));
     assert_eq!(status, 200);
     let st = v1.status(&id1);
-    assert_eq!((st["status"].as_str(), st["info"].as_str()), (Some("STOPPED"), Some("Stopped by publisher stop")));
+    assert_eq!(
+        (st["status"].as_str(), st["info"].as_str()),
+        (Some("STOPPED"), Some("Stopped by publisher stop"))
+    );
     wait_for("the origin's viewer to go", || viewers_of(&origin, "cam") == 0);
     wait_for("the pull to be unlisted", || edge.rest("/rest-api/pull/find_all", None).1 == json!([]));
-    let (status, _) = edge.rest("/rest-api/pull/terminate", Some(&json!({ "localStreamName": "edge-cam" }).to_string()));
+    let (status, _) =
+        edge.rest("/rest-api/pull/terminate", Some(&json!({ "localStreamName": "edge-cam" }).to_string()));
     assert_eq!(status, 404);
 }
 
@@ -81,10 +86,15 @@ fn the_pull_ends_when_the_origin_publisher_stops() {
     assert_eq!(status, 200, "{v}");
     let mut vws = Wcs::connect(&edge);
     let (play_id, viewer) = play(&mut vws, "cam2");
-    viewer.wait_until(Duration::from_secs(10), "VP8 through the edge", |s| s.video_frames.load(Ordering::Relaxed) > 10);
+    viewer.wait_until(Duration::from_secs(10), "VP8 through the edge", |s| {
+        s.video_frames.load(Ordering::Relaxed) > 10
+    });
     pws.send("unPublishStream", json!({ "mediaSessionId": pub_id, "name": "cam2" }));
     let st = vws.status(&play_id);
-    assert_eq!((st["status"].as_str(), st["info"].as_str()), (Some("STOPPED"), Some("Stopped by publisher stop")));
+    assert_eq!(
+        (st["status"].as_str(), st["info"].as_str()),
+        (Some("STOPPED"), Some("Stopped by publisher stop"))
+    );
     wait_for("the pull to end", || edge.rest("/rest-api/pull/find_all", None).1 == json!([]));
     assert!(edge.rest("/rest-api/stream/find", Some(r#"{"name":"cam2"}"#)).0 == 404);
 }

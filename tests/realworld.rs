@@ -253,7 +253,8 @@ fn a_b_frame_file_is_converted_once_and_later_plays_come_from_the_copy() {
     first.wait_until(STEP, "first frames", |s| s.video_frames.load(Ordering::Relaxed) > 5);
     let live = server.rest("/rest-api/stream/find", Some(&json!({"mediaSessionId": id1}).to_string())).1;
     let (_, sources) = server.rest("/rest-api/stream/find_all", None);
-    let src = sources.as_array().unwrap().iter().find(|s| s["mediaProvider"] == "VOD").cloned().unwrap_or(live);
+    let src =
+        sources.as_array().unwrap().iter().find(|s| s["mediaProvider"] == "VOD").cloned().unwrap_or(live);
     assert_eq!(src["transcoding"], NOTE, "{src}");
 
     let end = Instant::now() + Duration::from_secs(60);
@@ -275,7 +276,13 @@ fn a_b_frame_file_is_converted_once_and_later_plays_come_from_the_copy() {
     let p = ffprobe(&copy);
     eprintln!("converted copy: {p:?}");
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name,profile,has_b_frames,nb_read_frames", "-count_frames"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,profile,has_b_frames,nb_read_frames",
+            "-count_frames",
+        ])
         .args(["-of", "json"])
         .arg(&copy)
         .output()

@@ -31,7 +31,8 @@ fn parse_stat(text: &str) -> HashMap<String, HashMap<String, String>> {
     let mut current: Option<String> = None;
     for line in text.split('\n') {
         if line.starts_with('-') {
-            let name: String = line.trim_start_matches('-').chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+            let name: String =
+                line.trim_start_matches('-').chars().take_while(|c| c.is_ascii_alphabetic()).collect();
             assert!(!name.is_empty(), "header without a name: {line:?}");
             current = Some(name.to_lowercase());
             groups.entry(name.to_lowercase()).or_default();
@@ -119,7 +120,11 @@ fn rtsp_pull_started_over_rest_is_listed_kept_and_terminated() {
     assert_eq!((status, found[0]["localMediaSessionId"].as_str()), (200, Some(id.as_str())));
     // The stream is an ordinary published stream: the console's stream list shows it too.
     let (_, streams) = server.rest("/rest-api/stream/find_all", None);
-    assert!(streams.as_array().unwrap().iter().any(|s| s["name"] == url.as_str() && s["mediaProvider"] == "RTSP"));
+    assert!(streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == url.as_str() && s["mediaProvider"] == "RTSP"));
 
     // A viewer comes and goes; a second startup joins the running pull (one camera client).
     let mut ws = Wcs::connect(&server);
@@ -212,7 +217,9 @@ fn publisher_and_viewer_get_video_rate_reports_and_find_shows_them() {
     let (pub_id, _publisher) = publish(&mut pws, "rate1", Video::H264);
     let mut vws = Wcs::connect(&server);
     let (play_id, viewer) = play(&mut vws, "rate1");
-    viewer.wait_until(Duration::from_secs(10), "video", |s| s.video_frames.load(std::sync::atomic::Ordering::Relaxed) > 20);
+    viewer.wait_until(Duration::from_secs(10), "video", |s| {
+        s.video_frames.load(std::sync::atomic::Ordering::Relaxed) > 20
+    });
 
     let inbound = rate_report(&mut pws, "inboundVideoRate", &pub_id);
     let outbound = rate_report(&mut vws, "outboundVideoRate", &play_id);
@@ -234,7 +241,9 @@ fn publisher_and_viewer_get_video_rate_reports_and_find_shows_them() {
         assert_eq!(status, 200);
         let entries = found.as_array().expect("array");
         let rated = |k: &str| entries.iter().all(|s| s["metrics"][k].as_u64() > Some(0));
-        if (entries.len() == 2 && rated("videoRate") && rated("audioRate")) || std::time::Instant::now() > deadline {
+        if (entries.len() == 2 && rated("videoRate") && rated("audioRate"))
+            || std::time::Instant::now() > deadline
+        {
             break found;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -209,7 +209,13 @@ type DroppedEntries = Vec<(usize, [u8; 4])>;
 /// Rename every box in `body` (the body of a box of kind `parent`) that [`children`] does not
 /// list to `free`, and walk into the ones it lists. Stops at the first box whose size does not
 /// fit (where `mp4-atom` stops too).
-fn blank_unread_boxes(parent: &[u8; 4], body: &mut [u8], depth: u32, trak: &mut usize, dropped: &mut DroppedEntries) {
+fn blank_unread_boxes(
+    parent: &[u8; 4],
+    body: &mut [u8],
+    depth: u32,
+    trak: &mut usize,
+    dropped: &mut DroppedEntries,
+) {
     let Some((offset, allowed)) = children(parent, body) else { return };
     let mut pos = offset;
     while let Some(h) = body.get(pos..pos + 8) {
@@ -251,7 +257,12 @@ fn blank_unread_boxes(parent: &[u8; 4], body: &mut [u8], depth: u32, trak: &mut 
 /// (found by fuzzing, `fuzz/regressions/mp4_reader/`).
 const MAX_SAMPLES_PER_TRACK: u64 = 4_000_000;
 
-fn build(moov: Moov, moofs: Vec<(u64, Moof)>, file_len: u64, dropped: &DroppedEntries) -> Result<Mp4Index, Mp4Error> {
+fn build(
+    moov: Moov,
+    moofs: Vec<(u64, Moof)>,
+    file_len: u64,
+    dropped: &DroppedEntries,
+) -> Result<Mp4Index, Mp4Error> {
     let max_samples = file_len.min(MAX_SAMPLES_PER_TRACK) as usize;
     let mut video: Option<(VideoSetup, Track, u32, u32)> = None;
     let mut rotation = 0;
@@ -459,7 +470,9 @@ fn matrix_rotation(m: &mp4_atom::Matrix) -> u32 {
 /// A codec's name for errors; a sample entry renamed `free` before decoding by its original kind.
 fn codec_name(c: &StsdCodec, trak_index: usize, dropped: &DroppedEntries) -> String {
     if let StsdCodec::Unknown(kind, _) = c {
-        if let Some((_, original)) = dropped.iter().find(|(t, _)| *t == trak_index).filter(|_| *kind == mp4_atom::FourCC::new(b"free")) {
+        if let Some((_, original)) =
+            dropped.iter().find(|(t, _)| *t == trak_index).filter(|_| *kind == mp4_atom::FourCC::new(b"free"))
+        {
             return String::from_utf8_lossy(original).trim().to_lowercase();
         }
     }

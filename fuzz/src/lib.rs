@@ -530,7 +530,14 @@ fn stun_check_seeds() -> Vec<(String, Vec<u8>)> {
         ("controlled", false, false, STUN_PASS),
         ("other-password", true, false, "another-password-0000000"),
     ] {
-        let msg = StunMessage::binding_request("srvufrag:cliufrag", TransId::new(), controlling, 7, 1_862_270_975, nominate);
+        let msg = StunMessage::binding_request(
+            "srvufrag:cliufrag",
+            TransId::new(),
+            controlling,
+            7,
+            1_862_270_975,
+            nominate,
+        );
         let mut buf = vec![0u8; 512];
         let n = msg.to_bytes(Some(pass.as_bytes()), &mut buf, hmac_sha1).expect("a check fits");
         buf.truncate(n);

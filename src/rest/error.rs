@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use sluice_actors::auth::ApiRefusal;
 use sluice_actors::error::{RecordError, RtspError};
-use sluice_actors::pull::PullError;
 use sluice_actors::protocol::info;
+use sluice_actors::pull::PullError;
 use sluice_actors::snapshot::SnapshotError;
 use sluice_actors::vod::VodError;
 

@@ -105,7 +105,10 @@ fn collect(core: &Core, turn: &TurnRest, names: StreamNames) -> prometheus::Resu
             &["stream"],
         )?;
         let lost = IntGaugeVec::new(
-            opts("sluice_stream_video_lost_packets", "Video packets lost from a WebRTC publisher (estimated)"),
+            opts(
+                "sluice_stream_video_lost_packets",
+                "Video packets lost from a WebRTC publisher (estimated)",
+            ),
             &["stream"],
         )?;
         for s in all.iter().filter(|s| s.published) {

@@ -63,10 +63,7 @@ async fn startup(core: web::Data<Arc<Core>>, Body(b): Body<UriBody>) -> ApiResul
         .check(&uri)
         .map_err(|source| ApiError::Rtsp { uri: sluice_actors::rtsp::redact(&uri), source })?;
     let name = url.name().to_string();
-    core.rtsp
-        .startup(url)
-        .await
-        .map_err(|source| ApiError::Rtsp { uri: name.clone(), source })?;
+    core.rtsp.startup(url).await.map_err(|source| ApiError::Rtsp { uri: name.clone(), source })?;
     Ok(HttpResponse::Ok().json(pull_object(&core, &name, true)))
 }
 

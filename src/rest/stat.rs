@@ -74,9 +74,8 @@ fn threads() -> usize {
 
 fn groups(core: &Core) -> Vec<Group> {
     let all = core.registry.find(&Filter::default());
-    let published = |kind: &str| {
-        all.iter().filter(|s| s.published && source_kind(&s.media_provider) == kind).count()
-    };
+    let published =
+        |kind: &str| all.iter().filter(|s| s.published && source_kind(&s.media_provider) == kind).count();
     let viewers = all.iter().filter(|s| !s.published).count();
     let rtmp_in = published("rtmp");
     let ws = core.limits.open_sessions();

@@ -164,7 +164,11 @@ pub enum OutboundError {
 
 /// Resolve `host` (an address literal: itself; a name: with tokio's resolver, off the
 /// arbiter's thread), check every address against `allow`, and return them with `port`.
-pub async fn resolve_checked(allow: &[HostPattern], host: &str, port: u16) -> Result<Vec<SocketAddr>, OutboundError> {
+pub async fn resolve_checked(
+    allow: &[HostPattern],
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, OutboundError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],

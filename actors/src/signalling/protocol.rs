@@ -42,7 +42,8 @@ pub mod info {
     pub const RESTRICTED_ACCESS: &str = "Restricted access";
     /// The PLAYING info of a play that asked for a picture size (`width`/`height`): WCS would
     /// transcode to it; sluice forwards the published picture (the size asked for follows).
-    pub const PLAY_SIZE_NOT_APPLIED: &str = "Play size not applied, the stream is sent as published; requested";
+    pub const PLAY_SIZE_NOT_APPLIED: &str =
+        "Play size not applied, the stream is sent as published; requested";
 }
 
 /// The status of one published or played stream, as the SDK's `STREAM_STATUS`.
@@ -336,12 +337,8 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-const IGNORED: &[&str] = &[
-    "submitBugReport",
-    "webRTCMetricsClientDescription",
-    "webRTCMetricsBatch",
-    "getVersion",
-];
+const IGNORED: &[&str] =
+    &["submitBugReport", "webRTCMetricsClientDescription", "webRTCMetricsBatch", "getVersion"];
 
 /// Parse one text frame from a client.
 pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {

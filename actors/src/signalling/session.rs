@@ -417,11 +417,14 @@ impl Session {
                 Some(Handle::Publish(a)) if p::relayable_event(&e.kind) => {
                     a.do_send(RelayEvent { kind: e.kind, payload: e.payload })
                 }
-                _ => self.send(ctx, p::fail(&ProtocolError {
-                    api_method: "sendStreamEvent".into(),
-                    media_session_id: None,
-                    reason: format!("No published stream {} for event {}", e.media_session_id, e.kind),
-                })),
+                _ => self.send(
+                    ctx,
+                    p::fail(&ProtocolError {
+                        api_method: "sendStreamEvent".into(),
+                        media_session_id: None,
+                        reason: format!("No published stream {} for event {}", e.media_session_id, e.kind),
+                    }),
+                ),
             },
             ClientMessage::AvailableStream { media_session_id, name } => {
                 let available = self.core.registry.lookup(&name).is_some();
@@ -505,11 +508,14 @@ impl Session {
     /// Tell the client why (`fail`, the SDK's WARN) and close with 1008 Policy Violation.
     fn refuse_connection(&mut self, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
         info!(parent: &self.span, %reason, "connection refused");
-        self.send(ctx, p::fail(&ProtocolError {
-            api_method: "connection".into(),
-            media_session_id: None,
-            reason: reason.to_string(),
-        }));
+        self.send(
+            ctx,
+            p::fail(&ProtocolError {
+                api_method: "connection".into(),
+                media_session_id: None,
+                reason: reason.to_string(),
+            }),
+        );
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::Policy,
             description: Some(reason.to_string()),
@@ -607,11 +613,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     _ => {}
                 }
             }
-            return self.send(ctx, p::fail(&ProtocolError {
-                api_method: "unknown".into(),
-                media_session_id: None,
-                reason: crate::limits::TOO_MANY_MESSAGES.into(),
-            }));
+            return self.send(
+                ctx,
+                p::fail(&ProtocolError {
+                    api_method: "unknown".into(),
+                    media_session_id: None,
+                    reason: crate::limits::TOO_MANY_MESSAGES.into(),
+                }),
+            );
         }
         match msg {
             Ok(ws::Message::Text(text)) => match p::parse_client(&text) {
@@ -627,11 +636,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     self.send(ctx, p::fail(&e));
                 }
             },
-            Ok(ws::Message::Binary(_)) => self.send(ctx, p::fail(&ProtocolError {
-                api_method: "unknown".into(),
-                media_session_id: None,
-                reason: "Binary frames are not part of the protocol".into(),
-            })),
+            Ok(ws::Message::Binary(_)) => self.send(
+                ctx,
+                p::fail(&ProtocolError {
+                    api_method: "unknown".into(),
+                    media_session_id: None,
+                    reason: "Binary frames are not part of the protocol".into(),
+                }),
+            ),
             Ok(ws::Message::Ping(b)) => ctx.pong(&b),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Continuation(_)) => {

@@ -224,7 +224,9 @@ pub fn open_source(core: &Arc<Core>, name: &mut String) -> Result<Opening, Sourc
     let Some(uri) = VodUri::parse(name) else {
         // Published on another node of the cluster: pulled here once, as an edge.
         return match &core.cluster {
-            Some(c) => Ok(Opening::Later(c.edge_source(name).map(|p| p.ok_or(SourceError::NotFound)).boxed_local())),
+            Some(c) => {
+                Ok(Opening::Later(c.edge_source(name).map(|p| p.ok_or(SourceError::NotFound)).boxed_local()))
+            }
             None => Err(SourceError::NotFound),
         };
     };

@@ -126,7 +126,14 @@ impl Pulls {
         socket: Arc<MediaSocket>,
         candidates: Vec<std::net::SocketAddr>,
     ) -> Arc<Self> {
-        Arc::new(Pulls { allow: Arc::new(allow), arbiter, registry, socket, candidates, table: Arc::default() })
+        Arc::new(Pulls {
+            allow: Arc::new(allow),
+            arbiter,
+            registry,
+            socket,
+            candidates,
+            table: Arc::default(),
+        })
     }
 
     pub fn list(&self) -> Vec<PullInfo> {
@@ -294,7 +301,8 @@ impl PullSource {
             Err(e) => warn!(parent: &self.span, error = %e, "pull failed"),
         }
         if let Some(w) = self.waiter.take() {
-            let _ = w.send(Err(outcome.clone().err().unwrap_or_else(|| PullError::Connect("stopped".into()))));
+            let _ =
+                w.send(Err(outcome.clone().err().unwrap_or_else(|| PullError::Connect("stopped".into()))));
         }
         self.fanout.end(info::STOPPED_BY_PUBLISHER);
         if let Some(r) = self.registration.take() {
@@ -302,7 +310,10 @@ impl PullSource {
             r.finish(&mut i, StreamStatus::Unpublished, outcome.as_ref().map_or(FAILED_TO_CONNECT, |r| r));
         }
         if self.ws.is_some() {
-            self.send_ws("stopStream", json!([{ "mediaSessionId": self.remote_id, "name": self.req.remote_name }]));
+            self.send_ws(
+                "stopStream",
+                json!([{ "mediaSessionId": self.remote_id, "name": self.req.remote_name }]),
+            );
             if let Some(ws) = &mut self.ws {
                 let _ = ws.write(WsMessage::Close(None));
                 ws.close();
@@ -517,7 +528,11 @@ impl PeerActor for PullSource {
                     video: self.video,
                     has_audio: self.has_audio,
                 };
-                match self.registry.register_source(self.stream_info(), ctx.address().recipient(), Some(published)) {
+                match self.registry.register_source(
+                    self.stream_info(),
+                    ctx.address().recipient(),
+                    Some(published),
+                ) {
                     Ok(r) => self.registration = Some(r),
                     Err(_) => return self.end(Err(PullError::NameInUse), ctx),
                 }

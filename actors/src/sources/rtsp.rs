@@ -83,12 +83,12 @@ use crate::error::RtspError;
 use crate::fanout::FanOut;
 use crate::media::{Codec, Frame};
 use crate::messages::StreamSource;
+use crate::outbound;
+pub use crate::outbound::HostPattern;
 use crate::protocol::{info, SourceDescription, StreamInfo};
 use crate::registry::{Published, Registration, Registry};
 use crate::source::Source;
 use crate::transcode::AacToOpus;
-use crate::outbound;
-pub use crate::outbound::HostPattern;
 use crate::turn_core::policy::canonical;
 
 /// A pull with no viewers stops after this long.
@@ -292,11 +292,8 @@ impl RtspPulls {
     /// Every pull, running or connecting: its stream name (the URL without credentials) and
     /// whether the camera plays yet.
     pub fn list(&self) -> Vec<(String, bool)> {
-        let mut v: Vec<(String, bool)> = self
-            .pulls
-            .iter()
-            .map(|e| (e.key().clone(), self.registry.lookup(e.key()).is_some()))
-            .collect();
+        let mut v: Vec<(String, bool)> =
+            self.pulls.iter().map(|e| (e.key().clone(), self.registry.lookup(e.key()).is_some())).collect();
         v.sort();
         v
     }

@@ -94,7 +94,9 @@ impl VodCache {
         let hash: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
         let stem: String = src
             .file_stem()
-            .map(|s| s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect())
+            .map(|s| {
+                s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+            })
             .unwrap_or_default();
         Some(self.dir.join(format!("{stem}-{hash}.mp4")))
     }
@@ -164,7 +166,11 @@ impl VodCache {
                 CacheEntry {
                     file: j.file.clone(),
                     state,
-                    progress: if state == "ready" { 1.0 } else { j.progress.load(Ordering::Relaxed) as f32 / 1000.0 },
+                    progress: if state == "ready" {
+                        1.0
+                    } else {
+                        j.progress.load(Ordering::Relaxed) as f32 / 1000.0
+                    },
                     cached: (state == "ready").then(|| j.target.display().to_string()),
                     error,
                 }
@@ -222,7 +228,13 @@ fn convert(src: &Path, target: &Path, job: &Job) -> Result<u64, String> {
                 TrackKind::Video => {
                     let au = crate::h264::avcc_to_annexb(&data, length_size, s.sync, &sps, &pps);
                     let keyframe = s.sync && crate::media::is_keyframe(&au, true);
-                    let f = Frame { codec: Codec::H264, keyframe, rtp_time: s.pts_us * 9 / 100, captured: at, data: au.into() };
+                    let f = Frame {
+                        codec: Codec::H264,
+                        keyframe,
+                        rtp_time: s.pts_us * 9 / 100,
+                        captured: at,
+                        data: au.into(),
+                    };
                     video.push(&f, &mut frames).map_err(|e| e.to_string())?;
                 }
                 TrackKind::Audio => match (&index.audio, aac.as_mut()) {

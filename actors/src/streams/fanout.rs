@@ -183,7 +183,9 @@ impl FanOut {
             // Worse than what it gets: down at once.
             s.down_at = Some(now);
             switch = Some(fits);
-        } else if fits < heading && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_UP_HOLD) {
+        } else if fits < heading
+            && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_UP_HOLD)
+        {
             switch = Some(fits);
         }
         if let Some(l) = switch {
@@ -410,7 +412,12 @@ mod tests {
         let sink = Noting(noted.clone()).start();
         actix_rt::task::yield_now().await; // `started` sets its mailbox size
         let mut fo = FanOut::default();
-        fo.add(AddSubscriber { id: 1, frames: sink.clone().recipient(), ended: sink.recipient(), events: None });
+        fo.add(AddSubscriber {
+            id: 1,
+            frames: sink.clone().recipient(),
+            ended: sink.recipient(),
+            events: None,
+        });
         fo.set_layers(2);
         let t0 = Instant::now();
         feed_two_layers(&mut fo, t0);
@@ -439,8 +446,7 @@ mod tests {
         // layer 0 again from its keyframe.
         actix_rt::time::sleep(Duration::from_millis(50)).await;
         let got = noted.lock().unwrap().clone();
-        let switches: Vec<(u8, bool)> =
-            got.windows(2).filter(|w| w[0].0 != w[1].0).map(|w| w[1]).collect();
+        let switches: Vec<(u8, bool)> = got.windows(2).filter(|w| w[0].0 != w[1].0).map(|w| w[1]).collect();
         assert_eq!(switches, vec![(1, true), (0, true)], "{got:?}");
         assert_eq!(got[0], (0, true));
     }

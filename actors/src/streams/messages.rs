@@ -146,7 +146,8 @@ impl StreamSource {
     ) where
         A: Actor<Context = Context<A>> + Handler<Forward> + Handler<SourceEnded>,
     {
-        let join = AddSubscriber { id, frames: ctx.address().recipient(), ended: ctx.address().recipient(), events };
+        let join =
+            AddSubscriber { id, frames: ctx.address().recipient(), ended: ctx.address().recipient(), events };
         actix::fut::wrap_future::<_, A>(self.join.send(join))
             .then(move |res, act, ctx| {
                 if res.is_err() {

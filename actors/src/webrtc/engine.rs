@@ -521,7 +521,12 @@ impl Peer {
     /// when this peer cannot carry it (not connected yet, no such media, or no payload type for
     /// its codec): the caller skips it. `rtp_time` is the frame's time on this peer's stream
     /// (the source's, or shifted to keep a viewer's timeline across a simulcast switch).
-    pub fn write_frame(&mut self, frame: &Frame, packets: &Packets, rtp_time: u64) -> Result<bool, EngineError> {
+    pub fn write_frame(
+        &mut self,
+        frame: &Frame,
+        packets: &Packets,
+        rtp_time: u64,
+    ) -> Result<bool, EngineError> {
         if !self.connected || packets.is_empty() {
             return Ok(false);
         }
@@ -682,7 +687,8 @@ pub fn nominate_early(buf: &[u8], pass: &str) -> Option<Vec<u8>> {
     let mac_of = |msg: &[u8], len_with_integrity: usize| {
         let mut head = msg.to_vec();
         head[2..4].copy_from_slice(&(len_with_integrity as u16).to_be_bytes());
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(pass.as_bytes()).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<sha1::Sha1>::new_from_slice(pass.as_bytes()).expect("HMAC takes keys of any length");
         mac.update(&head);
         mac.finalize().into_bytes()
     };

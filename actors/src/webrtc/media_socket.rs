@@ -370,7 +370,10 @@ impl MediaSocket {
         let dest = socket2::SockAddr::from(self.outgoing(run[0].destination));
         let mut iov: Vec<libc::iovec> = run
             .iter()
-            .map(|t| libc::iovec { iov_base: t.contents.as_ptr() as *mut libc::c_void, iov_len: t.contents.len() })
+            .map(|t| libc::iovec {
+                iov_base: t.contents.as_ptr() as *mut libc::c_void,
+                iov_len: t.contents.len(),
+            })
             .collect();
         // Room for one control message carrying a u16, 8-byte aligned.
         let mut control = [0u64; 4];

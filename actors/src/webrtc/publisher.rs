@@ -224,7 +224,8 @@ impl Publisher {
             }
         }
         if !self.settled {
-            let all = !self.announced.is_empty() && self.announced.iter().all(|a| self.layers.iter().any(|(r, _)| r == a));
+            let all = !self.announced.is_empty()
+                && self.announced.iter().all(|a| self.layers.iter().any(|(r, _)| r == a));
             if !(all || now >= settle_until) || self.layers.is_empty() {
                 return;
             }
@@ -460,7 +461,8 @@ impl Source for Publisher {
             bitrate: Some((rate as f64 * RENDITION_SHARE) as u32),
             ..Default::default()
         };
-        match crate::transcoder::TranscoderThread::spawn(&self.info.name, settings, ctx.address().recipient()) {
+        match crate::transcoder::TranscoderThread::spawn(&self.info.name, settings, ctx.address().recipient())
+        {
             Ok(thread) => {
                 info!(parent: &self.span, bitrate = settings.bitrate, "lower rendition started for a viewer on a slow link");
                 self.rendition = Some(Rendition::new(thread));
@@ -515,7 +517,11 @@ crate::source_handlers!(Publisher);
 /// Frames of the lower rendition: layer 1 of the fan-out.
 impl Handler<crate::transcoder::Transcoded> for Publisher {
     type Result = ();
-    fn handle(&mut self, crate::transcoder::Transcoded(frames): crate::transcoder::Transcoded, _: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        crate::transcoder::Transcoded(frames): crate::transcoder::Transcoded,
+        _: &mut Context<Self>,
+    ) {
         if self.rendition.is_none() || self.state != State::Live {
             return;
         }

@@ -20,10 +20,10 @@ use crate::messages::{
     BandwidthGoal, ClientRecipients, Forward, RemoveSubscriber, RequestKeyframe, SinkReady, SourceEnded,
     StatusChanged, Stop, StreamEventNotice, StreamSource, VideoRateNotice, ViewerBandwidth,
 };
-use crate::video_rate::RateMeter;
 use crate::peer_link::{PeerActor, PeerLink};
 use crate::protocol::{info, StreamInfo, StreamStatus};
 use crate::registry::Registry;
+use crate::video_rate::RateMeter;
 
 /// Frames queued for one subscriber before the publisher starts dropping for it (about 3 s of
 /// 30 fps video plus audio). See the backpressure policy in [`crate::fanout`].

@@ -132,7 +132,8 @@ mod tests {
         for _ in 0..30 {
             m.frame();
         }
-        let s1 = VideoStats { bytes: 126_000, packets: 110, nacks: 3, plis: 1, firs: 1, loss: Some(0.1), ..s0 };
+        let s1 =
+            VideoStats { bytes: 126_000, packets: 110, nacks: 3, plis: 1, firs: 1, loss: Some(0.1), ..s0 };
         let r = m.sample(s1, t0 + Duration::from_secs(2), 640, 480).unwrap();
         assert_eq!(r.video_rate, 500_000);
         assert_eq!(r.fps, 15.0);
