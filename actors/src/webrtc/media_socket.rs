@@ -368,13 +368,14 @@ impl MediaSocket {
     fn send_segmented(&self, run: &[Transmit], size: usize) -> bool {
         use std::os::fd::AsRawFd;
         let dest = socket2::SockAddr::from(self.outgoing(run[0].destination));
-        let mut iov: Vec<libc::iovec> = run
-            .iter()
-            .map(|t| libc::iovec {
-                iov_base: t.contents.as_ptr() as *mut libc::c_void,
-                iov_len: t.contents.len(),
-            })
-            .collect();
+        // On the stack: this runs for every frame to every viewer (runs are at most MAX_SEGMENTS).
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut iov = [empty; MAX_SEGMENTS];
+        for (v, t) in iov.iter_mut().zip(run) {
+            *v =
+                libc::iovec { iov_base: t.contents.as_ptr() as *mut libc::c_void, iov_len: t.contents.len() };
+        }
+        let iov = &mut iov[..run.len().min(MAX_SEGMENTS)];
         // Room for one control message carrying a u16, 8-byte aligned.
         let mut control = [0u64; 4];
         // SAFETY: msghdr and the control message are built as cmsg(3) describes, over buffers
