@@ -135,11 +135,8 @@ impl Slot {
     /// gaps over all its SSRCs, as `drain` counts them).
     fn count(&mut self, d: &[u8]) -> u64 {
         let (ssrc, seq16) = rtp_ssrc_seq(d);
-        let e = self.sub.seqs.entry(ssrc).or_insert((seq16 as u64, seq16 as u64, 0));
-        let seq = extend_seq(e.1, seq16);
-        e.2 += 1;
-        e.1 = e.1.max(seq);
-        self.sub.seqs.values().map(|(a, b, n)| (b - a + 1).saturating_sub(*n)).sum()
+        let highest = self.sub.seqs.get(&ssrc).map_or(u64::from(seq16), |e| e.1);
+        self.sub.note_seq(ssrc, extend_seq(highest, seq16))
     }
 }
 

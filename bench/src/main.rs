@@ -694,6 +694,17 @@ struct Sub {
     alive: bool,
 }
 
+impl Sub {
+    /// Note one RTP packet's extended sequence number; returns the subscriber's loss so far
+    /// (sequence gaps over all its SSRCs).
+    fn note_seq(&mut self, ssrc: u32, seq: u64) -> u64 {
+        let e = self.seqs.entry(ssrc).or_insert((seq, seq, 0));
+        e.2 += 1;
+        e.1 = e.1.max(seq);
+        self.seqs.values().map(|(a, b, n)| (b - a + 1).saturating_sub(*n)).sum()
+    }
+}
+
 /// H.264 RTP payload starts a keyframe: IDR or SPS, alone, in STAP-A or at the start of FU-A.
 fn starts_keyframe(p: &[u8]) -> bool {
     let Some(&h) = p.first() else { return false };
@@ -756,12 +767,8 @@ fn drain(s: &mut Sub) -> Instant {
                 if starts_keyframe(&p.payload) {
                     let _ = st.first_key_us.compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
                 }
-                let seq = *p.seq_no;
-                let e = s.seqs.entry(*p.header.ssrc).or_insert((seq, seq, 0));
-                e.2 += 1;
-                e.1 = e.1.max(seq);
-                let total: u64 = s.seqs.values().map(|(a, b, n)| (b - a + 1).saturating_sub(*n)).sum();
-                st.lost.store(total, Ordering::Relaxed);
+                let total = s.note_seq(*p.header.ssrc, *p.seq_no);
+                s.stats.lost.store(total, Ordering::Relaxed);
             }
             Ok(Output::Event(_)) => {}
             Err(_) => {
