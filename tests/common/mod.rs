@@ -59,7 +59,8 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), unique()));
+        let dir = std::env::temp_dir().join(format!("sluice-test-{}", new_id("s")));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = dir.join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -180,8 +181,17 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A name no other test of this run, nor of an earlier run, has used: process ids repeat between
+/// test binaries on a fresh machine, and temporary folders named with them stay behind for their
+/// logs, so the process's start time (milliseconds) is part of it.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), unique())
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("{}-{}", std::process::id(), ms % 1_000_000)
+    });
+    format!("{prefix}-{run}-{}", unique())
 }
 
 /// A blocking WCS WebSocket client. Answers the server's pings by itself.
