@@ -254,6 +254,11 @@ pub struct Cli {
     /// viewer costs about half the CPU and memory (BENCHMARKS.md)
     #[arg(long, env = "SLUICE_NO_VIEWER_BWE")]
     pub no_viewer_bwe: bool,
+    /// How long video sent to a viewer is kept to answer its retransmission requests (NACK),
+    /// in ms: longer repairs losses on links with longer round trips, and costs each viewer
+    /// about 40 bytes per ms at 600 kbit/s, up to 128 packets [default: 500]
+    #[arg(long, env = "SLUICE_NACK_HISTORY_MS", value_parser = clap::value_parser!(u64).range(20..=5000))]
+    pub nack_history_ms: Option<u64>,
     /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).
     /// Names are then unique across the cluster and a stream published on any node plays on
     /// every node (see README "Cluster") [default: off, a single node]
@@ -376,6 +381,7 @@ pub struct FileConfig {
     pub max_publish_kbps: Option<u32>,
     pub no_metrics_stream_names: Option<bool>,
     pub no_viewer_bwe: Option<bool>,
+    pub nack_history_ms: Option<u64>,
     pub cluster_redis: Option<String>,
     pub cluster_secret: Option<String>,
     pub cluster_node_id: Option<String>,
@@ -452,6 +458,8 @@ pub struct Config {
     pub metrics_stream_names: bool,
     /// Send-side bandwidth estimation towards viewers that offer transport-wide CC.
     pub viewer_bwe: bool,
+    /// ms of video kept per viewer to answer NACKs.
+    pub nack_history_ms: u64,
     /// The cluster this node joins; None: a single node.
     pub cluster: Option<sluice_actors::cluster::ClusterConfig>,
 }
@@ -464,6 +472,8 @@ pub enum ConfigError {
     Parse(PathBuf, toml::de::Error),
     #[error(transparent)]
     Cluster(#[from] sluice_actors::cluster::ClusterSetupError),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -552,6 +562,12 @@ impl Config {
             metrics_stream_names: !(cli.no_metrics_stream_names
                 || file.no_metrics_stream_names.unwrap_or(false)),
             viewer_bwe: !(cli.no_viewer_bwe || file.no_viewer_bwe.unwrap_or(false)),
+            nack_history_ms: match cli.nack_history_ms.or(file.nack_history_ms) {
+                Some(ms) if !(20..=5000).contains(&ms) => {
+                    return Err(ConfigError::Invalid(format!("nack_history_ms = {ms}: must be 20 to 5000")));
+                }
+                ms => ms.unwrap_or(sluice_actors::engine::DEFAULT_NACK_HISTORY_MS),
+            },
             turn_public_ip: cli.turn_public_ip.or(file.turn_public_ip).unwrap_or(public_ips[0]),
             public_ips,
             public_ip_detected,
@@ -711,6 +727,16 @@ mod tests {
                 && c.tls.as_ref().is_some_and(|t| t.https_port == 8888 && t.wss_port == 8443)
         );
         assert_eq!(c.records_dir, PathBuf::from("media/records"));
+        assert_eq!(c.nack_history_ms, 500);
+        std::fs::write(&f, "nack_history_ms = 1000\n").unwrap();
+        assert_eq!(
+            Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap().nack_history_ms,
+            1000
+        );
+        std::fs::write(&f, "nack_history_ms = 9\n").unwrap();
+        let e = Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("nack_history_ms = 9: must be 20 to 5000"), "{e}");
+        assert!(Cli::try_parse_from(["sluice", "--nack-history-ms", "10"]).is_err());
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Cli { config: Some(f), ..Default::default() }).is_err());
     }

@@ -169,6 +169,7 @@ async fn run(cfg: Config) -> std::io::Result<()> {
     let media_port = socket.local_addr().port();
     socket.set_publish_limit(u64::from(cfg.limits.publish_kbps) * 1000);
     sluice_actors::engine::set_viewer_bwe(cfg.viewer_bwe);
+    sluice_actors::engine::set_nack_history(cfg.nack_history_ms);
     let registry = Registry::new();
     let snapshots = sluice_actors::snapshot::start(registry.clone(), &media_arbiter.handle());
     // Recorders write files: on an arbiter of their own, never on the media arbiter.

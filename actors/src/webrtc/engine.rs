@@ -20,12 +20,24 @@ use crate::error::EngineError;
 use crate::media::{Codec, Frame, FrameKind};
 use crate::video_rate::VideoStats;
 
-/// Packets kept per outgoing video stream to answer NACKs (and as str0m's send queue). The
-/// payloads are shared with the stream (see [`StreamPacketizer`]); what each viewer pays is str0m's
-/// ~430-byte packet record, so 128 packets cost ~55 KB per viewer. 128 packets are 0.5 s of video
-/// at 2.5 Mbit/s (Janus keeps 500 ms by default) and 2 s at 600 kbit/s: a retransmission asked
-/// for later than that comes too late for a live viewer anyway (BENCHMARKS.md, memory).
+/// Packets kept at most per outgoing video stream to answer NACKs (and as str0m's send queue).
+/// The payloads are shared with the stream (see [`StreamPacketizer`]); what each viewer pays is
+/// str0m's ~430-byte packet record, so 128 packets cost ~55 KB per viewer. 128 packets are 0.5 s
+/// of video at 2.5 Mbit/s; below that the age ([`set_nack_history`]) bounds the history first.
 const SEND_BUFFER_VIDEO: usize = 128;
+/// How long sent video packets are kept to answer NACKs, in ms (`--nack-history-ms`; default
+/// [`DEFAULT_NACK_HISTORY_MS`]). str0m's history grows only to what this age holds, so at
+/// 600 kbit/s (~95 video packets/s) 500 ms hold ~50 records instead of 128.
+static NACK_HISTORY_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_NACK_HISTORY_MS);
+/// Janus keeps 500 ms too (`max_nack_queue`): a NACK answered later than that repairs a frame the
+/// viewer's jitter buffer has given up on.
+pub const DEFAULT_NACK_HISTORY_MS: u64 = 500;
+
+/// Keep sent video packets this long to answer NACKs (at most [`SEND_BUFFER_VIDEO`] of them).
+pub fn set_nack_history(ms: u64) {
+    NACK_HISTORY_MS.store(ms.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 /// The bandwidth a viewer's estimate starts from (bit/s), before its browser's feedback says
 /// more: enough for the top layer of a typical simulcast publisher (640x480 at ~500 kbit/s).
 pub const VIEWER_INITIAL_ESTIMATE: u64 = 1_000_000;
@@ -377,6 +389,17 @@ impl Peer {
         self.connected
     }
 
+    /// Keep the video packets a viewer may ask again for [`NACK_HISTORY_MS`], not str0m's 3 s:
+    /// its history then grows only as far as that age needs (BENCHMARKS.md, memory per viewer).
+    /// str0m's guard against resend storms (resends above 15 % of the bytes sent are dropped)
+    /// stays on.
+    fn bound_nack_history(&mut self, mid: Mid) {
+        let age = Duration::from_millis(NACK_HISTORY_MS.load(std::sync::atomic::Ordering::Relaxed));
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            tx.set_rtx_cache(SEND_BUFFER_VIDEO, age, Some(0.15));
+        }
+    }
+
     /// Feed one received datagram. Errors mean the datagram was not for this peer or was
     /// malformed; the peer stays usable.
     pub fn receive(
@@ -439,6 +462,7 @@ impl Peer {
                     Event::MediaAdded(m) => match m.kind {
                         MediaKind::Video if self.video_mid.is_none() => {
                             self.video_mid = Some(m.mid);
+                            self.bound_nack_history(m.mid);
                             if let Some(sim) = m.simulcast {
                                 let layers = if sim.recv.is_empty() { sim.send } else { sim.recv };
                                 let rids = layers.iter().map(|l| l.rid.to_string()).collect::<Vec<_>>();
@@ -447,7 +471,14 @@ impl Peer {
                                 }
                             }
                         }
-                        MediaKind::Audio if self.audio_mid.is_none() => self.audio_mid = Some(m.mid),
+                        MediaKind::Audio if self.audio_mid.is_none() => {
+                            self.audio_mid = Some(m.mid);
+                            // Opus packets are never resent (not nackable): no resend ratio
+                            // to watch, so no per-packet byte history for it either.
+                            if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(m.mid, None) {
+                                tx.set_rtx_cache(SEND_BUFFER_AUDIO, Duration::from_secs(1), None);
+                            }
+                        }
                         _ => {}
                     },
                     Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
