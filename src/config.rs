@@ -255,8 +255,8 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_NO_VIEWER_BWE")]
     pub no_viewer_bwe: bool,
     /// How long video sent to a viewer is kept to answer its retransmission requests (NACK),
-    /// in ms: longer repairs losses on links with longer round trips, and costs each viewer
-    /// about 40 bytes per ms at 600 kbit/s, up to 128 packets [default: 500]
+    /// in ms, up to 128 packets: shorter saves memory (500: ~20 KB per viewer at 600 kbit/s)
+    /// and repairs less on very lossy links [default: 3000]
     #[arg(long, env = "SLUICE_NACK_HISTORY_MS", value_parser = clap::value_parser!(u64).range(20..=5000))]
     pub nack_history_ms: Option<u64>,
     /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).
@@ -727,7 +727,7 @@ mod tests {
                 && c.tls.as_ref().is_some_and(|t| t.https_port == 8888 && t.wss_port == 8443)
         );
         assert_eq!(c.records_dir, PathBuf::from("media/records"));
-        assert_eq!(c.nack_history_ms, 500);
+        assert_eq!(c.nack_history_ms, 3000);
         std::fs::write(&f, "nack_history_ms = 1000\n").unwrap();
         assert_eq!(
             Config::load(Cli { config: Some(f.clone()), ..Default::default() }).unwrap().nack_history_ms,
