@@ -144,7 +144,17 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
             await waitForText(page, '#status', 'PLAYING');
             pages[v] = page;
         }
-        await sleep(5_000); // the estimates settle
+        // The estimates settle: at least 5 s, and until the limited viewer has been moved to the
+        // lower layer (the 250 kbit/s viewer's estimate has been seen to take 5 s to come down
+        // when it plays over ICE-TCP), then 2 s for the switch's keyframe to get through.
+        const settleStart = Date.now();
+        await sleep(5_000);
+        while (Date.now() - settleStart < 20_000 &&
+            !(await find(pub, name)).some((s) => !s.published && s.metrics?.layer === 1)) {
+            await sleep(500);
+        }
+        await sleep(2_000);
+        t.diagnostic(`estimates settled ${Date.now() - settleStart} ms after the viewers started playing`);
         const results = await Promise.all(Object.keys(LIMITS).map((v) => measure(pages[v], MEASURE_MS)));
         const found = await find(pub, name);
         const byLayer = {};
