@@ -90,6 +90,7 @@ pub mod webrtc {
     pub mod peer_link;
     pub mod publisher;
     pub mod subscriber;
+    pub mod udp_io;
     pub mod video_rate;
 }
 /// Streams: the registry, the fan-out, what every source shares, shared messages, snapshots.
@@ -133,7 +134,7 @@ pub use signalling::{debug_log, protocol, sdp, session, start, whip};
 pub use sources::{pull, rtmp, rtsp, vod, vod_cache};
 pub use streams::{fanout, messages, metrics, registry, snapshot, source, transcoder};
 pub use turn::core as turn_core;
-pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber, video_rate};
+pub use webrtc::{engine, media_socket, peer_link, publisher, subscriber, udp_io, video_rate};
 
 /// The pure codec modules live in the `sluice-codecs` crate (no actix there, by its
 /// `Cargo.toml`); they are re-exported so `crate::fmp4` and `sluice_actors::fmp4` still name them.

@@ -225,7 +225,8 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
         Role::Play { .. } => crate::sdp::unify_msid(&answer.to_sdp_string()),
         Role::Publish => answer.to_sdp_string(),
     };
-    let local_ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    let local = rtc.direct_api().local_ice_credentials();
+    let (local_ufrag, local_pass) = (local.ufrag, local.pass);
 
     let media = crate::sdp::summarize(&answer_sdp);
     let wanted_direction_ok = match role {
@@ -252,6 +253,7 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
             seq: [rand::random::<u16>() as u64 & 0x7fff, rand::random::<u16>() as u64 & 0x7fff],
             connected: false,
             rids: Vec::new(),
+            early_nomination: Some(local_pass),
         },
         answer_sdp,
         local_ufrag,
@@ -319,6 +321,7 @@ impl PullOffer {
                 seq: [0, 0],
                 connected: false,
                 rids: Vec::new(),
+                early_nomination: None, // here we are the controlling side
             },
             video: media.video,
             has_audio: media.has_audio,
@@ -385,6 +388,8 @@ pub struct Peer {
     connected: bool,
     /// Publisher side: the simulcast layers (`rid`s) seen so far.
     rids: Vec<str0m::media::Rid>,
+    /// Our ICE password while the browser has not nominated a pair yet (see [`nominate_early`]).
+    early_nomination: Option<String>,
 }
 
 impl Peer {
@@ -417,6 +422,14 @@ impl Peer {
             Proto::Udp => Protocol::Udp,
             Proto::Tcp => Protocol::Tcp,
         };
+        let nominated = match &self.early_nomination {
+            Some(pass) if buf.first().is_some_and(|&b| b < 2) => nominate_early(buf, pass),
+            _ => None,
+        };
+        if nominated.is_some() {
+            self.early_nomination = None;
+        }
+        let buf = nominated.as_deref().unwrap_or(buf);
         let recv = Receive::new(proto, source, destination, buf)
             .map_err(|e| EngineError::Datagram(e.to_string()))?;
         self.rtc.handle_input(Input::Receive(now, recv)).map_err(|e| EngineError::Rtc(e.to_string()))
@@ -681,14 +694,8 @@ pub fn stun_server_ufrag(buf: &[u8]) -> Option<String> {
 /// first one succeeded, and its DTLS ClientHello waits for our answering flight until its own
 /// retransmission timer fires: measured, DTLS completed ~60 ms after ICE on loopback, which was
 /// most of a viewer's wait for its first frame. Lite servers such as mediasoup send on the
-/// first pair that sends them a valid check.
-///
-/// **Not wired in** ([`Peer::receive`] does not call it): on a host with several addresses the
-/// media socket (bound to `0.0.0.0`) answers from the address the route picks, not the one the
-/// check was sent to, so a browser on another link ignores our UDP answers and connects over
-/// ICE-TCP instead; nominated early, the UDP pair (of higher priority) kept str0m sending where
-/// the browser does not listen, and such viewers failed (tests/slow-viewers). It can be used once
-/// the socket answers from the address each datagram arrived at (`IP_PKTINFO`).
+/// first pair that sends them a valid check; a later nomination of another pair still moves
+/// str0m there.
 pub fn nominate_early(buf: &[u8], pass: &str) -> Option<Vec<u8>> {
     use hmac::{Hmac, Mac};
     const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];

@@ -17,6 +17,13 @@
 //! engine answers to the source whichever local candidate the pair names). A socket bound to
 //! `::` also receives IPv4 as v4-mapped addresses: sources are reported as plain IPv4, and
 //! IPv4 destinations are mapped back when sending.
+//!
+//! ## Which address an answer leaves from
+//! The kernel reports the local address each UDP datagram arrived at ([`crate::udp_io`]); it
+//! travels with the datagram to its peer actor, which remembers it per remote address
+//! ([`ReplyFrom`]) and sends what goes back there from it. A wildcard socket on a host with
+//! several addresses would otherwise answer from whichever address the routing table picks,
+//! and browsers drop STUN answers from an address they did not send to.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -61,7 +68,40 @@ pub struct Datagram {
     pub proto: Proto,
     pub source: SocketAddr,
     pub destination: SocketAddr,
+    /// The local address a UDP datagram arrived at, as the kernel reported it (see [`ReplyFrom`]).
+    pub arrived_at: Option<std::net::IpAddr>,
     pub data: Vec<u8>,
+}
+
+/// Which local address each of a peer's remote addresses last sent to: what is sent back there
+/// leaves from it ([`MediaSocket::send_all`]). A peer has one remote address, a few while ICE
+/// checks several pairs; the oldest is forgotten beyond [`ReplyFrom::MAX`].
+#[derive(Debug, Default)]
+pub struct ReplyFrom(Vec<(SocketAddr, std::net::IpAddr)>);
+
+impl ReplyFrom {
+    const MAX: usize = 8;
+
+    /// `remote` sent a datagram to our `local` address.
+    pub fn learn(&mut self, remote: SocketAddr, local: Option<std::net::IpAddr>) {
+        let Some(local) = local else {
+            return;
+        };
+        match self.0.iter_mut().find(|(r, _)| *r == remote) {
+            Some(e) => e.1 = local,
+            None => {
+                if self.0.len() == Self::MAX {
+                    self.0.remove(0);
+                }
+                self.0.push((remote, local));
+            }
+        }
+    }
+
+    /// The local address `remote` last sent to.
+    pub fn get(&self, remote: SocketAddr) -> Option<std::net::IpAddr> {
+        self.0.iter().find(|(r, _)| *r == remote).map(|e| e.1)
+    }
 }
 
 struct Route {
@@ -217,6 +257,12 @@ impl MediaSocket {
         };
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
+        {
+            use std::os::fd::AsRawFd;
+            if let Err(e) = crate::udp_io::enable_pktinfo(udp.as_raw_fd(), local.is_ipv6()) {
+                warn!(error = %e, "the kernel will not say which address datagrams arrived at: answers leave from the address the routing table picks");
+            }
+        }
         let recv = udp.try_clone()?;
         let this = Arc::new(MediaSocket {
             udp,
@@ -328,10 +374,11 @@ impl MediaSocket {
     /// one `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`): the kernel's UDP and IP
     /// send path runs once per run instead of once per packet (BENCHMARKS.md, "Sends in
     /// segments"). Where the kernel refuses it, every datagram is sent alone from then on.
-    pub fn send_all(&self, batch: &mut Vec<Transmit>) {
+    pub fn send_all(&self, batch: &mut Vec<Transmit>, reply_from: &ReplyFrom) {
         let mut i = 0;
         while i < batch.len() {
             let first = &batch[i];
+            let from = reply_from.get(first.destination);
             let size = first.contents.len();
             let mut j = i + 1;
             let mut total = size;
@@ -350,22 +397,24 @@ impl MediaSocket {
                     j += 1;
                 }
             }
-            if j - i >= 2 && self.send_segmented(&batch[i..j], size) {
+            if j - i >= 2 && self.send_segmented(&batch[i..j], size, from) {
                 i = j;
                 continue;
             }
             // Sent one by one; what follows moves down to `i`.
             for t in batch.drain(i..j) {
-                self.send(t);
+                let from = if t.proto == Proto::Udp { reply_from.get(t.destination) } else { None };
+                self.send(t, from);
             }
         }
         batch.clear();
     }
 
     /// One `sendmsg` with `UDP_SEGMENT` for `run` (same destination, `size` bytes each but the
-    /// last). False when the kernel refused segmentation (then it is off for good, and the
-    /// caller sends the run datagram by datagram); a full buffer drops the run (true).
-    fn send_segmented(&self, run: &[Transmit], size: usize) -> bool {
+    /// last), from the local address `from` when known. False when the kernel refused
+    /// segmentation (then it is off for good, and the caller sends the run datagram by
+    /// datagram); a full buffer drops the run (true).
+    fn send_segmented(&self, run: &[Transmit], size: usize, from: Option<std::net::IpAddr>) -> bool {
         use std::os::fd::AsRawFd;
         let dest = socket2::SockAddr::from(self.outgoing(run[0].destination));
         // On the stack: this runs for every frame to every viewer (runs are at most MAX_SEGMENTS).
@@ -376,33 +425,24 @@ impl MediaSocket {
                 libc::iovec { iov_base: t.contents.as_ptr() as *mut libc::c_void, iov_len: t.contents.len() };
         }
         let iov = &mut iov[..run.len().min(MAX_SEGMENTS)];
-        // Room for one control message carrying a u16, 8-byte aligned.
-        let mut control = [0u64; 4];
-        // SAFETY: msghdr and the control message are built as cmsg(3) describes, over buffers
-        // (iov, control, dest) that outlive the call; sendmsg does not keep them.
-        let sent = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_name = dest.as_ptr() as *mut libc::c_void;
-            msg.msg_namelen = dest.len();
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len() as _;
-            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_UDP;
-            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, size as u16);
-            libc::sendmsg(self.udp.as_raw_fd(), &msg, 0)
+        let fd = self.udp.as_raw_fd();
+        let sent = match crate::udp_io::send(fd, &dest, iov, from, Some(size as u16)) {
+            // The address is gone from this host (renumbered): the routing table picks.
+            Err(e) if from.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                crate::udp_io::send(fd, &dest, iov, None, Some(size as u16))
+            }
+            r => r,
         };
         let n = run.len() as u64;
-        if sent >= 0 {
-            self.stats.sent.fetch_add(n, Ordering::Relaxed);
-            self.stats.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
-            self.stats.segmented_sends.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        let e = io::Error::last_os_error();
+        let e = match sent {
+            Ok(sent) => {
+                self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                self.stats.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+                self.stats.segmented_sends.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) => e,
+        };
         match e.kind() {
             io::ErrorKind::WouldBlock => {
                 self.stats.send_dropped.fetch_add(n, Ordering::Relaxed);
@@ -422,11 +462,12 @@ impl MediaSocket {
         }
     }
 
-    /// Send one engine transmit. Never blocks: a full socket buffer drops the datagram.
-    pub fn send(&self, t: Transmit) {
+    /// Send one engine transmit, from the local address `from` when known. Never blocks: a full
+    /// socket buffer drops the datagram.
+    pub fn send(&self, t: Transmit, from: Option<std::net::IpAddr>) {
         let len = t.contents.len() as u64;
         let ok = match t.proto {
-            Proto::Udp => match self.udp.send_to(&t.contents, self.outgoing(t.destination)) {
+            Proto::Udp => match self.send_udp(&t.contents, self.outgoing(t.destination), from) {
                 Ok(_) => true,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -447,7 +488,26 @@ impl MediaSocket {
         }
     }
 
-    fn route(&self, proto: Proto, source: SocketAddr, data: Vec<u8>) {
+    fn send_udp(&self, data: &[u8], to: SocketAddr, from: Option<std::net::IpAddr>) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let Some(ip) = from else {
+            return self.udp.send_to(data, to);
+        };
+        let mut iov = [libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() }];
+        match crate::udp_io::send(
+            self.udp.as_raw_fd(),
+            &socket2::SockAddr::from(to),
+            &mut iov,
+            Some(ip),
+            None,
+        ) {
+            // The address is gone from this host (renumbered): the routing table picks.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.udp.send_to(data, to),
+            r => r,
+        }
+    }
+
+    fn route(&self, proto: Proto, source: SocketAddr, arrived_at: Option<std::net::IpAddr>, data: Vec<u8>) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         self.stats.received_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         let source = canonical(source);
@@ -484,14 +544,16 @@ impl MediaSocket {
             return;
         }
         let destination = self.destination(source);
-        route.peer.do_send(Datagram { at, proto, source, destination, data });
+        route.peer.do_send(Datagram { at, proto, source, destination, arrived_at, data });
     }
 
     async fn udp_loop(self: Arc<Self>, sock: tokio::net::UdpSocket) {
+        use std::os::fd::AsRawFd;
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let fd = sock.as_raw_fd();
         loop {
-            match sock.recv_from(&mut buf).await {
-                Ok((n, source)) => self.route(Proto::Udp, source, buf[..n].to_vec()),
+            match sock.async_io(tokio::io::Interest::READABLE, || crate::udp_io::recv(fd, &mut buf)).await {
+                Ok(r) => self.route(Proto::Udp, r.source, r.local, buf[..r.len].to_vec()),
                 // ICMP port unreachable from a vanished client surfaces as an error: keep going.
                 Err(e) => debug!(error = %e, "media UDP receive error"),
             }
@@ -549,7 +611,7 @@ impl MediaSocket {
                 Ok::<_, io::Error>(data)
             };
             match tokio::time::timeout(within, frame).await {
-                Ok(Ok(data)) => self.route(Proto::Tcp, remote, data),
+                Ok(Ok(data)) => self.route(Proto::Tcp, remote, None, data),
                 Ok(Err(_)) => break,
                 Err(_) => {
                     debug!(%remote, timeout = ?within, "ICE-TCP connection sent no whole frame in time: closing");
@@ -613,7 +675,7 @@ mod send_tests {
             transmit(to_a, 6, 1200), // larger than the run before it: a run of its own
             transmit(to_a, 7, 1200),
         ];
-        socket.send_all(&mut batch);
+        socket.send_all(&mut batch, &ReplyFrom::default());
         assert!(batch.is_empty());
         let mut buf = [0u8; 2048];
         for (mark, len) in [(0, 1000), (1, 1000), (2, 1000), (3, 400), (4, 1000), (6, 1200), (7, 1200)] {
@@ -628,5 +690,30 @@ mod send_tests {
             "segmented sends: {} (0: this kernel refused UDP_SEGMENT)",
             socket.stats.segmented_sends.load(Ordering::Relaxed)
         );
+    }
+
+    /// A socket bound to every address sends back to a client from the address that client
+    /// sent to, in runs and alone; a client never heard from gets what the routing table picks.
+    #[actix_rt::test]
+    async fn wildcard_socket_answers_from_the_address_used() {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let advertised: IpAddr = "127.0.0.2".parse().unwrap();
+        let socket = MediaSocket::start(any, 0, &[advertised], None, &actix::Arbiter::current()).unwrap();
+        let client = UdpSocket::bind("127.0.0.5:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = client.local_addr().unwrap();
+        let mut reply_from = ReplyFrom::default();
+        reply_from.learn(to, Some(advertised));
+        let mut batch = vec![transmit(to, 0, 1000), transmit(to, 1, 1000), transmit(to, 2, 500)];
+        batch.push(Transmit { proto: Proto::Udp, source: to, destination: to, contents: vec![3; 80] });
+        socket.send_all(&mut batch, &reply_from);
+        let mut buf = [0u8; 2048];
+        for mark in 0..4 {
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!((buf[0], from.ip()), (mark, advertised), "datagram {mark} ({n} bytes)");
+        }
+        socket.send_all(&mut vec![transmit(to, 4, 100)], &ReplyFrom::default());
+        let (_, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "the loopback route's source");
     }
 }

@@ -10,7 +10,7 @@ use actix::prelude::*;
 
 use crate::engine::{Peer, PeerEvent, MAX_TIMER};
 use crate::error::EngineError;
-use crate::media_socket::{Datagram, MediaSocket};
+use crate::media_socket::{Datagram, MediaSocket, ReplyFrom};
 
 /// A browser closes its peer connection right after sending `unPublishStream`/`stopStream`, so
 /// its DTLS close can overtake the stop request. A peer that goes away is only declared failed
@@ -27,11 +27,22 @@ pub struct PeerLink {
     events: Vec<PeerEvent>,
     /// What one drive produced, sent together ([`MediaSocket::send_all`]).
     outgoing: Vec<crate::engine::Transmit>,
+    /// The local address each remote address sent to: answers leave from it.
+    reply_from: ReplyFrom,
 }
 
 impl PeerLink {
     pub fn new(peer: Peer, socket: Arc<MediaSocket>, ufrag: String) -> Self {
-        PeerLink { peer, gone: false, socket, ufrag, timer: None, events: Vec::new(), outgoing: Vec::new() }
+        PeerLink {
+            peer,
+            gone: false,
+            socket,
+            ufrag,
+            timer: None,
+            events: Vec::new(),
+            outgoing: Vec::new(),
+            reply_from: ReplyFrom::default(),
+        }
     }
 }
 
@@ -51,7 +62,7 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
         let mut events = std::mem::take(&mut link.events);
         let mut outgoing = std::mem::take(&mut link.outgoing);
         let res = link.peer.poll(|t| outgoing.push(t), |e| events.push(e));
-        link.socket.send_all(&mut outgoing);
+        link.socket.send_all(&mut outgoing, &link.reply_from);
         link.outgoing = outgoing;
         for e in events.drain(..) {
             self.on_peer_event(e, ctx);
@@ -102,6 +113,7 @@ pub trait PeerActor: Actor<Context = Context<Self>> + Sized {
         if self.link().gone {
             return;
         }
+        self.link().reply_from.learn(d.source, d.arrived_at);
         if self.link().peer.receive(d.at, d.proto, d.source, local, &d.data).is_ok() {
             self.drive(ctx);
         }
