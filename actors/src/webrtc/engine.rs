@@ -568,6 +568,15 @@ impl Peer {
     /// when this peer cannot carry it (not connected yet, no such media, or no payload type for
     /// its codec): the caller skips it. `rtp_time` is the frame's time on this peer's stream
     /// (the source's, or shifted to keep a viewer's timeline across a simulcast switch).
+    /// How long the oldest video packet queued for this viewer has waited: str0m's pacer holds
+    /// what the bandwidth estimate does not let out yet. None when nothing waits.
+    pub fn video_backlog(&mut self, now: Instant) -> Option<Duration> {
+        let mid = self.video_mid?;
+        let mut api = self.rtc.direct_api();
+        let first = api.stream_tx_by_mid(mid, None)?.queue_info()?.first_unsent()?;
+        Some(now.saturating_duration_since(first))
+    }
+
     pub fn write_frame(
         &mut self,
         frame: &Frame,

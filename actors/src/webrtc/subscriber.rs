@@ -28,6 +28,13 @@ use crate::video_rate::RateMeter;
 /// Frames queued for one subscriber before the publisher starts dropping for it (about 3 s of
 /// 30 fps video plus audio). See the backpressure policy in [`crate::fanout`].
 pub const FORWARD_QUEUE: usize = 256;
+/// Video waiting this long in the viewer's send queue (its link carries less than the stream
+/// sends, even at the lowest layer) sheds video until a keyframe finds the queue half empty:
+/// fewer frames, all decodable, instead of a queue that grows into seconds of delay and loss.
+pub const VIDEO_BACKLOG_MAX: Duration = Duration::from_millis(250);
+/// No shedding this long after a viewer's first video frame: the held GOP it starts from leaves
+/// in one burst, faster than real time.
+const START_BURST_GRACE: Duration = Duration::from_secs(3);
 /// How often a viewer's bandwidth estimate goes to its source (which picks its simulcast layer);
 /// a drop of more than a sixth goes at once.
 pub const BANDWIDTH_REPORT: Duration = Duration::from_millis(250);
@@ -57,6 +64,10 @@ pub struct Subscriber {
     state: State,
     /// Video is written only from a keyframe on, so the viewer's decoder starts clean.
     video_started: bool,
+    /// While video is shed: a keyframe was asked for since.
+    keyframe_asked: bool,
+    /// When the first video frame came for this viewer.
+    first_video_at: Option<std::time::Instant>,
     frames_out: u64,
     /// The simulcast layer of the last video frame, and how far this viewer's video timestamps
     /// are shifted from the source's (the layers of a simulcast stream count time each from its
@@ -102,6 +113,8 @@ impl Subscriber {
             source,
             state: State::Connecting,
             video_started: false,
+            keyframe_asked: false,
+            first_video_at: None,
             frames_out: 0,
             layer: None,
             ts_shift: 0,
@@ -276,11 +289,30 @@ impl Handler<Forward> for Subscriber {
         if self.state != State::Playing {
             return;
         }
-        if frame.kind() == FrameKind::Video && !self.video_started {
-            if !frame.keyframe {
-                return;
+        if frame.kind() == FrameKind::Video {
+            let now = std::time::Instant::now();
+            // Not while the held GOP that started the viewer is still leaving (a burst by design).
+            let settled = *self.first_video_at.get_or_insert(now) + START_BURST_GRACE <= now;
+            let backlog =
+                if settled { self.link.peer.video_backlog(now).unwrap_or_default() } else { Duration::ZERO };
+            if self.video_started && backlog > VIDEO_BACKLOG_MAX {
+                debug!(parent: &self.span, ?backlog, "viewer's link behind: video shed until a keyframe");
+                self.video_started = false;
+                self.keyframe_asked = false;
             }
-            self.video_started = true;
+            if !self.video_started {
+                if backlog > VIDEO_BACKLOG_MAX / 2 {
+                    return;
+                }
+                if !frame.keyframe {
+                    // The queue has drained: the next keyframe resumes video.
+                    if !std::mem::replace(&mut self.keyframe_asked, true) && self.frames_out > 0 {
+                        self.source.keyframe.do_send(RequestKeyframe);
+                    }
+                    return;
+                }
+                self.video_started = true;
+            }
         }
         let time = self.out_time(&frame, packets.layer);
         match self.link.peer.write_frame(&frame, &packets, time) {
