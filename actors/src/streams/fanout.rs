@@ -16,7 +16,8 @@
 //! Simulcast: a browser may publish two or three layers of one video (`rid`s). Layer 0 is the
 //! best; it is what recorders, snapshots, HLS and every sink start with. A viewer's bandwidth
 //! estimate ([`FanOut::set_bandwidth`]) moves it to the best layer that fits, down at once, up
-//! only after the estimate has allowed it for [`LAYER_UP_HOLD`]; the switch happens at the new
+//! only [`LAYER_UP_HOLD`] after it last moved down and once the estimate has allowed the better
+//! layer for [`LAYER_UP_CONFIRM`]; the switch happens at the new
 //! layer's next keyframe (the source is asked for one), the old layer flowing until then.
 //!
 //! Backpressure policy: frames go out with `try_send` on each sink's bounded mailbox. A sink
@@ -47,6 +48,11 @@ use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, Stream
 /// estimate that allows a better layer is trusted at once otherwise: it comes from probes,
 /// which show what the link carries, and in between it is capped near what is sent).
 pub const LAYER_UP_HOLD: Duration = Duration::from_secs(4);
+/// How long the estimate must keep allowing a better layer before a viewer moves up: a single
+/// probe through a shaper's token bucket passes at line rate and reads as a fast link (measured:
+/// a 250 kbit/s viewer's estimate jumped to ~490 kbit/s for under a second, moved it up to the
+/// 380 kbit/s layer and lost most of it); a link that is really faster keeps saying so.
+pub const LAYER_UP_CONFIRM: Duration = Duration::from_millis(2500);
 /// A layer is chosen when its video rate is at most this share of the viewer's estimate less
 /// [`AUDIO_ALLOWANCE`] (RTP and SRTP overhead, estimate noise).
 const LAYER_FIT: f64 = 0.9;
@@ -79,6 +85,8 @@ struct Sink {
     target: Option<u8>,
     /// When it last moved down a layer.
     down_at: Option<Instant>,
+    /// Since when its estimate has allowed a better layer than the one it is heading to.
+    better_since: Option<Instant>,
 }
 
 /// A simulcast layer's own packetizer and measured video rate.
@@ -126,6 +134,7 @@ impl FanOut {
             layer: 0,
             target: None,
             down_at: None,
+            better_since: None,
         };
         self.sinks.insert(m.id, sink);
     }
@@ -185,8 +194,12 @@ impl FanOut {
             switch = Some(fits);
         } else if fits < heading
             && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_UP_HOLD)
+            && now.saturating_duration_since(*s.better_since.get_or_insert(now)) >= LAYER_UP_CONFIRM
         {
             switch = Some(fits);
+        }
+        if fits >= heading || switch.is_some() {
+            s.better_since = None;
         }
         if let Some(l) = switch {
             tracing::debug!(sink = id, from = heading, to = l, bps, ?rates, "simulcast layer switch");
@@ -436,9 +449,16 @@ mod tests {
         assert_eq!(fo.sink_layer(1), Some((0, Some(1))), "still on 0 until layer 1's keyframe");
         fo.forward_layer(1, f(true, 203_000));
         assert_eq!(fo.sink_layer(1), Some((1, None)));
-        // The estimate recovers: not up within the hold, up after it.
+        // The estimate recovers: not up within the hold, nor on one high estimate after it
+        // (a probe through a token bucket), up once it has held for LAYER_UP_CONFIRM.
         assert_eq!(fo.set_bandwidth(1, 2_000_000, t0 + Duration::from_secs(1)).switch, None);
-        assert_eq!(fo.set_bandwidth(1, 2_000_000, t0 + LAYER_UP_HOLD).switch, Some(0));
+        let later = t0 + LAYER_UP_HOLD;
+        assert_eq!(fo.set_bandwidth(1, 2_000_000, later).switch, None);
+        assert_eq!(fo.set_bandwidth(1, 400_000, later + Duration::from_millis(500)).switch, None);
+        assert_eq!(fo.set_bandwidth(1, 2_000_000, later + Duration::from_secs(1)).switch, None);
+        let confirmed = later + Duration::from_secs(1) + LAYER_UP_CONFIRM;
+        assert_eq!(fo.set_bandwidth(1, 2_000_000, confirmed - Duration::from_millis(250)).switch, None);
+        assert_eq!(fo.set_bandwidth(1, 2_000_000, confirmed).switch, Some(0));
         fo.forward_layer(0, f(true, 206_000));
         assert_eq!(fo.sink_layer(1), Some((0, None)));
 

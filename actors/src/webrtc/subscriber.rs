@@ -34,7 +34,7 @@ pub const FORWARD_QUEUE: usize = 256;
 pub const VIDEO_BACKLOG_MAX: Duration = Duration::from_millis(250);
 /// No shedding this long after a viewer's first video frame: the held GOP it starts from leaves
 /// in one burst, faster than real time.
-const START_BURST_GRACE: Duration = Duration::from_secs(3);
+const START_BURST_GRACE: Duration = Duration::from_secs(2);
 /// How often a viewer's bandwidth estimate goes to its source (which picks its simulcast layer);
 /// a drop of more than a sixth goes at once.
 pub const BANDWIDTH_REPORT: Duration = Duration::from_millis(250);
@@ -66,8 +66,9 @@ pub struct Subscriber {
     video_started: bool,
     /// While video is shed: a keyframe was asked for since.
     keyframe_asked: bool,
-    /// When the first video frame came for this viewer.
-    first_video_at: Option<std::time::Instant>,
+    /// Until when a queue is expected, not a sign of a slow link: the held GOP a viewer starts
+    /// with, the keyframe video resumes with (None before the first video frame).
+    shed_grace_until: Option<std::time::Instant>,
     frames_out: u64,
     /// The simulcast layer of the last video frame, and how far this viewer's video timestamps
     /// are shifted from the source's (the layers of a simulcast stream count time each from its
@@ -114,7 +115,7 @@ impl Subscriber {
             state: State::Connecting,
             video_started: false,
             keyframe_asked: false,
-            first_video_at: None,
+            shed_grace_until: None,
             frames_out: 0,
             layer: None,
             ts_shift: 0,
@@ -292,9 +293,12 @@ impl Handler<Forward> for Subscriber {
         if frame.kind() == FrameKind::Video {
             let now = std::time::Instant::now();
             // Not while the held GOP that started the viewer is still leaving (a burst by design).
-            let settled = *self.first_video_at.get_or_insert(now) + START_BURST_GRACE <= now;
-            let backlog =
-                if settled { self.link.peer.video_backlog(now).unwrap_or_default() } else { Duration::ZERO };
+            let grace = *self.shed_grace_until.get_or_insert(now + START_BURST_GRACE);
+            let backlog = if now >= grace {
+                self.link.peer.video_backlog(now).unwrap_or_default()
+            } else {
+                Duration::ZERO
+            };
             if self.video_started && backlog > VIDEO_BACKLOG_MAX {
                 debug!(parent: &self.span, ?backlog, "viewer's link behind: video shed until a keyframe");
                 self.video_started = false;
@@ -312,6 +316,11 @@ impl Handler<Forward> for Subscriber {
                     return;
                 }
                 self.video_started = true;
+                // The keyframe takes its time through a link that was too slow: no shedding
+                // before it can have left at the estimated rate.
+                let bps = self.bandwidth.max(50_000) as f64;
+                let keyframe_time = Duration::from_secs_f64(frame.data.len() as f64 * 8.0 / bps);
+                self.shed_grace_until = Some(grace.max(now + keyframe_time));
             }
         }
         let time = self.out_time(&frame, packets.layer);
