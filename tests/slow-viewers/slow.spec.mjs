@@ -53,11 +53,16 @@ function measure(page, ms) {
         const first = (await video()) || zero;
         const t0 = performance.now();
         let last = first, lastChange = t0, maxStall = 0;
+        const stalls = [];
         while (performance.now() - t0 < ms) {
             await new Promise((r) => setTimeout(r, 100));
             const s = await video();
             const now = performance.now();
-            if (s && s.framesDecoded !== last.framesDecoded) lastChange = now;
+            if (s && s.framesDecoded !== last.framesDecoded) {
+                // Stalls over half a second, for the report: [start, length] in ms from t0.
+                if (now - lastChange > 500) stalls.push([Math.round(lastChange - t0), Math.round(now - lastChange)]);
+                lastChange = now;
+            }
             maxStall = Math.max(maxStall, now - lastChange);
             if (s) last = s;
         }
@@ -71,6 +76,8 @@ function measure(page, ms) {
             width: last.frameWidth, height: last.frameHeight,
             nacks: (last.nackCount || 0) - (first.nackCount || 0),
             lost: (last.packetsLost || 0) - (first.packetsLost || 0),
+            stalls: JSON.stringify(stalls),
+            at: new Date(Date.now() - (performance.now() - t0)).toISOString(),
         };
     }, ms);
 }
@@ -150,7 +157,7 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
         const settleStart = Date.now();
         await sleep(5_000);
         while (Date.now() - settleStart < 20_000 &&
-            !(await find(pub, name)).some((s) => !s.published && s.metrics?.layer === 1)) {
+            !(await find(pub, name)).some((s) => !s.published && s.metrics?.layer >= 1)) {
             await sleep(500);
         }
         await sleep(2_000);
@@ -163,7 +170,7 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
             byLayer[v] = r;
             t.diagnostic(`${v} (${LIMITS[v] || 'unlimited'}): ${r.fps.toFixed(1)} fps, ${r.width}x${r.height}, ` +
                 `longest stall ${r.maxStallMs} ms, freezes ${r.freezes} (${r.freezeSecs.toFixed(2)} s), ` +
-                `NACKs ${r.nacks}, lost ${r.lost}`);
+                `NACKs ${r.nacks}, lost ${r.lost}, stalls over 0.5 s from ${r.at}: ${r.stalls}`);
         }
         for (const s of found.filter((s) => !s.published)) {
             t.diagnostic(`server: viewer ${s.mediaSessionId} layer ${s.metrics?.layer} estimate ${s.metrics?.bandwidthEstimate} ` +
@@ -237,7 +244,8 @@ test('one quality (the official SDK): a viewer at 80 % of its bitrate keeps play
         const [r1, r2] = await Promise.all([measure(pages.v1, 20_000), measure(pages.v2, 20_000)]);
         for (const [v, r] of [['v1', r1], ['v2', r2]]) {
             t.diagnostic(`${v}: ${r.fps.toFixed(1)} fps, ${r.width}x${r.height}, longest stall ${r.maxStallMs} ms, ` +
-                `freezes ${r.freezes} (${r.freezeSecs.toFixed(2)} s), NACKs ${r.nacks}, lost ${r.lost}`);
+                `freezes ${r.freezes} (${r.freezeSecs.toFixed(2)} s), NACKs ${r.nacks}, lost ${r.lost}, ` +
+                `stalls over 0.5 s from ${r.at}: ${r.stalls}`);
         }
         const found = await find(pub, name);
         publisher = found.find((s) => s.published);

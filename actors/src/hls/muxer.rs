@@ -70,7 +70,7 @@ impl HlsMuxer {
 
     fn ask_keyframe(&mut self) {
         self.last_keyframe_ask = Instant::now();
-        self.source.keyframe.do_send(RequestKeyframe);
+        self.source.keyframe.do_send(RequestKeyframe(None));
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {

@@ -594,7 +594,7 @@ impl RtmpPusher {
                         i.status = STATUS_PUBLISHING;
                         i.info.clear();
                     });
-                    self.source.keyframe.do_send(RequestKeyframe);
+                    self.source.keyframe.do_send(RequestKeyframe(None));
                 }
             }
         }
@@ -721,7 +721,7 @@ impl Actor for RtmpPusher {
                     act.failed("no NetStream.Publish.Start from the RTMP server in time", ctx)
                 }
                 Some(since) if !c.muxer.started() && since.elapsed() >= KEYFRAME_RETRY => {
-                    act.source.keyframe.do_send(RequestKeyframe);
+                    act.source.keyframe.do_send(RequestKeyframe(None));
                 }
                 _ => {}
             }

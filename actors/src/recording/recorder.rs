@@ -586,7 +586,7 @@ impl Actor for Recorder {
             debug!(parent: &act.span, "source gone before the recorder joined");
             act.finalize(false, ctx);
         });
-        self.source.keyframe.do_send(RequestKeyframe);
+        self.source.keyframe.do_send(RequestKeyframe(None));
         ctx.run_interval(KEYFRAME_RETRY, |act, _| {
             if act.state != State::Idle {
                 return;
@@ -596,7 +596,7 @@ impl Actor for Recorder {
                 warn!(parent: &act.span, "no video keyframe within {KEYFRAME_WAIT:?}: recording audio only");
                 act.writer.start_without_video();
             } else {
-                act.source.keyframe.do_send(RequestKeyframe);
+                act.source.keyframe.do_send(RequestKeyframe(None));
             }
         });
     }

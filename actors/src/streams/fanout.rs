@@ -48,6 +48,11 @@ use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, Stream
 /// estimate that allows a better layer is trusted at once otherwise: it comes from probes,
 /// which show what the link carries, and in between it is capped near what is sent).
 pub const LAYER_UP_HOLD: Duration = Duration::from_secs(4);
+/// A viewer that moves down within this long of moving up has failed the better layer: its
+/// hold doubles (up to [`LAYER_UP_HOLD_MAX`]), so a link that only looks faster (a token bucket
+/// passes probes at line rate) costs one failed try, then fewer and fewer.
+const LAYER_UP_FAILED: Duration = Duration::from_secs(8);
+const LAYER_UP_HOLD_MAX: Duration = Duration::from_secs(16);
 /// How long the estimate must keep allowing a better layer before a viewer moves up: a single
 /// probe through a shaper's token bucket passes at line rate and reads as a fast link (measured:
 /// a 250 kbit/s viewer's estimate jumped to ~490 kbit/s for under a second, moved it up to the
@@ -85,6 +90,9 @@ struct Sink {
     target: Option<u8>,
     /// When it last moved down a layer.
     down_at: Option<Instant>,
+    /// When it last moved up a layer, and how long it now waits after moving down.
+    up_at: Option<Instant>,
+    up_hold: Duration,
     /// Since when its estimate has allowed a better layer than the one it is heading to.
     better_since: Option<Instant>,
 }
@@ -134,6 +142,8 @@ impl FanOut {
             layer: 0,
             target: None,
             down_at: None,
+            up_at: None,
+            up_hold: LAYER_UP_HOLD,
             better_since: None,
         };
         self.sinks.insert(m.id, sink);
@@ -191,9 +201,12 @@ impl FanOut {
         if fits > heading {
             // Worse than what it gets: down at once.
             s.down_at = Some(now);
+            if s.up_at.take().is_some_and(|t| now.saturating_duration_since(t) < LAYER_UP_FAILED) {
+                s.up_hold = (s.up_hold * 2).min(LAYER_UP_HOLD_MAX);
+            }
             switch = Some(fits);
         } else if fits < heading
-            && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_UP_HOLD)
+            && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= s.up_hold)
             && now.saturating_duration_since(*s.better_since.get_or_insert(now)) >= LAYER_UP_CONFIRM
         {
             switch = Some(fits);
@@ -204,6 +217,9 @@ impl FanOut {
         if let Some(l) = switch {
             tracing::debug!(sink = id, from = heading, to = l, bps, ?rates, "simulcast layer switch");
             let direction = if l > heading { "down" } else { "up" };
+            if l < heading {
+                s.up_at = Some(now);
+            }
             crate::metrics::metrics().layer_switches.with_label_values(&[direction]).inc();
             s.target = if l == s.layer { None } else { Some(l) };
         }
@@ -211,7 +227,10 @@ impl FanOut {
         // estimator probes towards the best layer on its own.
         // Probes aim at twice the best layer: a probe shows at most what it sends.
         let goal = BandwidthGoal { minimum: 0, desired: 2 * rates[0] + AUDIO_ALLOWANCE };
-        LayerDecision { goal: Some(goal), switch: switch.filter(|_| s.target.is_some()), lower_wanted: false }
+        // Not even the lowest layer fits: a lower rendition is wanted (the source makes one
+        // below its layers when it can, and the viewer moves to it once it is measured).
+        let lower_wanted = rates[usize::from(lowest)] > budget;
+        LayerDecision { goal: Some(goal), switch: switch.filter(|_| s.target.is_some()), lower_wanted }
     }
 
     pub fn remove(&mut self, id: u64) {

@@ -76,10 +76,11 @@ pub struct RemoveSubscriber {
     pub id: u64,
 }
 
-/// A viewer needs a keyframe (it just connected, or its decoder asked with PLI/FIR).
+/// A sink needs a keyframe (it just connected, or its decoder asked with PLI/FIR). With the
+/// sink's id, a keyframe of the layer it gets (or moves to) is enough.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RequestKeyframe;
+pub struct RequestKeyframe(pub Option<u64>);
 
 /// A viewer's peer is connected and ready for video: the source sends it the GOP it holds at
 /// once, so its picture starts without waiting for the source's next keyframe

@@ -109,7 +109,7 @@ impl SnapshotHub {
                     return Ok(gop.frames);
                 }
                 if !asked {
-                    published.source.keyframe.do_send(RequestKeyframe);
+                    published.source.keyframe.do_send(RequestKeyframe(None));
                     asked = true;
                 }
                 if started.elapsed() >= SNAPSHOT_TIMEOUT {

@@ -48,7 +48,7 @@ pub trait Source: Actor<Context = Context<Self>> {
         self.keyframe_wanted(ctx);
     }
 
-    /// A viewer's link cannot carry the stream's one quality: make a lower one (layer 1) if
+    /// A viewer's link cannot carry the stream's lowest quality: make a lower one (one more layer) if
     /// this source can.
     fn lower_layer_wanted(&mut self, _ctx: &mut Context<Self>) {}
 
@@ -90,9 +90,15 @@ macro_rules! source_handlers {
 
         impl actix::Handler<$crate::messages::RequestKeyframe> for $t {
             type Result = ();
-            fn handle(&mut self, _: $crate::messages::RequestKeyframe, ctx: &mut actix::Context<Self>) {
+            fn handle(&mut self, m: $crate::messages::RequestKeyframe, ctx: &mut actix::Context<Self>) {
                 use $crate::source::Source as _;
-                self.keyframe_wanted(ctx);
+                match m.0.and_then(|id| self.fanout().sink_layer(id)) {
+                    // A simulcast layer or a lower rendition: that one's keyframe.
+                    Some((layer, target)) if self.fanout().layer_rates().len() > 1 => {
+                        self.layer_keyframe_wanted(target.unwrap_or(layer), ctx)
+                    }
+                    _ => self.keyframe_wanted(ctx),
+                }
             }
         }
 

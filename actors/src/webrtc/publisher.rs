@@ -96,8 +96,9 @@ pub struct Publisher {
     shifts: Vec<(String, u64)>,
     /// When a keyframe of each layer was last asked for a viewer's switch.
     layer_keyframe_asked: [Option<Instant>; crate::fanout::MAX_LAYERS],
-    /// Without simulcast: a lower rendition (re-encoded at a lower bitrate, off the arbiter),
-    /// made while a viewer's link cannot carry the stream. It is layer 1 of the fan-out.
+    /// A lower rendition (re-encoded at a lower bitrate, off the arbiter), made while a viewer's
+    /// link cannot carry the stream, or with simulcast its lowest layer. It is the fan-out's
+    /// last layer ([`Publisher::rendition_layer`]).
     rendition: Option<Rendition>,
     /// Measurements in a row over the publish limit ([`OVER_LIMIT_SECONDS`]).
     over_limit: u32,
@@ -218,6 +219,8 @@ impl Publisher {
             self.layers.sort_by(|a, b| b.1.cmp(&a.1));
             if self.settled && self.layers.iter().map(|(r, _)| r).ne(before.iter()) {
                 debug!(parent: &self.span, layers = ?self.layers, "simulcast layers changed");
+                // A lower rendition is made from the lowest layer: started again when wanted.
+                self.rendition = None;
                 self.fanout.set_layers(self.layers.len());
                 self.fanout.lost_frame();
                 self.request_keyframe(ctx);
@@ -239,6 +242,11 @@ impl Publisher {
             return; // no keyframe of this layer yet: nothing could decode it
         };
         self.frame(layer as u8, f, ctx);
+    }
+
+    /// The fan-out layer of the lower rendition: after the simulcast layers (1 without).
+    fn rendition_layer(&self) -> u8 {
+        self.layers.len().max(1) as u8
     }
 
     /// How far layer `rid`'s RTP times move onto the stream's timeline (see `timeline`).
@@ -273,7 +281,8 @@ impl Publisher {
                 }
             }
         }
-        if let Some(r) = self.rendition.as_mut().filter(|_| video && layer == 0) {
+        let rendition_from = self.rendition_layer() - 1;
+        if let Some(r) = self.rendition.as_mut().filter(|_| video && layer == rendition_from) {
             r.fed |= f.keyframe;
             if r.fed {
                 r.thread.push(f.clone());
@@ -286,8 +295,9 @@ impl Publisher {
 
     /// Stop the lower rendition once nobody has watched it for [`RENDITION_IDLE`].
     fn check_rendition(&mut self) {
+        let layer = self.rendition_layer();
         let Some(r) = self.rendition.as_mut() else { return };
-        if self.fanout.layer_wanted(1) {
+        if self.fanout.layer_wanted(layer) {
             r.idle_since = None;
             return;
         }
@@ -295,7 +305,7 @@ impl Publisher {
         if since.elapsed() >= RENDITION_IDLE {
             info!(parent: &self.span, "lower rendition stopped: no viewer needs it");
             self.rendition = None;
-            self.fanout.set_layers(1);
+            self.fanout.set_layers(usize::from(layer));
         }
     }
 
@@ -447,13 +457,19 @@ impl Source for Publisher {
         }
     }
 
-    /// A viewer cannot carry the stream and the publisher sends no simulcast: re-encode its
-    /// H.264 at a lower bitrate as layer 1 (VP8 has no encoder here).
+    /// A viewer cannot carry the stream, or with simulcast its lowest layer: re-encode that
+    /// H.264 at a lower bitrate as one more layer (VP8 has no encoder here).
     fn lower_layer_wanted(&mut self, ctx: &mut Context<Self>) {
-        if self.rendition.is_some() || !self.layers.is_empty() || self.info.video_codec != "H264" {
+        let simulcast_unsettled = !self.layers.is_empty() && !self.settled;
+        if self.rendition.is_some()
+            || simulcast_unsettled
+            || self.layers.len() >= crate::fanout::MAX_LAYERS
+            || self.info.video_codec != "H264"
+        {
             return;
         }
-        let rate = self.fanout.layer_rates().first().copied().unwrap_or(0);
+        let from = self.rendition_layer() - 1;
+        let rate = self.fanout.layer_rates().get(usize::from(from)).copied().unwrap_or(0);
         if rate == 0 || self.state != State::Live {
             return;
         }
@@ -464,11 +480,11 @@ impl Source for Publisher {
         match crate::transcoder::TranscoderThread::spawn(&self.info.name, settings, ctx.address().recipient())
         {
             Ok(thread) => {
-                info!(parent: &self.span, bitrate = settings.bitrate, "lower rendition started for a viewer on a slow link");
+                info!(parent: &self.span, bitrate = settings.bitrate, from, "lower rendition started for a viewer on a slow link");
                 self.rendition = Some(Rendition::new(thread));
-                self.fanout.set_layers(2);
+                self.fanout.set_layers(usize::from(from) + 2);
                 // Its decoder starts at a keyframe.
-                self.request_keyframe(ctx);
+                self.layer_keyframe_wanted(from, ctx);
             }
             Err(e) => debug!(parent: &self.span, error = %e, "no lower rendition"),
         }
@@ -478,7 +494,8 @@ impl Source for Publisher {
     /// biggest frame there is, and the viewers of the other layers would pay for it on their
     /// links), at most one per [`KEYFRAME_IN_FLIGHT`] per layer.
     fn layer_keyframe_wanted(&mut self, layer: u8, ctx: &mut Context<Self>) {
-        if let Some(r) = self.rendition.as_mut().filter(|_| layer == 1) {
+        let rendition = self.rendition_layer();
+        if let Some(r) = self.rendition.as_mut().filter(|_| layer == rendition) {
             r.thread.request_keyframe();
             return;
         }
@@ -514,7 +531,7 @@ impl Source for Publisher {
 
 crate::source_handlers!(Publisher);
 
-/// Frames of the lower rendition: layer 1 of the fan-out.
+/// Frames of the lower rendition: the fan-out's last layer.
 impl Handler<crate::transcoder::Transcoded> for Publisher {
     type Result = ();
     fn handle(
@@ -525,8 +542,9 @@ impl Handler<crate::transcoder::Transcoded> for Publisher {
         if self.rendition.is_none() || self.state != State::Live {
             return;
         }
+        let layer = self.rendition_layer();
         for f in frames {
-            if self.fanout.forward_layer(1, f) {
+            if self.fanout.forward_layer(layer, f) {
                 if let Some(r) = self.rendition.as_mut() {
                     r.thread.request_keyframe();
                 }

@@ -32,9 +32,17 @@ pub const FORWARD_QUEUE: usize = 256;
 /// sends, even at the lowest layer) sheds video until a keyframe finds the queue half empty:
 /// fewer frames, all decodable, instead of a queue that grows into seconds of delay and loss.
 pub const VIDEO_BACKLOG_MAX: Duration = Duration::from_millis(250);
-/// No shedding this long after a viewer's first video frame: the held GOP it starts from leaves
-/// in one burst, faster than real time.
+/// How long the backlog must stay over [`VIDEO_BACKLOG_MAX`] before video is shed: a keyframe
+/// alone queues for longer than that on a thin link (str0m paces at 1.1 times its estimate,
+/// which stays near what is sent), and drains; a link slower than the stream never drains.
+const BACKLOG_PERSISTS: Duration = Duration::from_secs(1);
+/// A backlog this deep sheds video at once.
+const BACKLOG_LIMIT: Duration = Duration::from_millis(1500);
+/// No shedding this long after a viewer's first video frame when that frame was held (the GOP a
+/// source keeps for instant starts): the GOP leaves in one burst, faster than real time.
 const START_BURST_GRACE: Duration = Duration::from_secs(2);
+/// A first frame captured this long ago comes from a held GOP.
+const HELD_FRAME_AGE: Duration = Duration::from_millis(300);
 /// How often a viewer's bandwidth estimate goes to its source (which picks its simulcast layer);
 /// a drop of more than a sixth goes at once.
 pub const BANDWIDTH_REPORT: Duration = Duration::from_millis(250);
@@ -69,6 +77,10 @@ pub struct Subscriber {
     /// Until when a queue is expected, not a sign of a slow link: the held GOP a viewer starts
     /// with, the keyframe video resumes with (None before the first video frame).
     shed_grace_until: Option<std::time::Instant>,
+    /// Since when the video backlog has been over [`VIDEO_BACKLOG_MAX`].
+    backlog_since: Option<std::time::Instant>,
+    /// While video is shed: the layer it was shed on.
+    shed_layer: Option<u8>,
     frames_out: u64,
     /// The simulcast layer of the last video frame, and how far this viewer's video timestamps
     /// are shifted from the source's (the layers of a simulcast stream count time each from its
@@ -116,6 +128,8 @@ impl Subscriber {
             video_started: false,
             keyframe_asked: false,
             shed_grace_until: None,
+            backlog_since: None,
+            shed_layer: None,
             frames_out: 0,
             layer: None,
             ts_shift: 0,
@@ -242,7 +256,7 @@ impl PeerActor for Subscriber {
                     self.source.ready.do_send(SinkReady { id: self.id });
                 }
             }
-            PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe),
+            PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe(Some(self.id))),
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::AudioBytes(b) => self.meter.audio(b, std::time::Instant::now()),
             PeerEvent::VideoStats(s) => {
@@ -293,29 +307,44 @@ impl Handler<Forward> for Subscriber {
         if frame.kind() == FrameKind::Video {
             let now = std::time::Instant::now();
             // Not while the held GOP that started the viewer is still leaving (a burst by design).
-            let grace = *self.shed_grace_until.get_or_insert(now + START_BURST_GRACE);
+            let held = now.saturating_duration_since(frame.captured) > HELD_FRAME_AGE;
+            let grace =
+                *self.shed_grace_until.get_or_insert(if held { now + START_BURST_GRACE } else { now });
             let backlog = if now >= grace {
                 self.link.peer.video_backlog(now).unwrap_or_default()
             } else {
                 Duration::ZERO
             };
-            if self.video_started && backlog > VIDEO_BACKLOG_MAX {
+            let behind_since = if backlog > VIDEO_BACKLOG_MAX {
+                *self.backlog_since.get_or_insert(now)
+            } else {
+                self.backlog_since = None;
+                now
+            };
+            let persists = now.saturating_duration_since(behind_since) >= BACKLOG_PERSISTS;
+            if self.video_started && (persists || backlog > BACKLOG_LIMIT) {
                 debug!(parent: &self.span, ?backlog, "viewer's link behind: video shed until a keyframe");
+                self.backlog_since = None;
                 self.video_started = false;
                 self.keyframe_asked = false;
+                self.shed_layer = self.layer;
             }
             if !self.video_started {
-                if backlog > VIDEO_BACKLOG_MAX / 2 {
+                // A keyframe of a lower layer than the one shed (the viewer is moving down)
+                // resumes at once: it is what the link can carry, so the queue drains behind it.
+                let lower = frame.keyframe && self.shed_layer.is_some_and(|l| packets.layer > l);
+                if backlog > VIDEO_BACKLOG_MAX / 2 && !lower {
                     return;
                 }
                 if !frame.keyframe {
                     // The queue has drained: the next keyframe resumes video.
                     if !std::mem::replace(&mut self.keyframe_asked, true) && self.frames_out > 0 {
-                        self.source.keyframe.do_send(RequestKeyframe);
+                        self.source.keyframe.do_send(RequestKeyframe(Some(self.id)));
                     }
                     return;
                 }
                 self.video_started = true;
+                self.shed_layer = None;
                 // The keyframe takes its time through a link that was too slow: no shedding
                 // before it can have left at the estimated rate.
                 let bps = self.bandwidth.max(50_000) as f64;
