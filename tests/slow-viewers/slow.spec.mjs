@@ -54,10 +54,12 @@ function measure(page, ms) {
         const t0 = performance.now();
         let last = first, lastChange = t0, maxStall = 0;
         const stalls = [];
+        const widths = {};
         while (performance.now() - t0 < ms) {
             await new Promise((r) => setTimeout(r, 100));
             const s = await video();
             const now = performance.now();
+            if (s?.frameWidth) widths[s.frameWidth] = (widths[s.frameWidth] || 0) + 1;
             if (s && s.framesDecoded !== last.framesDecoded) {
                 // Stalls over half a second, for the report: [start, length] in ms from t0.
                 if (now - lastChange > 500) stalls.push([Math.round(lastChange - t0), Math.round(now - lastChange)]);
@@ -77,6 +79,7 @@ function measure(page, ms) {
             nacks: (last.nackCount || 0) - (first.nackCount || 0),
             lost: (last.packetsLost || 0) - (first.packetsLost || 0),
             stalls: JSON.stringify(stalls),
+            widths,
             at: new Date(Date.now() - (performance.now() - t0)).toISOString(),
         };
     }, ms);
@@ -170,7 +173,8 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
             byLayer[v] = r;
             t.diagnostic(`${v} (${LIMITS[v] || 'unlimited'}): ${r.fps.toFixed(1)} fps, ${r.width}x${r.height}, ` +
                 `longest stall ${r.maxStallMs} ms, freezes ${r.freezes} (${r.freezeSecs.toFixed(2)} s), ` +
-                `NACKs ${r.nacks}, lost ${r.lost}, stalls over 0.5 s from ${r.at}: ${r.stalls}`);
+                `NACKs ${r.nacks}, lost ${r.lost}, stalls over 0.5 s from ${r.at}: ${r.stalls}, ` +
+                `picture widths (samples) ${JSON.stringify(r.widths)}`);
         }
         for (const s of found.filter((s) => !s.published)) {
             t.diagnostic(`server: viewer ${s.mediaSessionId} layer ${s.metrics?.layer} estimate ${s.metrics?.bandwidthEstimate} ` +
@@ -183,14 +187,27 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
             assert.ok(r.maxStallMs <= MAX_STALL_MS, `${v}: picture stood still ${r.maxStallMs} ms`);
         }
         assert.equal(byLayer.v1.width, publisher.width, 'the unlimited viewer gets the full picture');
-        assert.ok(byLayer.v3.width < byLayer.v1.width, `the 250 kbit/s viewer gets a smaller layer (${byLayer.v3.width})`);
+        // Mostly a smaller layer: its estimate (probes pass a token bucket at line rate) moves it
+        // up every 8-10 s, and it is back on the smaller one within about 2 s, without a freeze
+        // (the stall limit above holds over those tries): measured 20-25 % of the time on the
+        // better layer (BENCHMARKS.md).
+        const samples = Object.entries(byLayer.v3.widths);
+        const total = samples.reduce((n, [, c]) => n + c, 0);
+        const smaller = samples.filter(([w]) => Number(w) < byLayer.v1.width).reduce((n, [, c]) => n + c, 0);
+        assert.ok(total > 0 && smaller / total >= 0.6,
+            `the 250 kbit/s viewer gets a smaller layer most of the time: ${JSON.stringify(byLayer.v3.widths)}`);
         const viewersOnServer = found.filter((s) => !s.published);
         assert.equal(viewersOnServer.length, 3 + 1, 'three viewers and the Streamer page preview');
         assert.ok(viewersOnServer.every((s) => s.metrics?.bandwidthEstimate > 0 && s.metrics?.layer !== undefined),
             `estimates and layers in find: ${JSON.stringify(viewersOnServer.map((s) => s.metrics))}`);
 
         // Lift the 250 kbit/s limit: that viewer moves up.
-        const before = await frameWidth(pages.v3);
+        // (From the smaller layer: not in the middle of one of its tries of the better one.)
+        let before = await frameWidth(pages.v3);
+        for (let i = 0; i < 20 && before >= byLayer.v1.width; i++) {
+            await sleep(250);
+            before = await frameWidth(pages.v3);
+        }
         limit('v3', null);
         const t0 = Date.now();
         let after = before;

@@ -48,11 +48,6 @@ use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, Stream
 /// estimate that allows a better layer is trusted at once otherwise: it comes from probes,
 /// which show what the link carries, and in between it is capped near what is sent).
 pub const LAYER_UP_HOLD: Duration = Duration::from_secs(4);
-/// A viewer that moves down within this long of moving up has failed the better layer: its
-/// hold doubles (up to [`LAYER_UP_HOLD_MAX`]), so a link that only looks faster (a token bucket
-/// passes probes at line rate) costs one failed try, then fewer and fewer.
-const LAYER_UP_FAILED: Duration = Duration::from_secs(8);
-const LAYER_UP_HOLD_MAX: Duration = Duration::from_secs(16);
 /// How long the estimate must keep allowing a better layer before a viewer moves up: a single
 /// probe through a shaper's token bucket passes at line rate and reads as a fast link (measured:
 /// a 250 kbit/s viewer's estimate jumped to ~490 kbit/s for under a second, moved it up to the
@@ -90,9 +85,6 @@ struct Sink {
     target: Option<u8>,
     /// When it last moved down a layer.
     down_at: Option<Instant>,
-    /// When it last moved up a layer, and how long it now waits after moving down.
-    up_at: Option<Instant>,
-    up_hold: Duration,
     /// Since when its estimate has allowed a better layer than the one it is heading to.
     better_since: Option<Instant>,
 }
@@ -142,8 +134,6 @@ impl FanOut {
             layer: 0,
             target: None,
             down_at: None,
-            up_at: None,
-            up_hold: LAYER_UP_HOLD,
             better_since: None,
         };
         self.sinks.insert(m.id, sink);
@@ -160,6 +150,14 @@ impl FanOut {
                 s.target = None;
                 s.wait_keyframe = true;
             }
+        }
+    }
+
+    /// A new layer's rate until it has been measured (a lower rendition's target bitrate), so
+    /// that viewers can move to it at once.
+    pub fn expect_rate(&mut self, layer: u8, bps: u64) {
+        if let Some(l) = self.layers.get_mut(usize::from(layer)).filter(|l| l.rate == 0) {
+            l.rate = bps;
         }
     }
 
@@ -201,12 +199,9 @@ impl FanOut {
         if fits > heading {
             // Worse than what it gets: down at once.
             s.down_at = Some(now);
-            if s.up_at.take().is_some_and(|t| now.saturating_duration_since(t) < LAYER_UP_FAILED) {
-                s.up_hold = (s.up_hold * 2).min(LAYER_UP_HOLD_MAX);
-            }
             switch = Some(fits);
         } else if fits < heading
-            && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= s.up_hold)
+            && s.down_at.is_none_or(|t| now.saturating_duration_since(t) >= LAYER_UP_HOLD)
             && now.saturating_duration_since(*s.better_since.get_or_insert(now)) >= LAYER_UP_CONFIRM
         {
             switch = Some(fits);
@@ -217,9 +212,6 @@ impl FanOut {
         if let Some(l) = switch {
             tracing::debug!(sink = id, from = heading, to = l, bps, ?rates, "simulcast layer switch");
             let direction = if l > heading { "down" } else { "up" };
-            if l < heading {
-                s.up_at = Some(now);
-            }
             crate::metrics::metrics().layer_switches.with_label_values(&[direction]).inc();
             s.target = if l == s.layer { None } else { Some(l) };
         }

@@ -483,6 +483,7 @@ impl Source for Publisher {
                 info!(parent: &self.span, bitrate = settings.bitrate, from, "lower rendition started for a viewer on a slow link");
                 self.rendition = Some(Rendition::new(thread));
                 self.fanout.set_layers(usize::from(from) + 2);
+                self.fanout.expect_rate(from + 1, settings.bitrate.map_or(0, u64::from));
                 // Its decoder starts at a keyframe.
                 self.layer_keyframe_wanted(from, ctx);
             }

@@ -349,7 +349,8 @@ impl Handler<Forward> for Subscriber {
                 // before it can have left at the estimated rate.
                 let bps = self.bandwidth.max(50_000) as f64;
                 let keyframe_time = Duration::from_secs_f64(frame.data.len() as f64 * 8.0 / bps);
-                self.shed_grace_until = Some(grace.max(now + keyframe_time));
+                // Nor before what was queued ahead of it (resuming on a lower layer) has left.
+                self.shed_grace_until = Some(grace.max(now + keyframe_time + backlog));
             }
         }
         let time = self.out_time(&frame, packets.layer);
