@@ -12,6 +12,9 @@ use sluice_actors::rtsp::{HostPattern, RtspPolicy, RtspTransport};
 use sluice_actors::turn_core::{Cidr, Secret, StaticUser, TurnConfig};
 use std::time::Duration;
 
+/// The range `--nack-history-ms` (and `nack_history_ms` in the config file) accepts.
+const NACK_HISTORY_MS: std::ops::RangeInclusive<u64> = 20..=5000;
+
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "sluice",
@@ -257,7 +260,7 @@ pub struct Cli {
     /// How long video sent to a viewer is kept to answer its retransmission requests (NACK),
     /// in ms, up to 128 packets: shorter saves memory (500: ~20 KB per viewer at 600 kbit/s)
     /// and repairs less on very lossy links [default: 3000]
-    #[arg(long, env = "SLUICE_NACK_HISTORY_MS", value_parser = clap::value_parser!(u64).range(20..=5000))]
+    #[arg(long, env = "SLUICE_NACK_HISTORY_MS", value_parser = clap::value_parser!(u64).range(NACK_HISTORY_MS))]
     pub nack_history_ms: Option<u64>,
     /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).
     /// Names are then unique across the cluster and a stream published on any node plays on
@@ -563,8 +566,11 @@ impl Config {
                 || file.no_metrics_stream_names.unwrap_or(false)),
             viewer_bwe: !(cli.no_viewer_bwe || file.no_viewer_bwe.unwrap_or(false)),
             nack_history_ms: match cli.nack_history_ms.or(file.nack_history_ms) {
-                Some(ms) if !(20..=5000).contains(&ms) => {
-                    return Err(ConfigError::Invalid(format!("nack_history_ms = {ms}: must be 20 to 5000")));
+                Some(ms) if !NACK_HISTORY_MS.contains(&ms) => {
+                    let (lo, hi) = (NACK_HISTORY_MS.start(), NACK_HISTORY_MS.end());
+                    return Err(ConfigError::Invalid(format!(
+                        "nack_history_ms = {ms}: must be {lo} to {hi}"
+                    )));
                 }
                 ms => ms.unwrap_or(sluice_actors::engine::DEFAULT_NACK_HISTORY_MS),
             },

@@ -60,7 +60,9 @@ test('a recording made by the server plays back as vod://', { timeout: TEST_TIME
             sdk.streams.r.publish();
         }, name);
         await waitForStatus(pub, 'r', 'PUBLISHING');
-        await new Promise((r) => setTimeout(r, 5000));
+        // 7 s: on a loaded machine the recording's first frame has come 3 s after PUBLISHING
+        // (simulcast layers settle for 2 s, then a keyframe), and the playback below needs 2 s.
+        await new Promise((r) => setTimeout(r, 7000));
         await pub.evaluate(() => sdk.stop('r'));
         await waitForStatus(pub, 'r', 'UNPUBLISHED');
         const recordName = await pub.evaluate(() => sdk.streams.r.getRecordInfo());

@@ -44,10 +44,12 @@ pub const GOP_MAX_BYTES: usize = 8 << 20;
 pub const START_SPACING: u64 = 90;
 use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, StreamEventNotice};
 
-/// After a viewer moved down a simulcast layer, how long before it may move up again (the
-/// estimate that allows a better layer is trusted at once otherwise: it comes from probes,
-/// which show what the link carries, and in between it is capped near what is sent).
-pub const LAYER_UP_HOLD: Duration = Duration::from_secs(4);
+/// After a viewer moved down a simulcast layer, how long before it may move up again. Probes
+/// pass a token-bucket shaper at line rate, so such a link reads as fast again and again: only
+/// sending the better layer tells, and each try costs a second or two of a queue (the better
+/// layer's keyframe through the thin link). 8 s: a try about every 13 s on such a link (4 s
+/// made it every 8 s, a quarter of the time on the better layer and stalls near 1.3 s).
+pub const LAYER_UP_HOLD: Duration = Duration::from_secs(8);
 /// How long the estimate must keep allowing a better layer before a viewer moves up: a single
 /// probe through a shaper's token bucket passes at line rate and reads as a fast link (measured:
 /// a 250 kbit/s viewer's estimate jumped to ~490 kbit/s for under a second, moved it up to the
