@@ -50,10 +50,10 @@ use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, Stream
 /// layer's keyframe through the thin link). 8 s: a try about every 13 s on such a link (4 s
 /// made it every 8 s, a quarter of the time on the better layer and stalls near 1.3 s).
 pub const LAYER_UP_HOLD: Duration = Duration::from_secs(8);
-/// How long the estimate must keep allowing a better layer before a viewer moves up: a single
-/// probe through a shaper's token bucket passes at line rate and reads as a fast link (measured:
-/// a 250 kbit/s viewer's estimate jumped to ~490 kbit/s for under a second, moved it up to the
-/// 380 kbit/s layer and lost most of it); a link that is really faster keeps saying so.
+/// How long the estimate must keep allowing a better layer before a viewer moves up: one probe
+/// can read high for a moment (a 250 kbit/s viewer's estimate jumped to ~490 kbit/s and moved it
+/// to the 380 kbit/s layer). Probes through a token bucket that keep reading high are what
+/// [`LAYER_UP_HOLD`] paces.
 pub const LAYER_UP_CONFIRM: Duration = Duration::from_millis(2500);
 /// A layer is chosen when its video rate is at most this share of the viewer's estimate less
 /// [`AUDIO_ALLOWANCE`] (RTP and SRTP overhead, estimate noise).

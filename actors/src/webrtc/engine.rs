@@ -563,11 +563,6 @@ impl Peer {
         }
     }
 
-    /// Write a frame of the stream this peer plays, as the stream's shared RTP payloads (see
-    /// [`StreamPacketizer`]): this peer only stamps its own headers and encrypts. Returns false
-    /// when this peer cannot carry it (not connected yet, no such media, or no payload type for
-    /// its codec): the caller skips it. `rtp_time` is the frame's time on this peer's stream
-    /// (the source's, or shifted to keep a viewer's timeline across a simulcast switch).
     /// How long the oldest video packet queued for this viewer has waited: str0m's pacer holds
     /// what the bandwidth estimate does not let out yet. None when nothing waits.
     pub fn video_backlog(&mut self, now: Instant) -> Option<Duration> {
@@ -577,6 +572,11 @@ impl Peer {
         Some(now.saturating_duration_since(first))
     }
 
+    /// Write a frame of the stream this peer plays, as the stream's shared RTP payloads (see
+    /// [`StreamPacketizer`]): this peer only stamps its own headers and encrypts. Returns false
+    /// when this peer cannot carry it (not connected yet, no such media, or no payload type for
+    /// its codec): the caller skips it. `rtp_time` is the frame's time on this peer's stream
+    /// (the source's, or shifted to keep a viewer's timeline across a simulcast switch).
     pub fn write_frame(
         &mut self,
         frame: &Frame,

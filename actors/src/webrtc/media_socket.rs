@@ -426,13 +426,7 @@ impl MediaSocket {
         }
         let iov = &mut iov[..run.len().min(MAX_SEGMENTS)];
         let fd = self.udp.as_raw_fd();
-        let sent = match crate::udp_io::send(fd, &dest, iov, from, Some(size as u16)) {
-            // The address is gone from this host (renumbered): the routing table picks.
-            Err(e) if from.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
-                crate::udp_io::send(fd, &dest, iov, None, Some(size as u16))
-            }
-            r => r,
-        };
+        let sent = crate::udp_io::send(fd, &dest, iov, from, Some(size as u16));
         let n = run.len() as u64;
         let e = match sent {
             Ok(sent) => {
@@ -494,17 +488,7 @@ impl MediaSocket {
             return self.udp.send_to(data, to);
         };
         let mut iov = [libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() }];
-        match crate::udp_io::send(
-            self.udp.as_raw_fd(),
-            &socket2::SockAddr::from(to),
-            &mut iov,
-            Some(ip),
-            None,
-        ) {
-            // The address is gone from this host (renumbered): the routing table picks.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.udp.send_to(data, to),
-            r => r,
-        }
+        crate::udp_io::send(self.udp.as_raw_fd(), &socket2::SockAddr::from(to), &mut iov, Some(ip), None)
     }
 
     fn route(&self, proto: Proto, source: SocketAddr, arrived_at: Option<std::net::IpAddr>, data: Vec<u8>) {

@@ -116,8 +116,24 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Send `iov` to `to` in one `sendmsg`: from the local address `from` when given (it must be
 /// an address of this host, of the socket's family or IPv4 on a dual-stack socket), and cut
 /// into datagrams of `segment` bytes when given (`UDP_SEGMENT`; the last may be shorter).
-/// Returns the bytes sent.
+/// An address `from` that is no longer this host's (renumbered) leaves the choice to the
+/// routing table. Returns the bytes sent.
 pub fn send(
+    fd: RawFd,
+    to: &socket2::SockAddr,
+    iov: &mut [libc::iovec],
+    from: Option<IpAddr>,
+    segment: Option<u16>,
+) -> io::Result<usize> {
+    match sendmsg(fd, to, iov, from, segment) {
+        Err(e) if from.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+            sendmsg(fd, to, iov, None, segment)
+        }
+        r => r,
+    }
+}
+
+fn sendmsg(
     fd: RawFd,
     to: &socket2::SockAddr,
     iov: &mut [libc::iovec],
