@@ -64,8 +64,9 @@ async function fps(page) {
     return (after.framesDecoded - before.framesDecoded) * 1000 / MEASURE_MS;
 }
 
+// The published stream's object: its viewers' play entries share its name.
 async function streamObject(name) {
-    const { status, body } = await rest(fx.server, '/stream/find', { name });
+    const { status, body } = await rest(fx.server, '/stream/find', { name, published: true });
     assert.equal(status, 200, JSON.stringify(body));
     return body[0];
 }

@@ -60,9 +60,20 @@ test('a recording made by the server plays back as vod://', { timeout: TEST_TIME
             sdk.streams.r.publish();
         }, name);
         await waitForStatus(pub, 'r', 'PUBLISHING');
-        // 7 s: on a loaded machine the recording's first frame has come 3 s after PUBLISHING
-        // (simulcast layers settle for 2 s, then a keyframe), and the playback below needs 2 s.
-        await new Promise((r) => setTimeout(r, 7000));
+        // The camera's full picture is the browser's big simulcast layer. A busy machine's
+        // Chromium has started it 5 s late; the recording then begins on the small layer and
+        // moves to the big one when it comes. So: wait for it, then record 5 s of it.
+        const published = Date.now();
+        await pub.waitForFunction(async () => {
+            for (const pc of window.__pcs || []) {
+                for (const s of (await pc.getStats()).values()) {
+                    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth === 640 && s.framesSent > 0) return true;
+                }
+            }
+            return false;
+        }, null, { timeout: 15_000, polling: 100 });
+        const bigAfter = Date.now() - published;
+        await new Promise((r) => setTimeout(r, 5000));
         await pub.evaluate(() => sdk.stop('r'));
         await waitForStatus(pub, 'r', 'UNPUBLISHED');
         const recordName = await pub.evaluate(() => sdk.streams.r.getRecordInfo());
@@ -70,8 +81,14 @@ test('a recording made by the server plays back as vod://', { timeout: TEST_TIME
         copyFileSync(join(dirname(fx.server.logPath), 'records', recordName), join(media, 'rec.mp4'));
         const page = await playVod('vod-rec', 'vod://rec.mp4');
         const f = await expectFramesDecoded(page, '#remoteVideo video', { audio: true });
-        t.diagnostic(`recording ${recordName}: ${f.width}x${f.height}, ${f.decoded} frames`);
-        assert.deepEqual([f.width, f.height], [640, 480]);
+        // The playback shows the full picture: from the start, or from where the big layer came.
+        const sel = '#remoteVideo video';
+        await page.waitForFunction((q) => document.querySelector(q).videoWidth === 640, sel, { timeout: 10_000, polling: 100 })
+            .catch(() => {});
+        const size = await page.$eval(sel, (v) => [v.videoWidth, v.videoHeight]);
+        t.diagnostic(`big layer sent ${bigAfter} ms after PUBLISHING; recording ${recordName}: starts ` +
+            `${f.width}x${f.height}, then ${size.join('x')}, ${f.decoded} frames in the window`);
+        assert.deepEqual(size, [640, 480]);
     })(t);
 });
 

@@ -87,7 +87,7 @@ ip -n "$SRV" route add default via 198.18.20.2
 
 echo "== server (no flags) in $SRV"
 (cd "$repo" && exec ip netns exec "$SRV" env SLUICE_API_KEY="slow-key-$$" SLUICE_DATA_DIR="$work/data" \
-    RUST_LOG="${RUST_LOG:-info,sluice_actors::webrtc::publisher=debug,sluice_actors::streams::fanout=trace}" "$bin" >"$work/server.log" 2>&1) &
+    RUST_LOG="${RUST_LOG:-info,sluice_actors::webrtc::publisher=debug,sluice_actors::webrtc::subscriber=debug,sluice_actors::streams::fanout=trace}" "$bin" >"$work/server.log" 2>&1) &
 server_pid=$!
 for _ in $(seq 100); do grep -q "sluice .* started" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "public_ips=\[198.18.20.1\]" "$work/server.log" || { cat "$work/server.log"; die "server did not start on 198.18.20.1"; }

@@ -266,6 +266,12 @@ impl Publisher {
     /// A frame of layer `layer` (0: the best, or the only one) to the fan-out.
     fn frame(&mut self, layer: u8, f: crate::media::Frame, ctx: &mut Context<Self>) {
         let video = f.kind() == crate::media::FrameKind::Video;
+        if f.keyframe {
+            // Arrived: a keyframe of this layer may be asked for again at once.
+            if let Some(slot) = self.layer_keyframe_asked.get_mut(usize::from(layer)) {
+                *slot = None;
+            }
+        }
         if video && layer == 0 {
             self.meter.frame();
         }
@@ -497,8 +503,12 @@ impl Source for Publisher {
     fn layer_keyframe_wanted(&mut self, layer: u8, ctx: &mut Context<Self>) {
         let rendition = self.rendition_layer();
         if let Some(r) = self.rendition.as_mut().filter(|_| layer == rendition) {
-            r.thread.request_keyframe();
-            return;
+            if r.fed {
+                r.thread.request_keyframe();
+                return;
+            }
+            // Its decoder has not started: it waits for a keyframe of the layer it is made from.
+            return self.layer_keyframe_wanted(rendition - 1, ctx);
         }
         let Some(rid) = self.layers.get(usize::from(layer)).map(|(r, _)| r.clone()) else {
             return self.keyframe_wanted(ctx);
