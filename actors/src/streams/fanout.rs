@@ -60,6 +60,8 @@ pub const LAYER_UP_CONFIRM: Duration = Duration::from_millis(2500);
 const LAYER_FIT: f64 = 0.9;
 /// What the audio of a stream takes of a viewer's link, bit/s (Opus as browsers send it).
 const AUDIO_ALLOWANCE: u64 = 40_000;
+/// A viewer's goal before the stream's video rate is measured: twice a 2.5 Mbit/s 720p stream.
+const UNMEASURED_DESIRED: u64 = 5_000_000;
 /// Most simulcast layers carried.
 pub const MAX_LAYERS: usize = 4;
 
@@ -191,7 +193,15 @@ impl FanOut {
             return LayerDecision { goal: Some(goal), lower_wanted: rates[0] > budget, switch: None };
         }
         if rates.len() < 2 || rates.iter().any(|&r| r == 0) {
-            return LayerDecision::default(); // no video yet, or a layer not measured yet
+            // Video not measured yet (its first second): str0m probes only towards a goal, and
+            // without one a fast viewer's estimate crawls up from its 1 Mbit/s start for
+            // seconds while a bigger stream queues behind the pacer. No goal before any video
+            // (an audio-only stream has nothing to probe for).
+            let video = self.layers.iter().any(|l| l.since.is_some());
+            let known = rates.iter().copied().max().unwrap_or(0);
+            let desired = (2 * known + AUDIO_ALLOWANCE).max(UNMEASURED_DESIRED);
+            let goal = video.then_some(BandwidthGoal { minimum: 0, desired });
+            return LayerDecision { goal, ..LayerDecision::default() };
         }
         let Some(s) = self.sinks.get_mut(&id) else { return LayerDecision::default() };
         let lowest = (rates.len() - 1) as u8;
@@ -498,6 +508,22 @@ mod tests {
         assert!(fo.set_bandwidth(9, rate * 2, t0).goal.is_some_and(|g| g.desired >= 2 * rate));
         assert!(!fo.set_bandwidth(9, rate * 2, t0).lower_wanted);
         assert!(fo.set_bandwidth(9, rate * 8 / 10, t0).lower_wanted);
+    }
+
+    #[test]
+    fn a_goal_before_the_video_is_measured_but_not_for_audio_only() {
+        let mut fo = FanOut::default();
+        let t0 = Instant::now();
+        // Audio only so far: nothing to probe for.
+        fo.forward(Frame { codec: Codec::Opus, ..f(false, 0) });
+        assert_eq!(fo.layer_rates(), [0]);
+        assert!(fo.set_bandwidth(9, 1_000_000, t0).goal.is_none());
+        // Its first video frame: probe towards a big stream until it is measured.
+        fo.forward(f(true, 3000));
+        assert_eq!(fo.layer_rates(), [0]);
+        let d = fo.set_bandwidth(9, 1_000_000, t0);
+        assert!(d.goal.is_some_and(|g| g.desired >= UNMEASURED_DESIRED), "{:?}", d.goal);
+        assert_eq!((d.switch, d.lower_wanted), (None, false));
     }
 
     #[test]
