@@ -21,6 +21,9 @@ pub struct MediaMetrics {
     /// Viewers moved to another simulcast layer (or rendition) by their bandwidth estimate:
     /// `direction` up/down.
     pub layer_switches: IntCounterVec,
+    /// Times a viewer's video was shed because its link fell behind (its send queue held too
+    /// much), until a keyframe once drained.
+    pub video_shed: IntCounter,
     /// Lower renditions being re-encoded for viewers on slow links.
     pub lower_renditions: IntGauge,
     /// Actors alive, by kind ([`Live`]): what a soak checks for leaks.
@@ -59,6 +62,11 @@ static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| {
                 "Viewers moved to another simulcast layer by their bandwidth estimate, by direction",
             ),
             &["direction"],
+        )
+        .expect("valid counter"),
+        video_shed: IntCounter::new(
+            "sluice_viewer_video_shed_total",
+            "Times a viewer's video was shed until a keyframe because its link fell behind",
         )
         .expect("valid counter"),
         lower_renditions: IntGauge::new(
@@ -101,6 +109,7 @@ impl MediaMetrics {
         r.register(Box::new(self.peer_failures.clone()))?;
         r.register(Box::new(self.keyframe_requests.clone()))?;
         r.register(Box::new(self.layer_switches.clone()))?;
+        r.register(Box::new(self.video_shed.clone()))?;
         r.register(Box::new(self.lower_renditions.clone()))?;
         r.register(Box::new(self.actors.clone()))
     }

@@ -324,6 +324,7 @@ impl Handler<Forward> for Subscriber {
             let persists = now.saturating_duration_since(behind_since) >= BACKLOG_PERSISTS;
             if self.video_started && (persists || backlog > BACKLOG_LIMIT) {
                 debug!(parent: &self.span, ?backlog, "viewer's link behind: video shed until a keyframe");
+                crate::metrics::metrics().video_shed.inc();
                 self.backlog_since = None;
                 self.video_started = false;
                 self.keyframe_asked = false;
