@@ -10,7 +10,8 @@
 //! would wait forever. The publisher asks the browser for one (PLI) whenever a subscriber
 //! connects or asks. While a requested keyframe is on its way (up to [`KEYFRAME_IN_FLIGHT`]) it
 //! serves every new request; otherwise a request goes out at once, at most once per
-//! [`KEYFRAME_MIN_INTERVAL`] (a request inside that window is deferred to its end, not lost).
+//! [`KEYFRAME_MIN_INTERVAL`] whatever the layer (a request inside that window is deferred to its
+//! end, not lost: the browser would drop it).
 //!
 //! Backpressure is the fan-out's ([`crate::fanout`]).
 
@@ -32,8 +33,10 @@ use crate::registry::{Registration, Registry};
 use crate::source::Source;
 use crate::video_rate::RateMeter;
 
-/// Minimum spacing of keyframe requests sent to the publishing browser.
-pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Minimum spacing of keyframe requests sent to the publishing browser, of any layer:
+/// libwebrtc's encoder ignores a request within 300 ms of the last one it acted on
+/// (`kMinKeyframeSendIntervalMs`, for all its simulcast layers at once), so a closer one is lost.
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(350);
 /// How long a requested keyframe is waited for before a new request may be sent for a joiner.
 pub const KEYFRAME_IN_FLIGHT: Duration = Duration::from_millis(500);
 /// How long a simulcast publisher's layers may take to all show up before its video goes out
@@ -78,6 +81,10 @@ pub struct Publisher {
     fanout: FanOut,
     last_keyframe_request: Option<Instant>,
     keyframe_request_deferred: bool,
+    /// When the last keyframe request (PLI) of any kind went to the browser.
+    last_pli: Option<Instant>,
+    /// Layers whose keyframe request waits for [`KEYFRAME_MIN_INTERVAL`] (a bit per layer).
+    layer_requests_deferred: u8,
     /// A keyframe was requested and has not arrived yet: it will serve every joiner meanwhile.
     keyframe_in_flight: bool,
     /// Simulcast: each layer's `rid` and picture area (from its keyframes), best first; a
@@ -112,13 +119,15 @@ pub struct Publisher {
 struct Rendition {
     thread: crate::transcoder::TranscoderThread,
     fed: bool,
+    /// Its first frames have come out (for the log).
+    out: bool,
     idle_since: Option<Instant>,
 }
 
 impl Rendition {
     fn new(thread: crate::transcoder::TranscoderThread) -> Self {
         crate::metrics::metrics().lower_renditions.inc();
-        Rendition { thread, fed: false, idle_since: None }
+        Rendition { thread, fed: false, out: false, idle_since: None }
     }
 }
 
@@ -150,6 +159,8 @@ impl Publisher {
             last_keyframe_request: None,
             keyframe_request_deferred: false,
             keyframe_in_flight: false,
+            last_pli: None,
+            layer_requests_deferred: 0,
             layers: Vec::new(),
             announced: Vec::new(),
             settle_until: None,
@@ -288,11 +299,16 @@ impl Publisher {
             }
         }
         let rendition_from = self.rendition_layer() - 1;
+        let mut starts = false;
         if let Some(r) = self.rendition.as_mut().filter(|_| video && layer == rendition_from) {
+            starts = f.keyframe && !r.fed;
             r.fed |= f.keyframe;
             if r.fed {
                 r.thread.push(f.clone());
             }
+        }
+        if starts {
+            debug!(parent: &self.span, layer, "lower rendition: its decoder starts at a keyframe");
         }
         if self.state == State::Live && self.fanout.forward_layer(layer, f) {
             self.request_keyframe(ctx);
@@ -322,7 +338,7 @@ impl Publisher {
         {
             return;
         }
-        if let Some(last) = self.last_keyframe_request {
+        if let Some(last) = self.last_pli {
             let next = last + KEYFRAME_MIN_INTERVAL;
             if now < next {
                 if !self.keyframe_request_deferred {
@@ -338,6 +354,7 @@ impl Publisher {
         if self.link.peer.request_keyframe(None) {
             crate::metrics::metrics().keyframe_requests.inc();
             self.last_keyframe_request = Some(now);
+            self.last_pli = Some(now);
             self.keyframe_in_flight = true;
             self.drive(ctx);
         }
@@ -499,7 +516,8 @@ impl Source for Publisher {
 
     /// A viewer switches to `layer`: a keyframe of that layer only (a keyframe is the
     /// biggest frame there is, and the viewers of the other layers would pay for it on their
-    /// links), at most one per [`KEYFRAME_IN_FLIGHT`] per layer.
+    /// links). While one is on its way (up to [`KEYFRAME_IN_FLIGHT`]) it serves the request; a
+    /// request within [`KEYFRAME_MIN_INTERVAL`] of the last to the browser waits for its end.
     fn layer_keyframe_wanted(&mut self, layer: u8, ctx: &mut Context<Self>) {
         let rendition = self.rendition_layer();
         if let Some(r) = self.rendition.as_mut().filter(|_| layer == rendition) {
@@ -514,11 +532,26 @@ impl Source for Publisher {
             return self.keyframe_wanted(ctx);
         };
         let now = Instant::now();
-        let slot = &mut self.layer_keyframe_asked[usize::from(layer).min(crate::fanout::MAX_LAYERS - 1)];
-        if slot.is_some_and(|t| now - t < KEYFRAME_IN_FLIGHT) || self.state != State::Live {
+        let i = usize::from(layer).min(crate::fanout::MAX_LAYERS - 1);
+        if self.layer_keyframe_asked[i].is_some_and(|t| now - t < KEYFRAME_IN_FLIGHT)
+            || self.state != State::Live
+        {
             return;
         }
-        *slot = Some(now);
+        if let Some(next) = self.last_pli.map(|t| t + KEYFRAME_MIN_INTERVAL).filter(|&next| now < next) {
+            let bit = 1u8 << i;
+            if self.layer_requests_deferred & bit == 0 {
+                self.layer_requests_deferred |= bit;
+                ctx.run_later(next - now, move |act, ctx| {
+                    act.layer_requests_deferred &= !bit;
+                    act.layer_keyframe_wanted(layer, ctx);
+                });
+            }
+            return;
+        }
+        self.layer_keyframe_asked[i] = Some(now);
+        self.last_pli = Some(now);
+        debug!(parent: &self.span, layer, %rid, "keyframe asked of a simulcast layer");
         if self.link.peer.request_keyframe(Some(&rid)) {
             crate::metrics::metrics().keyframe_requests.inc();
             self.drive(ctx);
@@ -554,6 +587,10 @@ impl Handler<crate::transcoder::Transcoded> for Publisher {
             return;
         }
         let layer = self.rendition_layer();
+        if let Some(r) = self.rendition.as_mut().filter(|r| !r.out) {
+            r.out = true;
+            debug!(parent: &self.span, keyframe = frames.first().is_some_and(|f| f.keyframe), "lower rendition: first frames out");
+        }
         for f in frames {
             if self.fanout.forward_layer(layer, f) {
                 if let Some(r) = self.rendition.as_mut() {
