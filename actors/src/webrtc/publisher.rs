@@ -277,8 +277,8 @@ impl Publisher {
     /// A frame of layer `layer` (0: the best, or the only one) to the fan-out.
     fn frame(&mut self, layer: u8, f: crate::media::Frame, ctx: &mut Context<Self>) {
         let video = f.kind() == crate::media::FrameKind::Video;
-        if f.keyframe {
-            // Arrived: a keyframe of this layer may be asked for again at once.
+        if video && f.keyframe {
+            // Arrived: a keyframe of this layer may be asked for again (after the spacing).
             if let Some(slot) = self.layer_keyframe_asked.get_mut(usize::from(layer)) {
                 *slot = None;
             }
