@@ -62,6 +62,12 @@ const LAYER_FIT: f64 = 0.9;
 const AUDIO_ALLOWANCE: u64 = 40_000;
 /// A viewer's goal before the stream's video rate is measured: twice a 2.5 Mbit/s 720p stream.
 const UNMEASURED_DESIRED: u64 = 5_000_000;
+/// A viewer's goal: probes aim at twice the best layer (a probe shows at most what it sends),
+/// plus the audio.
+fn probe_goal(best: u64) -> BandwidthGoal {
+    BandwidthGoal { minimum: 0, desired: 2 * best + AUDIO_ALLOWANCE }
+}
+
 /// Most simulcast layers carried.
 pub const MAX_LAYERS: usize = 4;
 
@@ -189,7 +195,7 @@ impl FanOut {
             // One quality: the estimator probes up to twice it (str0m paces what it sends to
             // the estimate, so it must find what the link carries), and a viewer that cannot
             // carry it wants a lower one made.
-            let goal = BandwidthGoal { minimum: 0, desired: 2 * rates[0] + AUDIO_ALLOWANCE };
+            let goal = probe_goal(rates[0]);
             return LayerDecision { goal: Some(goal), lower_wanted: rates[0] > budget, switch: None };
         }
         if rates.len() < 2 || rates.iter().any(|&r| r == 0) {
@@ -198,9 +204,9 @@ impl FanOut {
             // seconds while a bigger stream queues behind the pacer. No goal before any video
             // (an audio-only stream has nothing to probe for).
             let video = self.layers.iter().any(|l| l.since.is_some());
-            let known = rates.iter().copied().max().unwrap_or(0);
-            let desired = (2 * known + AUDIO_ALLOWANCE).max(UNMEASURED_DESIRED);
-            let goal = video.then_some(BandwidthGoal { minimum: 0, desired });
+            let known = probe_goal(rates.iter().copied().max().unwrap_or(0));
+            let goal =
+                video.then_some(BandwidthGoal { desired: known.desired.max(UNMEASURED_DESIRED), ..known });
             return LayerDecision { goal, ..LayerDecision::default() };
         }
         let Some(s) = self.sinks.get_mut(&id) else { return LayerDecision::default() };
@@ -229,8 +235,7 @@ impl FanOut {
         }
         // No padding (a viewer on a thin link would pay for it in delay and loss): the
         // estimator probes towards the best layer on its own.
-        // Probes aim at twice the best layer: a probe shows at most what it sends.
-        let goal = BandwidthGoal { minimum: 0, desired: 2 * rates[0] + AUDIO_ALLOWANCE };
+        let goal = probe_goal(rates[0]);
         // Not even the lowest layer fits: a lower rendition is wanted (the source makes one
         // below its layers when it can, and the viewer moves to it once it is measured).
         let lower_wanted = rates[usize::from(lowest)] > budget;

@@ -80,11 +80,11 @@ pub struct Publisher {
     state: State,
     fanout: FanOut,
     last_keyframe_request: Option<Instant>,
-    keyframe_request_deferred: bool,
     /// When the last keyframe request (PLI) of any kind went to the browser.
     last_pli: Option<Instant>,
-    /// Layers whose keyframe request waits for [`KEYFRAME_MIN_INTERVAL`] (a bit per layer).
-    layer_requests_deferred: u8,
+    /// Keyframe requests waiting for [`KEYFRAME_MIN_INTERVAL`]: a bit per layer, and the top
+    /// bit for the whole stream's.
+    requests_deferred: u8,
     /// A keyframe was requested and has not arrived yet: it will serve every joiner meanwhile.
     keyframe_in_flight: bool,
     /// Simulcast: each layer's `rid` and picture area (from its keyframes), best first; a
@@ -157,10 +157,9 @@ impl Publisher {
             registration: None,
             fanout: FanOut::default(),
             last_keyframe_request: None,
-            keyframe_request_deferred: false,
             keyframe_in_flight: false,
             last_pli: None,
-            layer_requests_deferred: 0,
+            requests_deferred: 0,
             layers: Vec::new(),
             announced: Vec::new(),
             settle_until: None,
@@ -338,18 +337,8 @@ impl Publisher {
         {
             return;
         }
-        if let Some(last) = self.last_pli {
-            let next = last + KEYFRAME_MIN_INTERVAL;
-            if now < next {
-                if !self.keyframe_request_deferred {
-                    self.keyframe_request_deferred = true;
-                    ctx.run_later(next - now, |act, ctx| {
-                        act.keyframe_request_deferred = false;
-                        act.request_keyframe(ctx);
-                    });
-                }
-                return;
-            }
+        if self.pli_deferred(None, now, ctx) {
+            return;
         }
         if self.link.peer.request_keyframe(None) {
             crate::metrics::metrics().keyframe_requests.inc();
@@ -358,6 +347,27 @@ impl Publisher {
             self.keyframe_in_flight = true;
             self.drive(ctx);
         }
+    }
+
+    /// Whether a keyframe request (of `layer`, or None: of the whole stream) must wait, being
+    /// within [`KEYFRAME_MIN_INTERVAL`] of the last one sent to the browser. It is then made
+    /// again at the interval's end, once however many wait.
+    fn pli_deferred(&mut self, layer: Option<u8>, now: Instant, ctx: &mut Context<Self>) -> bool {
+        let Some(next) = self.last_pli.map(|t| t + KEYFRAME_MIN_INTERVAL).filter(|&next| now < next) else {
+            return false;
+        };
+        let bit = layer.map_or(1 << 7, |l| 1 << usize::from(l).min(crate::fanout::MAX_LAYERS - 1));
+        if self.requests_deferred & bit == 0 {
+            self.requests_deferred |= bit;
+            ctx.run_later(next - now, move |act, ctx| {
+                act.requests_deferred &= !bit;
+                match layer {
+                    Some(l) => act.layer_keyframe_wanted(l, ctx),
+                    None => act.request_keyframe(ctx),
+                }
+            });
+        }
+        true
     }
 }
 
@@ -538,15 +548,7 @@ impl Source for Publisher {
         {
             return;
         }
-        if let Some(next) = self.last_pli.map(|t| t + KEYFRAME_MIN_INTERVAL).filter(|&next| now < next) {
-            let bit = 1u8 << i;
-            if self.layer_requests_deferred & bit == 0 {
-                self.layer_requests_deferred |= bit;
-                ctx.run_later(next - now, move |act, ctx| {
-                    act.layer_requests_deferred &= !bit;
-                    act.layer_keyframe_wanted(layer, ctx);
-                });
-            }
+        if self.pli_deferred(Some(layer), now, ctx) {
             return;
         }
         self.layer_keyframe_asked[i] = Some(now);
