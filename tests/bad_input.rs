@@ -133,7 +133,9 @@ fn a_10_mb_frame_closes_that_socket_only() {
     let closed = big.wait_closed(STEP).expect("server closes the oversized socket");
     assert_eq!(closed, Some(1009), "close code");
 
-    // The other session and its stream are unaffected.
+    // The other session and its stream are unaffected. Once the held GOP is no longer fresh
+    // (its keyframe over FRESH_GOP old), a viewer's start asks the publisher for a keyframe.
+    std::thread::sleep(Duration::from_millis(600));
     let n = peer.stats.keyframe_requests.load(Ordering::Relaxed);
     let mut viewer = Wcs::connect(&server);
     let (_pid, vpeer) = play(&mut viewer, &name);

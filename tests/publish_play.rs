@@ -15,6 +15,8 @@ fn three_subscribers_receive_every_frame_intact() {
     let name = new_id("cam");
     let (pub_id, publisher) = publish(&mut pub_ws, &name, Video::H264);
     publisher.wait_until(STEP, "connected", |s| s.connected.load(Ordering::Relaxed));
+    // Past FRESH_GOP (500 ms) the held keyframe is no longer fresh: a viewer's start asks for one.
+    std::thread::sleep(Duration::from_millis(600));
 
     let mut viewers = Vec::new();
     for _ in 0..3 {

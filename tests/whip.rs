@@ -149,6 +149,8 @@ fn whip_publish_played_over_wcs_then_deleted() {
     assert_eq!(st["status"], "PUBLISHING", "{st}");
     assert_eq!(st["videoCodec"], "H264");
     assert_eq!(st["audioCodec"], "opus");
+    // Past FRESH_GOP (500 ms) the held keyframe is no longer fresh: a viewer's start asks for one.
+    std::thread::sleep(Duration::from_millis(600));
     let mut ws = Wcs::connect(&server);
     let (play_id, viewer) = play(&mut ws, &name);
     viewer.wait_until(STEP, "30 video and audio frames", |s| {
@@ -389,6 +391,8 @@ fn gstreamer_webrtcbin_publishes_over_whip() {
     assert_eq!(connected, "connected", "webrtcbin did not connect");
     let st = wait_published(&server, &name);
     assert_eq!(st["videoCodec"], "H264", "{st}");
+    // Past FRESH_GOP (500 ms) the held keyframe is no longer fresh: a viewer's start asks for one.
+    std::thread::sleep(Duration::from_millis(600));
     let mut ws = Wcs::connect(&server);
     let (play_id, viewer) = play(&mut ws, &name);
     viewer.wait_until(STEP, "30 video and audio frames", |s| {

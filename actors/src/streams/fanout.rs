@@ -11,7 +11,9 @@
 //! ([`FanOut::start_sink`]), its timestamps squeezed into the milliseconds before the newest
 //! frame, so its decoder catches up to live in one burst instead of waiting up to a GOP for
 //! the source's next keyframe (sources that cannot make one on request: RTMP encoders,
-//! cameras, files). H.264 only: VP8's picture ids would jump.
+//! cameras, files). H.264 only: VP8's picture ids would jump. A WebRTC publisher answers a
+//! keyframe request within a round trip, so its viewers start from a new keyframe instead,
+//! unless the held one is fresh ([`FRESH_GOP`]): then they start from it and ask for nothing.
 //!
 //! Simulcast: a browser may publish two or three layers of one video (`rid`s). Layer 0 is the
 //! best; it is what recorders, snapshots, HLS and every sink start with. A viewer's bandwidth
@@ -42,6 +44,13 @@ pub const GOP_MAX_SPAN: u64 = 6 * 90_000;
 pub const GOP_MAX_BYTES: usize = 8 << 20;
 /// Spacing of the held GOP's frames when they are sent to a viewer that starts (90 kHz: 1 ms).
 pub const START_SPACING: u64 = 90;
+/// A held GOP whose keyframe arrived this recently is "fresh": every source starts a viewer
+/// from it, and no new keyframe is asked for that viewer. Without it, viewers who join a WebRTC
+/// publisher together (an event's start) each asked for a keyframe, and a browser answers one
+/// request per 300 ms at most (libwebrtc's `kMinKeyframeSendIntervalMs`): the second and later
+/// waited ~350 ms (`KEYFRAME_MIN_INTERVAL`) for theirs; a fresh GOP is a few frames, at most
+/// ~150 kB at 2.5 Mbit/s.
+pub const FRESH_GOP: Duration = Duration::from_millis(500);
 use crate::messages::{AddSubscriber, BandwidthGoal, Forward, SourceEnded, StreamEventNotice};
 
 /// After a viewer moved down a simulcast layer, how long before it may move up again. Probes
@@ -131,6 +140,8 @@ pub struct FanOut {
     layers: Vec<Layer>,
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
+    /// When the held GOP's keyframe arrived.
+    gop_at: Option<Instant>,
     frames: u64,
 }
 
@@ -263,6 +274,11 @@ impl FanOut {
         &self.gop
     }
 
+    /// Whether the held GOP's keyframe arrived within [`FRESH_GOP`] of `now`.
+    pub fn gop_is_fresh(&self, now: Instant) -> bool {
+        !self.gop.is_empty() && self.gop_at.is_some_and(|t| now.saturating_duration_since(t) <= FRESH_GOP)
+    }
+
     /// Keep the GOP; returns true when it overflowed and a fresh keyframe is wanted.
     fn hold(&mut self, frame: &Arc<Frame>) -> bool {
         if frame.kind() != FrameKind::Video {
@@ -271,6 +287,7 @@ impl FanOut {
         if frame.keyframe {
             self.gop.clear();
             self.gop_bytes = 0;
+            self.gop_at = Some(Instant::now());
         } else if self.gop.is_empty() {
             return false;
         }
@@ -344,14 +361,14 @@ impl FanOut {
 
     /// A viewer is ready for video (its peer connected): send it the held GOP now, the frames
     /// 1 ms apart ([`START_SPACING`]) and ending at the newest one's time, then live frames as
-    /// they come. Nothing happens without a held H.264 GOP: the viewer starts at the next
-    /// keyframe, as before.
-    pub fn start_sink(&mut self, id: u64) {
-        let Some(last) = self.gop.last() else { return };
+    /// they come. Returns whether the whole GOP went out; without a held H.264 GOP, or when the
+    /// viewer's mailbox is full, the viewer starts at the next keyframe.
+    pub fn start_sink(&mut self, id: u64) -> bool {
+        let Some(last) = self.gop.last() else { return false };
         if last.codec != crate::media::Codec::H264 {
-            return;
+            return false;
         }
-        let Some(s) = self.sinks.get_mut(&id) else { return };
+        let Some(s) = self.sinks.get_mut(&id) else { return false };
         let newest = last.rtp_time;
         let n = self.gop.len() as u64;
         // A packetizer of its own: the shared one's state belongs to the live stream.
@@ -365,10 +382,11 @@ impl FanOut {
                 Err(_) => {
                     // A full mailbox: this viewer waits for a keyframe instead.
                     s.wait_keyframe = true;
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Frames were lost upstream: hold every sink's video until a fresh keyframe.
@@ -546,5 +564,19 @@ mod tests {
         assert!(fo.gop().is_empty());
         fo.forward(f(true, 1000 + GOP_MAX_SPAN + 3000));
         assert_eq!(fo.gop().len(), 1);
+    }
+
+    #[test]
+    fn a_gop_is_fresh_only_just_after_its_keyframe() {
+        let mut fo = FanOut::default();
+        let now = Instant::now();
+        assert!(!fo.gop_is_fresh(now), "nothing held");
+        fo.forward(f(true, 1000));
+        fo.forward(f(false, 4000));
+        let now = Instant::now();
+        assert!(fo.gop_is_fresh(now));
+        assert!(!fo.gop_is_fresh(now + FRESH_GOP + Duration::from_millis(1)));
+        fo.lost_frame();
+        assert!(!fo.gop_is_fresh(now), "a GOP dropped is not fresh");
     }
 }

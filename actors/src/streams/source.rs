@@ -36,9 +36,10 @@ pub trait Source: Actor<Context = Context<Self>> {
     /// A viewer asks for a keyframe (only a WebRTC publisher can make one; a VOD file starts).
     fn keyframe_wanted(&mut self, _ctx: &mut Context<Self>) {}
 
-    /// Whether a viewer that starts gets the held GOP at once ([`crate::fanout::FanOut::start_sink`]).
-    /// Sources whose keyframe comes within a round trip of a request (a WebRTC peer) say no:
-    /// there the fresh keyframe is the faster start.
+    /// Whether a viewer that starts gets the held GOP at once ([`crate::fanout::FanOut::start_sink`])
+    /// even when it is not fresh ([`crate::fanout::FRESH_GOP`]). Sources whose keyframe comes
+    /// within a round trip of a request (a WebRTC peer) say no: there a new keyframe is the
+    /// faster start than seconds of GOP.
     fn starts_from_gop(&self) -> bool {
         true
     }
@@ -106,10 +107,14 @@ macro_rules! source_handlers {
             type Result = ();
             fn handle(&mut self, m: $crate::messages::SinkReady, ctx: &mut actix::Context<Self>) {
                 use $crate::source::Source as _;
-                if !self.has_ended() && self.starts_from_gop() {
-                    self.fanout().start_sink(m.id);
+                // A fresh GOP starts the viewer whatever the source, and then it needs no new
+                // keyframe; an older one only where the source says so.
+                let fresh = self.fanout().gop_is_fresh(std::time::Instant::now());
+                let started =
+                    !self.has_ended() && (fresh || self.starts_from_gop()) && self.fanout().start_sink(m.id);
+                if !(started && fresh) {
+                    self.keyframe_wanted(ctx);
                 }
-                self.keyframe_wanted(ctx);
             }
         }
 

@@ -560,7 +560,8 @@ impl Source for Publisher {
         }
     }
 
-    /// The browser answers a PLI within a round trip: faster than decoding a held GOP.
+    /// The browser answers a PLI within a round trip: faster than decoding seconds of held GOP.
+    /// A fresh one (its keyframe under [`crate::fanout::FRESH_GOP`] old) starts a viewer anyway.
     fn starts_from_gop(&self) -> bool {
         false
     }
