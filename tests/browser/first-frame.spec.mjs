@@ -7,7 +7,8 @@
 // viewer then plays, from the RTP timestamps of the frames it delivers (lagBehindLive): the held
 // GOP must reach it faster than real time for it to catch up. Figures are printed
 // (p50 and worst of 6 plays each; the release server: SLUICE_BIN=target/release/sluice), not
-// asserted: see BENCHMARKS.md. What is asserted: every play decodes frames.
+// asserted: see BENCHMARKS.md. What is asserted: every play decodes frames. Last, viewers who
+// join a browser publisher together (four plays at once, three times).
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -136,6 +137,45 @@ async function firstFrameTimes(page, name) {
     return { plays, behind };
 }
 
+/**
+ * Viewers who join together (an event's start): `n` plays of `name` started at once from one
+ * page, `rounds` times; ms from the burst's start to each play's first decoded frame.
+ */
+async function burstTimes(page, name, n, rounds) {
+    const times = [];
+    for (let r = 0; r < rounds; r++) {
+        const frames = await page.evaluate(async ([count, nm, timeout]) => {
+            const t0 = performance.now();
+            const index = (window.__pcs || []).length;
+            for (let i = 0; i < count; i++) sdk.play(`b${i}`, nm);
+            const at = new Array(count).fill(null);
+            while (performance.now() - t0 < timeout && at.includes(null)) {
+                for (let i = 0; i < count; i++) {
+                    const pc = (window.__pcs || [])[index + i];
+                    if (!pc || at[i] !== null) continue;
+                    (await pc.getStats()).forEach((s) => {
+                        if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0) {
+                            at[i] ??= Math.round(performance.now() - t0);
+                        }
+                    });
+                }
+                await new Promise((res) => setTimeout(res, 5));
+            }
+            return at;
+        }, [n, name, STATUS_TIMEOUT_MS]);
+        assert.ok(!frames.includes(null), `burst ${r} of ${name}: a play decoded no frame (${frames})`);
+        times.push(...frames);
+        for (let i = 0; i < n; i++) {
+            await page.evaluate((k) => sdk.stop(k), `b${i}`);
+            await waitForStatus(page, `b${i}`, 'STOPPED');
+        }
+        await sleep(1500);
+    }
+    const sorted = [...times].sort((a, b) => a - b);
+    return `first frame p50 ${sorted[Math.floor(sorted.length / 2)]} ms, worst ${sorted.at(-1)} ms `
+        + `(${rounds} bursts of ${n}: ${times.join(', ')})`;
+}
+
 function summary({ plays, behind }) {
     const p50 = (what) => {
         const s = plays.map((m) => m[what]).sort((a, b) => a - b);
@@ -174,5 +214,6 @@ test('first frame: RTMP (GOP 2 s), RTSP camera (GOP 4 s), vod-live:// (GOP 4 s),
         await waitForStatus(publisher, 'cam', 'PUBLISHING');
         await sleep(1000);
         t.diagnostic(`browser publisher: ${summary(await firstFrameTimes(viewer, 'ff-browser'))}`);
+        t.diagnostic(`browser publisher, 4 viewers at once: ${await burstTimes(viewer, 'ff-browser', 4, 3)}`);
     })(t);
 });
