@@ -27,6 +27,8 @@ const MAX_STALL_MS = 1_100;
  * goes just after a failed try (BENCHMARKS.md).
  */
 const UP_WITHIN_MS = 12_000;
+/** How long the 250 kbit/s viewer must have been on the smaller layer before its limit goes. */
+const SETTLED_MS = 4_000;
 
 /** Limit the server's side of viewer `v`'s link (`rate` null: remove the limit). */
 function limit(v, rate) {
@@ -202,13 +204,20 @@ test('a simulcast publisher: viewers at unlimited, 600 and 250 kbit/s all play s
         assert.ok(viewersOnServer.every((s) => s.metrics?.bandwidthEstimate > 0 && s.metrics?.layer !== undefined),
             `estimates and layers in find: ${JSON.stringify(viewersOnServer.map((s) => s.metrics))}`);
 
-        // Lift the 250 kbit/s limit: that viewer moves up.
-        // (From the smaller layer: not in the middle of one of its tries of the better one.)
+        // Lift the 250 kbit/s limit: that viewer moves up. From the smaller layer, and not just
+        // after one of its tries of the better one: once it has been down for SETTLED_MS, what
+        // is left of its hold (LAYER_UP_HOLD) is what a user who gains bandwidth at a random
+        // moment would mostly see. Lifted just after a failed try, the hold and the confirmation
+        // take ~10.5 s (BENCHMARKS.md): that case is measured there, not timed here.
         let before = await frameWidth(pages.v3);
-        for (let i = 0; i < 20 && before >= byLayer.v1.width; i++) {
+        let downSince = Date.now();
+        for (let i = 0; i < 80; i++) {
+            if (before >= byLayer.v1.width) downSince = Date.now();
+            else if (Date.now() - downSince >= SETTLED_MS) break;
             await sleep(250);
             before = await frameWidth(pages.v3);
         }
+        t.diagnostic(`v3 on a smaller layer for ${Date.now() - downSince} ms before the limit was lifted`);
         limit('v3', null);
         const t0 = Date.now();
         let after = before;
