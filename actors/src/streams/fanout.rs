@@ -11,7 +11,8 @@
 //! ([`FanOut::start_sink`]), its timestamps squeezed into the milliseconds before the newest
 //! frame, so its decoder catches up to live in one burst instead of waiting up to a GOP for
 //! the source's next keyframe (sources that cannot make one on request: RTMP encoders,
-//! cameras, files). H.264 only: VP8's picture ids would jump. A WebRTC publisher answers a
+//! cameras, files). The GOP's RTP payloads are made once and shared by every viewer that starts
+//! from it, as live frames' are. H.264 only: VP8's picture ids would jump. A WebRTC publisher answers a
 //! keyframe request within a round trip, so its viewers start from a new keyframe instead,
 //! unless the held one is fresh ([`FRESH_GOP`]): then they start from it and ask for nothing.
 //!
@@ -33,14 +34,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::Value;
 
-use crate::engine::StreamPacketizer;
+use crate::engine::{Packets, StreamPacketizer};
 use crate::media::{Frame, FrameKind};
 
 /// Longest GOP held (for snapshots and for viewers that start), in the video clock (90 kHz):
 /// 6 s, longer than the keyframe interval of RTMP encoders (1-4 s) and IP cameras (2-5 s), so
 /// that a viewer of such a source can start at any moment.
 pub const GOP_MAX_SPAN: u64 = 6 * 90_000;
-/// Bytes of video held at most in the GOP.
+/// Bytes of video held at most in the GOP; its RTP payloads, kept for viewers that start, are
+/// bounded by the same figure.
 pub const GOP_MAX_BYTES: usize = 8 << 20;
 /// Spacing of the held GOP's frames when they are sent to a viewer that starts (90 kHz: 1 ms).
 pub const START_SPACING: u64 = 90;
@@ -140,6 +142,11 @@ pub struct FanOut {
     layers: Vec<Layer>,
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
+    /// The RTP payloads of the GOP's frames, once made (by the live fan-out, or for the first
+    /// viewer that starts from it), shared by every viewer that starts: at most
+    /// [`GOP_MAX_BYTES`] of them.
+    gop_packets: Vec<Option<Arc<Packets>>>,
+    gop_packet_bytes: usize,
     /// When the held GOP's keyframe arrived.
     gop_at: Option<Instant>,
     frames: u64,
@@ -285,21 +292,38 @@ impl FanOut {
             return false;
         }
         if frame.keyframe {
-            self.gop.clear();
-            self.gop_bytes = 0;
+            self.drop_gop();
             self.gop_at = Some(Instant::now());
         } else if self.gop.is_empty() {
             return false;
         }
         self.gop_bytes += frame.data.len();
         self.gop.push(frame.clone());
+        self.gop_packets.push(None);
         let span = frame.rtp_time.wrapping_sub(self.gop[0].rtp_time);
         if span > GOP_MAX_SPAN || self.gop_bytes > GOP_MAX_BYTES {
-            self.gop.clear();
-            self.gop_bytes = 0;
+            self.drop_gop();
             return true;
         }
         false
+    }
+
+    fn drop_gop(&mut self) {
+        self.gop.clear();
+        self.gop_bytes = 0;
+        self.gop_packets.clear();
+        self.gop_packet_bytes = 0;
+    }
+
+    /// Keep the payloads of the GOP's frame `i`, within the budget.
+    fn hold_packets(&mut self, i: usize, packets: &Arc<Packets>) {
+        let bytes = packets.bytes();
+        if let Some(slot) = self.gop_packets.get_mut(i).filter(|p| p.is_none()) {
+            if self.gop_packet_bytes + bytes <= GOP_MAX_BYTES {
+                *slot = Some(packets.clone());
+                self.gop_packet_bytes += bytes;
+            }
+        }
     }
 
     /// Send a frame to every sink. Returns true when a keyframe should be requested from the
@@ -334,6 +358,9 @@ impl FanOut {
         let mut packets = self.layers[usize::from(layer)].packetizer.packetize(&frame);
         packets.layer = layer;
         let packets = Arc::new(packets);
+        if layer == 0 && self.gop.last().is_some_and(|g| Arc::ptr_eq(g, &frame)) {
+            self.hold_packets(self.gop.len() - 1, &packets);
+        }
         self.sinks.retain(|_, s| {
             if video {
                 if s.target == Some(layer) && frame.keyframe {
@@ -368,15 +395,28 @@ impl FanOut {
         if last.codec != crate::media::Codec::H264 {
             return false;
         }
-        let Some(s) = self.sinks.get_mut(&id) else { return false };
+        if !self.sinks.contains_key(&id) {
+            return false;
+        }
         let newest = last.rtp_time;
-        let n = self.gop.len() as u64;
-        // A packetizer of its own: the shared one's state belongs to the live stream.
+        let n = self.gop.len();
+        // Payloads the live fan-out or an earlier start made are shared; the rest are made
+        // here, by a packetizer of its own (the shared one's state belongs to the live stream),
+        // and kept for the next viewer. They do not depend on the frame's time.
         let mut packetizer = StreamPacketizer::default();
-        for (i, g) in self.gop.iter().enumerate() {
-            let back = (n - 1 - i as u64) * START_SPACING;
-            let frame = Arc::new(Frame { rtp_time: newest.saturating_sub(back), ..(**g).clone() });
-            let packets = Arc::new(packetizer.packetize(&frame));
+        for i in 0..n {
+            let g = self.gop[i].clone();
+            let packets = match &self.gop_packets[i] {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(packetizer.packetize(&g));
+                    self.hold_packets(i, &p);
+                    p
+                }
+            };
+            let back = (n - 1 - i) as u64 * START_SPACING;
+            let frame = Arc::new(Frame { rtp_time: newest.saturating_sub(back), ..(*g).clone() });
+            let Some(s) = self.sinks.get_mut(&id) else { return false };
             match s.frames.try_send(Forward(frame, packets)) {
                 Ok(()) => s.wait_keyframe = false,
                 Err(_) => {
@@ -391,8 +431,7 @@ impl FanOut {
 
     /// Frames were lost upstream: hold every sink's video until a fresh keyframe.
     pub fn lost_frame(&mut self) {
-        self.gop.clear();
-        self.gop_bytes = 0;
+        self.drop_gop();
         for s in self.sinks.values_mut() {
             s.wait_keyframe = true;
         }
@@ -452,6 +491,65 @@ mod tests {
     impl Handler<SourceEnded> for Noting {
         type Result = ();
         fn handle(&mut self, _: SourceEnded, _: &mut Context<Self>) {}
+    }
+
+    /// A sink that keeps, for each video frame, its time and the payloads it came with.
+    struct Pointers(std::sync::Arc<std::sync::Mutex<Vec<(u64, Arc<Packets>)>>>);
+    impl Actor for Pointers {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(1000);
+        }
+    }
+    impl Handler<Forward> for Pointers {
+        type Result = ();
+        fn handle(&mut self, Forward(f, p): Forward, _: &mut Context<Self>) {
+            if f.kind() == FrameKind::Video {
+                self.0.lock().unwrap().push((f.rtp_time, p));
+            }
+        }
+    }
+    impl Handler<SourceEnded> for Pointers {
+        type Result = ();
+        fn handle(&mut self, _: SourceEnded, _: &mut Context<Self>) {}
+    }
+
+    #[actix_rt::test]
+    async fn viewers_that_start_from_the_gop_share_its_payloads() {
+        let mut fo = FanOut::default();
+        // Held before anyone watches: nothing packetized yet.
+        fo.forward(f(true, 9000));
+        fo.forward(f(false, 12000));
+        let mut noted = Vec::new();
+        for id in 1..=3u64 {
+            let n = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = Pointers(n.clone()).start();
+            actix_rt::task::yield_now().await;
+            fo.add(AddSubscriber {
+                id,
+                frames: sink.clone().recipient(),
+                ended: sink.recipient(),
+                events: None,
+            });
+            assert!(fo.start_sink(id), "the whole GOP went out");
+            if id == 2 {
+                fo.forward(f(false, 15000)); // live: packetized once for viewers 1 and 2
+            }
+            noted.push(n);
+        }
+        actix_rt::task::yield_now().await;
+        let got: Vec<Vec<(u64, Arc<Packets>)>> = noted.iter().map(|n| n.lock().unwrap().clone()).collect();
+        // Squeezed 1 ms apart up to the newest frame's time.
+        assert_eq!(got[0].iter().map(|x| x.0).collect::<Vec<_>>(), [12000 - START_SPACING, 12000, 15000]);
+        assert_eq!(got[1].iter().map(|x| x.0).collect::<Vec<_>>(), [12000 - START_SPACING, 12000, 15000]);
+        assert_eq!(
+            got[2].iter().map(|x| x.0).collect::<Vec<_>>(),
+            [15000 - 2 * START_SPACING, 15000 - START_SPACING, 15000]
+        );
+        // Kept by the sinks, so an address cannot be reused by a later allocation.
+        let ptrs = |v: &Vec<(u64, Arc<Packets>)>| v.iter().map(|x| Arc::as_ptr(&x.1)).collect::<Vec<_>>();
+        assert_eq!(ptrs(&got[0]), ptrs(&got[1]), "the second viewer got the first one's payloads");
+        assert_eq!(ptrs(&got[0]), ptrs(&got[2]), "and the third, the live frame's too");
     }
 
     /// Two layers for 1.5 s, a second apart in capture time: the best ~800 kbit/s, the other

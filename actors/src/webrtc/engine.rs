@@ -95,6 +95,11 @@ impl Packets {
     pub fn is_empty(&self) -> bool {
         self.payloads.is_empty()
     }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.payloads.iter().map(|p| p.len()).sum()
+    }
 }
 
 /// A stream's packetizer state (H.264 parameter sets are aggregated with the next NAL unit).
