@@ -11,10 +11,11 @@
 //! ([`FanOut::start_sink`]), its timestamps squeezed into the milliseconds before the newest
 //! frame, so its decoder catches up to live in one burst instead of waiting up to a GOP for
 //! the source's next keyframe (sources that cannot make one on request: RTMP encoders,
-//! cameras, files). The GOP's RTP payloads are made once and shared by every viewer that starts
-//! from it, as live frames' are. H.264 only: VP8's picture ids would jump. A WebRTC publisher answers a
-//! keyframe request within a round trip, so its viewers start from a new keyframe instead,
-//! unless the held one is fresh ([`FRESH_GOP`]): then they start from it and ask for nothing.
+//! cameras, files). H.264 only: VP8's picture ids would jump. The GOP's RTP payloads are made
+//! once and shared by every viewer that starts from it, as live frames' are. A WebRTC publisher
+//! answers a keyframe request within a round trip, so its viewers start from a new keyframe
+//! instead, unless the held one is fresh ([`FRESH_GOP`]): then they start from it and ask for
+//! nothing.
 //!
 //! Simulcast: a browser may publish two or three layers of one video (`rid`s). Layer 0 is the
 //! best; it is what recorders, snapshots, HLS and every sink start with. A viewer's bandwidth
