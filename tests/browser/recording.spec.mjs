@@ -217,6 +217,18 @@ test('publisher browser closed abruptly mid-recording: a complete, playable file
         await page.click('#publishBtn');
         await waitForText(page, '#status', 'PUBLISHING');
         const recordName = (await rest(server, '/stream/find', { name })).body[0].recordName;
+        // Six seconds from when the browser sends its big simulcast layer: the server's video
+        // goes out (and the file begins) once every announced layer has shown up, or after 2 s
+        // (SIMULCAST_SETTLE). A loaded CI run's Chromium sent the big one 1.4 s late, and the
+        // file held 4.8 s of the 6.
+        await page.waitForFunction(async () => {
+            for (const pc of window.__pcs || []) {
+                for (const s of (await pc.getStats()).values()) {
+                    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth === 640 && s.framesSent > 0) return true;
+                }
+            }
+            return false;
+        }, null, { timeout: 15_000, polling: 100 });
         await sleep(6_000);
         await publisher.close(); // no unpublish, no goodbye
         await noRecordings(server);
