@@ -397,6 +397,21 @@ export function assertRelayed(pairs, transport, who) {
  * element must also carry an audio track that plays (rendered samples and energy rising in the
  * same window). Returns the numbers.
  */
+/**
+ * Wait (up to 15 s) until the page sends a video layer `width` pixels wide: a simulcast
+ * publisher's big layer, which a loaded machine's Chromium starts seconds late.
+ */
+export function waitForOutboundWidth(page, width) {
+    return page.waitForFunction(async (w) => {
+        for (const pc of window.__pcs || []) {
+            for (const s of (await pc.getStats()).values()) {
+                if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth === w && s.framesSent > 0) return true;
+            }
+        }
+        return false;
+    }, width, { timeout: 15_000, polling: 100 });
+}
+
 export async function expectFramesDecoded(page, selector, { audio = false } = {}) {
     await page.waitForFunction(
         (sel) => { const v = document.querySelector(sel); return v && v.videoWidth > 0; },

@@ -16,7 +16,7 @@ import { test } from 'node:test';
 
 import {
     sdkSuite,
-    fixture, openSdkPage, rest, waitForStatus, waitForText,
+    fixture, openSdkPage, rest, waitForOutboundWidth, waitForStatus, waitForText,
 } from './harness.mjs';
 
 const RECORDING = '/client/examples/demo/streaming/stream_recording/recording.html';
@@ -221,14 +221,7 @@ test('publisher browser closed abruptly mid-recording: a complete, playable file
         // goes out (and the file begins) once every announced layer has shown up, or after 2 s
         // (SIMULCAST_SETTLE). A loaded CI run's Chromium sent the big one 1.4 s late, and the
         // file held 4.8 s of the 6.
-        await page.waitForFunction(async () => {
-            for (const pc of window.__pcs || []) {
-                for (const s of (await pc.getStats()).values()) {
-                    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth === 640 && s.framesSent > 0) return true;
-                }
-            }
-            return false;
-        }, null, { timeout: 15_000, polling: 100 });
+        await waitForOutboundWidth(page, 640);
         await sleep(6_000);
         await publisher.close(); // no unpublish, no goodbye
         await noRecordings(server);

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-    TEST_TIMEOUT_MS, expectFramesDecoded, fixture, openSdkPage, rest, serveSdkPages, waitForStatus, waitForText,
+    TEST_TIMEOUT_MS, expectFramesDecoded, fixture, openSdkPage, rest, serveSdkPages, waitForOutboundWidth, waitForStatus, waitForText,
 } from './harness.mjs';
 
 const PLAYER = '/client/examples/demo/streaming/player/player.html';
@@ -64,14 +64,7 @@ test('a recording made by the server plays back as vod://', { timeout: TEST_TIME
         // Chromium has started it 5 s late; the recording then begins on the small layer and
         // moves to the big one when it comes. So: wait for it, then record 5 s of it.
         const published = Date.now();
-        await pub.waitForFunction(async () => {
-            for (const pc of window.__pcs || []) {
-                for (const s of (await pc.getStats()).values()) {
-                    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth === 640 && s.framesSent > 0) return true;
-                }
-            }
-            return false;
-        }, null, { timeout: 15_000, polling: 100 });
+        await waitForOutboundWidth(pub, 640);
         const bigAfter = Date.now() - published;
         await new Promise((r) => setTimeout(r, 5000));
         await pub.evaluate(() => sdk.stop('r'));
