@@ -151,10 +151,11 @@ async fn run(cfg: Config) -> std::io::Result<()> {
         error!(dir = %cfg.records_dir.display(), error = %e, "records folder not writable");
     }
     // Media actors live on an arbiter (thread) of their own, apart from the web workers.
-    let media_arbiter = actix::Arbiter::new();
+    let media_arbiter = sluice_actors::media_socket::media_arbiter(cfg.batched_sends);
     // More media threads carry viewers only (publishers and the socket stay on the first).
-    let viewer_arbiters: Vec<actix::Arbiter> =
-        (1..cfg.media_threads).map(|_| actix::Arbiter::new()).collect();
+    let viewer_arbiters: Vec<actix::Arbiter> = (1..cfg.media_threads)
+        .map(|_| sluice_actors::media_socket::media_arbiter(cfg.batched_sends))
+        .collect();
     // TURN relays reach the media socket from this host (see LocalRelays).
     let relay_local = sluice_actors::media_socket::local_ip(cfg.bind, cfg.turn_public_ip.is_ipv4());
     let relays = cfg.turn.as_ref().map(|_| LocalRelays::new(relay_local, cfg.turn_public_ip));

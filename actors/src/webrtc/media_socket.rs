@@ -196,6 +196,8 @@ pub struct SocketStats {
     pub over_rate: AtomicU64,
     /// `sendmsg` calls that carried several datagrams ([`MediaSocket::send_all`]).
     pub segmented_sends: AtomicU64,
+    /// `sendmmsg` calls of media threads' send queues ([`media_arbiter`]).
+    pub queue_flushes: AtomicU64,
 }
 
 pub struct MediaSocket {
@@ -374,7 +376,20 @@ impl MediaSocket {
     /// one `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`): the kernel's UDP and IP
     /// send path runs once per run instead of once per packet (BENCHMARKS.md, "Sends in
     /// segments"). Where the kernel refuses it, every datagram is sent alone from then on.
-    pub fn send_all(&self, batch: &mut Vec<Transmit>, reply_from: &ReplyFrom) {
+    ///
+    /// On a media thread ([`media_arbiter`]) UDP datagrams are queued instead, and the thread
+    /// sends what all its peers queued in one `sendmmsg` when it next goes idle.
+    pub fn send_all(self: &Arc<Self>, batch: &mut Vec<Transmit>, reply_from: &ReplyFrom) {
+        let queued = QUEUE.with(|q| match q.borrow_mut().as_mut() {
+            Some(q) => {
+                q.push(self, batch, reply_from);
+                true
+            }
+            None => false,
+        });
+        if queued {
+            return;
+        }
         let mut i = 0;
         while i < batch.len() {
             let first = &batch[i];
@@ -461,25 +476,35 @@ impl MediaSocket {
     pub fn send(&self, t: Transmit, from: Option<std::net::IpAddr>) {
         let len = t.contents.len() as u64;
         let ok = match t.proto {
-            Proto::Udp => match self.send_udp(&t.contents, self.outgoing(t.destination), from) {
-                Ok(_) => true,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        debug!(error = %e, dest = %t.destination, "UDP send failed");
-                    }
-                    false
-                }
-            },
+            Proto::Udp => return self.send_one_udp(&t, from),
             Proto::Tcp => match self.tcp_out.get(&t.destination) {
                 Some(tx) => tx.try_send(t.contents).is_ok(),
                 None => false,
             },
         };
+        self.count(ok, 1, len);
+    }
+
+    fn count(&self, ok: bool, datagrams: u64, bytes: u64) {
         let counter = if ok { &self.stats.sent } else { &self.stats.send_dropped };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(datagrams, Ordering::Relaxed);
         if ok {
-            self.stats.sent_bytes.fetch_add(len, Ordering::Relaxed);
+            self.stats.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// One UDP datagram, from the local address `from` when known; dropped on a full buffer.
+    fn send_one_udp(&self, t: &Transmit, from: Option<std::net::IpAddr>) {
+        let ok = match self.send_udp(&t.contents, self.outgoing(t.destination), from) {
+            Ok(_) => true,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    debug!(error = %e, dest = %t.destination, "UDP send failed");
+                }
+                false
+            }
+        };
+        self.count(ok, 1, t.contents.len() as u64);
     }
 
     fn send_udp(&self, data: &[u8], to: SocketAddr, from: Option<std::net::IpAddr>) -> io::Result<usize> {
@@ -627,6 +652,176 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
+thread_local! {
+    /// What this media thread's peers sent since the thread last went idle ([`media_arbiter`]);
+    /// None on every other thread, where sends go out at once.
+    static QUEUE: std::cell::RefCell<Option<SendQueue>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs queued on one thread that go out at once, without waiting for it to go idle.
+const QUEUE_MAX_RUNS: usize = 64;
+/// Nor does a queued datagram wait longer than this while the thread stays busy.
+const QUEUE_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Start an arbiter (thread) for media peers whose UDP sends are queued: everything its
+/// peers send while it works through its ready actors (a frame to each of its viewers, their
+/// RTCP) leaves in `sendmmsg` calls when it goes idle, [`QUEUE_MAX_RUNS`] at a time, instead of
+/// a `sendmsg` per peer and pass. A thread kept busy sends at least every [`QUEUE_MAX_WAIT`]
+/// or [`QUEUE_MAX_RUNS`] runs. With `queue` false it is a plain arbiter.
+pub fn media_arbiter(queue: bool) -> Arbiter {
+    Arbiter::with_tokio_rt(move || {
+        let mut rt = tokio::runtime::Builder::new_current_thread();
+        rt.enable_all();
+        if queue {
+            QUEUE.with(|q| *q.borrow_mut() = Some(SendQueue::default()));
+            rt.on_thread_park(flush_queue);
+        }
+        rt.build().expect("a media thread's runtime")
+    })
+}
+
+/// Send what this thread queued (the park hook of [`media_arbiter`]).
+fn flush_queue() {
+    QUEUE.with(|q| {
+        if let Some(q) = q.borrow_mut().as_mut() {
+            q.flush();
+        }
+    });
+}
+
+/// One `sendmsg`'s worth of a [`SendQueue`]: datagrams to one destination, in segments when
+/// there are several.
+struct Run {
+    start: usize,
+    len: usize,
+    from: Option<std::net::IpAddr>,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct SendQueue {
+    socket: Option<Arc<MediaSocket>>,
+    since: Option<Instant>,
+    datagrams: Vec<Transmit>,
+    runs: Vec<Run>,
+    // What a flush builds, kept for the next one.
+    addrs: Vec<socket2::SockAddr>,
+    iovs: Vec<libc::iovec>,
+    controls: Vec<crate::udp_io::SendControl>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl SendQueue {
+    /// Queue what one pass over a peer produced, cut into runs as [`MediaSocket::send_all`]
+    /// does; ICE-TCP frames go to their connection at once.
+    fn push(&mut self, socket: &Arc<MediaSocket>, batch: &mut Vec<Transmit>, reply_from: &ReplyFrom) {
+        if self.socket.as_ref().is_some_and(|s| !Arc::ptr_eq(s, socket)) {
+            self.flush();
+        }
+        let gso = GSO.load(Ordering::Relaxed);
+        let mut rest = batch.drain(..).peekable();
+        while let Some(first) = rest.next() {
+            if first.proto == Proto::Tcp {
+                socket.send(first, None);
+                continue;
+            }
+            let (start, size, to) = (self.datagrams.len(), first.contents.len(), first.destination);
+            let mut bytes = size;
+            let from = reply_from.get(to);
+            self.datagrams.push(first);
+            while let Some(t) = rest.peek().filter(|_| gso) {
+                let prev = self.datagrams.last().map_or(0, |p| p.contents.len());
+                let fits = t.proto == Proto::Udp
+                    && t.destination == to
+                    && prev == size
+                    && t.contents.len() <= size
+                    && self.datagrams.len() - start < MAX_SEGMENTS
+                    && bytes + t.contents.len() <= MAX_SEGMENTED_BYTES;
+                if !fits {
+                    break;
+                }
+                bytes += t.contents.len();
+                self.datagrams.extend(rest.next());
+            }
+            self.runs.push(Run { start, len: self.datagrams.len() - start, from, bytes });
+        }
+        drop(rest);
+        if self.runs.is_empty() {
+            return;
+        }
+        self.socket.get_or_insert_with(|| socket.clone());
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if self.runs.len() >= QUEUE_MAX_RUNS || since.elapsed() >= QUEUE_MAX_WAIT {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::os::fd::AsRawFd;
+        self.since = None;
+        let Some(socket) = self.socket.take() else { return };
+        let n = self.runs.len();
+        self.addrs.clear();
+        self.iovs.clear();
+        self.msgs.clear();
+        self.controls.clear();
+        self.controls.resize(n, [0; 12]);
+        for r in &self.runs {
+            self.addrs.push(socket2::SockAddr::from(socket.outgoing(self.datagrams[r.start].destination)));
+        }
+        for t in &self.datagrams {
+            let iov_base = t.contents.as_ptr() as *mut libc::c_void;
+            self.iovs.push(libc::iovec { iov_base, iov_len: t.contents.len() });
+        }
+        for (k, r) in self.runs.iter().enumerate() {
+            let segment = (r.len >= 2).then(|| self.datagrams[r.start].contents.len() as u16);
+            let iov = &mut self.iovs[r.start..r.start + r.len];
+            // SAFETY: the header points into `addrs`, `iovs`, `controls` and the datagrams,
+            // none of which changes until the sends below are done.
+            let msg_hdr =
+                unsafe { crate::udp_io::header(&self.addrs[k], iov, r.from, segment, &mut self.controls[k]) };
+            self.msgs.push(libc::mmsghdr { msg_hdr, msg_len: 0 });
+        }
+        let fd = socket.udp.as_raw_fd();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: as above.
+            match unsafe { crate::udp_io::sendmmsg(fd, &mut self.msgs[i..]) } {
+                Ok(k) if k > 0 => {
+                    socket.stats.queue_flushes.fetch_add(1, Ordering::Relaxed);
+                    for r in &self.runs[i..i + k] {
+                        socket.count(true, r.len as u64, r.bytes as u64);
+                        if r.len >= 2 {
+                            socket.stats.segmented_sends.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += k;
+                }
+                _ => {
+                    // The first was refused: it goes alone, the way a thread without a queue
+                    // sends (dropped on a full buffer, sent from the routing table's choice of
+                    // address when its own is gone, one by one where segments are refused).
+                    let r = &self.runs[i];
+                    let run = &self.datagrams[r.start..r.start + r.len];
+                    let size = run[0].contents.len();
+                    if !(r.len >= 2
+                        && GSO.load(Ordering::Relaxed)
+                        && socket.send_segmented(run, size, r.from))
+                    {
+                        for t in run {
+                            socket.send_one_udp(t, r.from);
+                        }
+                    }
+                    i += 1;
+                }
+            }
+        }
+        self.msgs.clear();
+        self.runs.clear();
+        self.datagrams.clear();
+    }
+}
+
 #[cfg(test)]
 mod send_tests {
     use super::*;
@@ -674,6 +869,60 @@ mod send_tests {
             "segmented sends: {} (0: this kernel refused UDP_SEGMENT)",
             socket.stats.segmented_sends.load(Ordering::Relaxed)
         );
+    }
+
+    /// On a queueing thread, what several peers send waits for the thread to go idle and
+    /// then arrives as it was cut, in order, from the addresses the clients used, in one
+    /// `sendmmsg`; on a media thread the idle hook sends it with no help.
+    #[actix_rt::test]
+    async fn queued_sends_leave_together_when_the_thread_goes_idle() {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let advertised: IpAddr = "127.0.0.2".parse().unwrap();
+        let socket = MediaSocket::start(any, 0, &[advertised], None, &actix::Arbiter::current()).unwrap();
+        let a = UdpSocket::bind("127.0.0.5:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.6:0").unwrap();
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut from_a = ReplyFrom::default();
+        from_a.learn(to_a, Some(advertised));
+        QUEUE.with(|q| *q.borrow_mut() = Some(SendQueue::default()));
+        socket.send_all(&mut vec![transmit(to_a, 0, 1000), transmit(to_a, 1, 600)], &from_a);
+        socket.send_all(&mut vec![transmit(to_b, 2, 300)], &ReplyFrom::default());
+        socket.send_all(&mut vec![transmit(to_a, 3, 80)], &from_a);
+        let mut buf = [0u8; 2048];
+        a.set_nonblocking(true).unwrap();
+        assert_eq!(a.recv(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock, "queued, not sent");
+        assert_eq!(socket.stats.sent.load(Ordering::Relaxed), 0);
+        flush_queue();
+        QUEUE.with(|q| *q.borrow_mut() = None);
+        for s in [&a, &b] {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        for (mark, len) in [(0, 1000), (1, 600), (3, 80)] {
+            let (n, from) = a.recv_from(&mut buf).unwrap();
+            assert_eq!((buf[0], n, from.ip()), (mark, len, advertised), "datagram {mark} at A");
+        }
+        let (n, from) = b.recv_from(&mut buf).unwrap();
+        assert_eq!((buf[0], n, from.ip()), (2, 300, IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(socket.stats.sent.load(Ordering::Relaxed), 4);
+        assert_eq!(socket.stats.queue_flushes.load(Ordering::Relaxed), 1, "one sendmmsg");
+
+        // A media thread: sent from an actor's turn, out when the thread parks.
+        let arbiter = media_arbiter(true);
+        let s = socket.clone();
+        arbiter.spawn_fn(move || s.send_all(&mut vec![transmit(to_b, 4, 200)], &ReplyFrom::default()));
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!((buf[0], n), (4, 200));
+        // Counted on that thread just after the call returns.
+        let flushes = || socket.stats.queue_flushes.load(Ordering::Relaxed);
+        for _ in 0..200 {
+            if flushes() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(flushes(), 2, "sent by a sendmmsg");
+        arbiter.stop();
     }
 
     /// A socket bound to every address sends back to a client from the address that client

@@ -141,11 +141,39 @@ fn sendmsg(
     segment: Option<u16>,
 ) -> io::Result<usize> {
     let mut control: Control = [0; 12];
-    let v6_socket = to.is_ipv6();
-    // SAFETY: msghdr and control messages built as cmsg(3) describes, over buffers (to, iov,
-    // control) that outlive the call; the control space reserved covers every message written
-    // (at most one pktinfo and one u16); sendmsg keeps none of them.
+    // SAFETY: the header points into `to`, `iov` and `control`, which outlive the call;
+    // sendmsg keeps none of them.
     let sent = unsafe {
+        let msg = header(to, iov, from, segment, &mut control);
+        libc::sendmsg(fd, &msg, 0)
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// The space a [`header`] needs for its control messages.
+pub type SendControl = Control;
+
+/// A `sendmsg` header for `iov` to `to`, from the local address `from` when given and cut into
+/// datagrams of `segment` bytes when given, its control messages written into `control`.
+///
+/// # Safety
+/// The header points into `to`, `iov` and `control`: it must not be used after any of them
+/// moves or is dropped.
+pub unsafe fn header(
+    to: &socket2::SockAddr,
+    iov: &mut [libc::iovec],
+    from: Option<IpAddr>,
+    segment: Option<u16>,
+    control: &mut Control,
+) -> libc::msghdr {
+    let v6_socket = to.is_ipv6();
+    // SAFETY: msghdr and control messages built as cmsg(3) describes; the control space
+    // reserved covers every message written (at most one pktinfo and one u16).
+    unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = to.as_ptr() as *mut libc::c_void;
         msg.msg_namelen = to.len();
@@ -163,10 +191,12 @@ fn sendmsg(
         if segment.is_some() {
             space += libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
         }
-        if space > 0 {
-            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-            msg.msg_controllen = space as _;
+        if space == 0 {
+            return msg;
         }
+        *control = [0; 12];
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         if pktinfo_len > 0 {
             (*cmsg).cmsg_len = libc::CMSG_LEN(pktinfo_len as u32) as _;
@@ -201,8 +231,19 @@ fn sendmsg(
             (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, size);
         }
-        libc::sendmsg(fd, &msg, 0)
-    };
+        msg
+    }
+}
+
+/// Send several messages ([`header`]s) in one `sendmmsg`. Returns how many the kernel took
+/// (from the first); an error means the first was refused (the caller sends it by itself to
+/// learn why, and goes on with the rest).
+///
+/// # Safety
+/// Every header must point into buffers still alive (see [`header`]).
+pub unsafe fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: as the caller promises; the kernel writes only each message's `msg_len`.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as _, 0) };
     if sent < 0 {
         Err(io::Error::last_os_error())
     } else {
