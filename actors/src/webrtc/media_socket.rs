@@ -562,7 +562,12 @@ impl MediaSocket {
         let fd = sock.as_raw_fd();
         loop {
             match sock.async_io(tokio::io::Interest::READABLE, || crate::udp_io::recv(fd, &mut buf)).await {
-                Ok(r) => self.route(Proto::Udp, r.source, r.local, buf[..r.len].to_vec()),
+                Ok(r) => {
+                    // A thread kept busy by what arrives does not go idle: what its peers
+                    // queued leaves here once it has waited long enough.
+                    flush_stale_queue();
+                    self.route(Proto::Udp, r.source, r.local, buf[..r.len].to_vec())
+                }
                 // ICMP port unreachable from a vanished client surfaces as an error: keep going.
                 Err(e) => debug!(error = %e, "media UDP receive error"),
             }
@@ -666,8 +671,9 @@ const QUEUE_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Start an arbiter (thread) for media peers whose UDP sends are queued: everything its
 /// peers send while it works through its ready actors (a frame to each of its viewers, their
 /// RTCP) leaves in `sendmmsg` calls when it goes idle, [`QUEUE_MAX_RUNS`] at a time, instead of
-/// a `sendmsg` per peer and pass. A thread kept busy sends at least every [`QUEUE_MAX_WAIT`]
-/// or [`QUEUE_MAX_RUNS`] runs. With `queue` false it is a plain arbiter.
+/// a `sendmsg` per peer and pass. A thread kept busy sends at least every [`QUEUE_MAX_RUNS`]
+/// runs, and once the oldest has waited [`QUEUE_MAX_WAIT`] when a peer queues more or a
+/// datagram arrives. With `queue` false it is a plain arbiter.
 pub fn media_arbiter(queue: bool) -> Arbiter {
     Arbiter::with_tokio_rt(move || {
         let mut rt = tokio::runtime::Builder::new_current_thread();
@@ -685,6 +691,18 @@ fn flush_queue() {
     QUEUE.with(|q| {
         if let Some(q) = q.borrow_mut().as_mut() {
             q.flush();
+        }
+    });
+}
+
+/// Send what this thread queued if it has waited [`QUEUE_MAX_WAIT`] (nothing on a thread
+/// without a queue, or with an empty one: no clock read).
+fn flush_stale_queue() {
+    QUEUE.with(|q| {
+        if let Ok(mut q) = q.try_borrow_mut() {
+            if let Some(q) = q.as_mut().filter(|q| q.since.is_some_and(|t| t.elapsed() >= QUEUE_MAX_WAIT)) {
+                q.flush();
+            }
         }
     });
 }
