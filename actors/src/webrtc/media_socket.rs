@@ -846,6 +846,13 @@ mod send_tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
+    /// A media socket bound to every address, advertising 127.0.0.2, and that address.
+    fn wildcard_socket() -> (Arc<MediaSocket>, IpAddr) {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let advertised: IpAddr = "127.0.0.2".parse().unwrap();
+        (MediaSocket::start(any, 0, &[advertised], None, &actix::Arbiter::current()).unwrap(), advertised)
+    }
+
     fn transmit(to: SocketAddr, mark: u8, len: usize) -> Transmit {
         Transmit { proto: Proto::Udp, source: to, destination: to, contents: vec![mark; len] }
     }
@@ -894,9 +901,7 @@ mod send_tests {
     /// `sendmmsg`; on a media thread the idle hook sends it with no help.
     #[actix_rt::test]
     async fn queued_sends_leave_together_when_the_thread_goes_idle() {
-        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        let advertised: IpAddr = "127.0.0.2".parse().unwrap();
-        let socket = MediaSocket::start(any, 0, &[advertised], None, &actix::Arbiter::current()).unwrap();
+        let (socket, advertised) = wildcard_socket();
         let a = UdpSocket::bind("127.0.0.5:0").unwrap();
         let b = UdpSocket::bind("127.0.0.6:0").unwrap();
         let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
@@ -947,9 +952,7 @@ mod send_tests {
     /// sent to, in runs and alone; a client never heard from gets what the routing table picks.
     #[actix_rt::test]
     async fn wildcard_socket_answers_from_the_address_used() {
-        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        let advertised: IpAddr = "127.0.0.2".parse().unwrap();
-        let socket = MediaSocket::start(any, 0, &[advertised], None, &actix::Arbiter::current()).unwrap();
+        let (socket, advertised) = wildcard_socket();
         let client = UdpSocket::bind("127.0.0.5:0").unwrap();
         client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let to = client.local_addr().unwrap();
