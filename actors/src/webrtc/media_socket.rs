@@ -815,10 +815,18 @@ impl SendQueue {
                     }
                     i += k;
                 }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    // A full buffer: the first is dropped (the engine's NACK/RTX recovers video).
+                    let r = &self.runs[i];
+                    socket.count(false, r.len as u64, 0);
+                    i += 1;
+                }
                 _ => {
                     // The first was refused: it goes alone, the way a thread without a queue
-                    // sends (dropped on a full buffer, sent from the routing table's choice of
-                    // address when its own is gone, one by one where segments are refused).
+                    // sends (sent from the routing table's choice of address when its own is
+                    // gone, one by one where segments are refused).
                     let r = &self.runs[i];
                     let run = &self.datagrams[r.start..r.start + r.len];
                     let size = run[0].contents.len();
