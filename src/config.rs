@@ -257,10 +257,11 @@ pub struct Cli {
     /// viewer costs about half the CPU and memory (BENCHMARKS.md)
     #[arg(long, env = "SLUICE_NO_VIEWER_BWE")]
     pub no_viewer_bwe: bool,
-    /// Send each viewer's packets at once instead of queueing what a media thread sends until
-    /// it goes idle (at most 2 ms) and sending it in `sendmmsg` batches (BENCHMARKS.md)
-    #[arg(long, env = "SLUICE_NO_BATCHED_SENDS")]
-    pub no_batched_sends: bool,
+    /// Queue what a media thread sends until it goes idle (at most 2 ms) and send it in
+    /// `sendmmsg` batches: ~10 % less CPU per packet on a dedicated machine, but worse delivery
+    /// when the machine's CPU is contended (BENCHMARKS.md, "Sends batched per media thread")
+    #[arg(long, env = "SLUICE_BATCHED_SENDS")]
+    pub batched_sends: bool,
     /// How long video sent to a viewer is kept to answer its retransmission requests (NACK),
     /// in ms, up to 128 packets: shorter saves memory (500: ~20 KB per viewer at 600 kbit/s)
     /// and repairs less on very lossy links [default: 3000]
@@ -388,7 +389,7 @@ pub struct FileConfig {
     pub max_publish_kbps: Option<u32>,
     pub no_metrics_stream_names: Option<bool>,
     pub no_viewer_bwe: Option<bool>,
-    pub no_batched_sends: Option<bool>,
+    pub batched_sends: Option<bool>,
     pub nack_history_ms: Option<u64>,
     pub cluster_redis: Option<String>,
     pub cluster_secret: Option<String>,
@@ -572,7 +573,7 @@ impl Config {
             metrics_stream_names: !(cli.no_metrics_stream_names
                 || file.no_metrics_stream_names.unwrap_or(false)),
             viewer_bwe: !(cli.no_viewer_bwe || file.no_viewer_bwe.unwrap_or(false)),
-            batched_sends: !(cli.no_batched_sends || file.no_batched_sends.unwrap_or(false)),
+            batched_sends: cli.batched_sends || file.batched_sends.unwrap_or(false),
             nack_history_ms: match cli.nack_history_ms.or(file.nack_history_ms) {
                 Some(ms) if !NACK_HISTORY_MS.contains(&ms) => {
                     let (lo, hi) = (NACK_HISTORY_MS.start(), NACK_HISTORY_MS.end());
