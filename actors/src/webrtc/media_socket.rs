@@ -377,8 +377,9 @@ impl MediaSocket {
     /// send path runs once per run instead of once per packet (BENCHMARKS.md, "Sends in
     /// segments"). Where the kernel refuses it, every datagram is sent alone from then on.
     ///
-    /// On a media thread ([`media_arbiter`]) UDP datagrams are queued instead, and the thread
-    /// sends what all its peers queued in one `sendmmsg` when it next goes idle.
+    /// On a media thread started with a send queue ([`media_arbiter`], `--batched-sends`) UDP
+    /// datagrams are queued instead, and the thread sends what all its peers queued in
+    /// `sendmmsg` calls when it next goes idle.
     pub fn send_all(self: &Arc<Self>, batch: &mut Vec<Transmit>, reply_from: &ReplyFrom) {
         let queued = QUEUE.with(|q| match q.borrow_mut().as_mut() {
             Some(q) => {
@@ -392,37 +393,26 @@ impl MediaSocket {
         }
         let mut i = 0;
         while i < batch.len() {
-            let first = &batch[i];
-            let from = reply_from.get(first.destination);
-            let size = first.contents.len();
-            let mut j = i + 1;
-            let mut total = size;
-            if first.proto == Proto::Udp && GSO.load(Ordering::Relaxed) {
-                while let Some(t) = batch.get(j) {
-                    let fits = t.proto == Proto::Udp
-                        && t.destination == first.destination
-                        && batch[j - 1].contents.len() == size
-                        && t.contents.len() <= size
-                        && j - i < MAX_SEGMENTS
-                        && total + t.contents.len() <= MAX_SEGMENTED_BYTES;
-                    if !fits {
-                        break;
-                    }
-                    total += t.contents.len();
-                    j += 1;
-                }
+            let j = run_end(batch, i);
+            let (proto, to) = (batch[i].proto, batch[i].destination);
+            match proto {
+                Proto::Udp => self.send_run(&batch[i..j], reply_from.get(to)),
+                Proto::Tcp => self.send_tcp(to, std::mem::take(&mut batch[i].contents)),
             }
-            if j - i >= 2 && self.send_segmented(&batch[i..j], size, from) {
-                i = j;
-                continue;
-            }
-            // Sent one by one; what follows moves down to `i`.
-            for t in batch.drain(i..j) {
-                let from = if t.proto == Proto::Udp { reply_from.get(t.destination) } else { None };
-                self.send(t, from);
-            }
+            i = j;
         }
         batch.clear();
+    }
+
+    /// Send a run of UDP datagrams ([`run_end`]) from the local address `from` when known: in
+    /// one segmented `sendmsg` when it has several and the kernel takes it, else one by one.
+    fn send_run(&self, run: &[Transmit], from: Option<std::net::IpAddr>) {
+        if run.len() >= 2 && self.send_segmented(run, run[0].contents.len(), from) {
+            return;
+        }
+        for t in run {
+            self.send_one_udp(t, from);
+        }
     }
 
     /// One `sendmsg` with `UDP_SEGMENT` for `run` (same destination, `size` bytes each but the
@@ -474,14 +464,16 @@ impl MediaSocket {
     /// Send one engine transmit, from the local address `from` when known. Never blocks: a full
     /// socket buffer drops the datagram.
     pub fn send(&self, t: Transmit, from: Option<std::net::IpAddr>) {
-        let len = t.contents.len() as u64;
-        let ok = match t.proto {
-            Proto::Udp => return self.send_one_udp(&t, from),
-            Proto::Tcp => match self.tcp_out.get(&t.destination) {
-                Some(tx) => tx.try_send(t.contents).is_ok(),
-                None => false,
-            },
-        };
+        match t.proto {
+            Proto::Udp => self.send_one_udp(&t, from),
+            Proto::Tcp => self.send_tcp(t.destination, t.contents),
+        }
+    }
+
+    /// One ICE-TCP frame to its connection's send queue; dropped when the queue is full.
+    fn send_tcp(&self, to: SocketAddr, contents: Vec<u8>) {
+        let len = contents.len() as u64;
+        let ok = self.tcp_out.get(&to).is_some_and(|tx| tx.try_send(contents).is_ok());
         self.count(ok, 1, len);
     }
 
@@ -657,6 +649,32 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
+/// Where the run of datagrams that starts at `i` ends: UDP datagrams to one destination, all of
+/// one size but the last, which may be shorter (a frame's packets), within the segmentation
+/// limits, while the kernel takes segments; anything else is a run of one.
+fn run_end(batch: &[Transmit], i: usize) -> usize {
+    let first = &batch[i];
+    let size = first.contents.len();
+    let mut j = i + 1;
+    let mut total = size;
+    if first.proto == Proto::Udp && GSO.load(Ordering::Relaxed) {
+        while let Some(t) = batch.get(j) {
+            let fits = t.proto == Proto::Udp
+                && t.destination == first.destination
+                && batch[j - 1].contents.len() == size
+                && t.contents.len() <= size
+                && j - i < MAX_SEGMENTS
+                && total + t.contents.len() <= MAX_SEGMENTED_BYTES;
+            if !fits {
+                break;
+            }
+            total += t.contents.len();
+            j += 1;
+        }
+    }
+    j
+}
+
 thread_local! {
     /// What this media thread's peers sent since the thread last went idle ([`media_arbiter`]);
     /// None on every other thread, where sends go out at once.
@@ -730,40 +748,30 @@ struct SendQueue {
 }
 
 impl SendQueue {
-    /// Queue what one pass over a peer produced, cut into runs as [`MediaSocket::send_all`]
-    /// does; ICE-TCP frames go to their connection at once.
+    /// Queue what one pass over a peer produced, cut into runs ([`run_end`]); ICE-TCP frames go
+    /// to their connection at once.
     fn push(&mut self, socket: &Arc<MediaSocket>, batch: &mut Vec<Transmit>, reply_from: &ReplyFrom) {
         if self.socket.as_ref().is_some_and(|s| !Arc::ptr_eq(s, socket)) {
             self.flush();
         }
-        let gso = GSO.load(Ordering::Relaxed);
-        let mut rest = batch.drain(..).peekable();
-        while let Some(first) = rest.next() {
-            if first.proto == Proto::Tcp {
-                socket.send(first, None);
-                continue;
+        // The runs first (over the batch as it is), then the datagrams move into the queue.
+        let (mut i, mut start) = (0, self.datagrams.len());
+        while i < batch.len() {
+            let j = run_end(batch, i);
+            let t = &batch[i];
+            if t.proto == Proto::Udp {
+                let bytes = batch[i..j].iter().map(|t| t.contents.len()).sum();
+                self.runs.push(Run { start, len: j - i, from: reply_from.get(t.destination), bytes });
+                start += j - i;
             }
-            let (start, size, to) = (self.datagrams.len(), first.contents.len(), first.destination);
-            let mut bytes = size;
-            let from = reply_from.get(to);
-            self.datagrams.push(first);
-            while let Some(t) = rest.peek().filter(|_| gso) {
-                let prev = self.datagrams.last().map_or(0, |p| p.contents.len());
-                let fits = t.proto == Proto::Udp
-                    && t.destination == to
-                    && prev == size
-                    && t.contents.len() <= size
-                    && self.datagrams.len() - start < MAX_SEGMENTS
-                    && bytes + t.contents.len() <= MAX_SEGMENTED_BYTES;
-                if !fits {
-                    break;
-                }
-                bytes += t.contents.len();
-                self.datagrams.extend(rest.next());
-            }
-            self.runs.push(Run { start, len: self.datagrams.len() - start, from, bytes });
+            i = j;
         }
-        drop(rest);
+        for t in batch.drain(..) {
+            match t.proto {
+                Proto::Udp => self.datagrams.push(t),
+                Proto::Tcp => socket.send_tcp(t.destination, t.contents),
+            }
+        }
         if self.runs.is_empty() {
             return;
         }
@@ -828,16 +836,7 @@ impl SendQueue {
                     // sends (sent from the routing table's choice of address when its own is
                     // gone, one by one where segments are refused).
                     let r = &self.runs[i];
-                    let run = &self.datagrams[r.start..r.start + r.len];
-                    let size = run[0].contents.len();
-                    if !(r.len >= 2
-                        && GSO.load(Ordering::Relaxed)
-                        && socket.send_segmented(run, size, r.from))
-                    {
-                        for t in run {
-                            socket.send_one_udp(t, r.from);
-                        }
-                    }
+                    socket.send_run(&self.datagrams[r.start..r.start + r.len], r.from);
                     i += 1;
                 }
             }
