@@ -262,9 +262,10 @@ pub struct Cli {
     /// when the machine's CPU is contended (BENCHMARKS.md, "Sends batched per media thread")
     #[arg(long, env = "SLUICE_BATCHED_SENDS")]
     pub batched_sends: bool,
-    /// How long video sent to a viewer is kept to answer its retransmission requests (NACK),
-    /// in ms, up to 128 packets: shorter saves memory (500: ~20 KB per viewer at 600 kbit/s)
-    /// and repairs less on very lossy links [default: 3000]
+    /// How long video sent to a viewer is kept to answer its retransmission requests (NACK)
+    /// once it has sent one, in ms, up to 128 packets (until its first NACK: 500 ms, or this if
+    /// shorter). Shorter saves memory on lossy viewers and repairs less on very lossy links
+    /// [default: 3000]
     #[arg(long, env = "SLUICE_NACK_HISTORY_MS", value_parser = clap::value_parser!(u64).range(NACK_HISTORY_MS))]
     pub nack_history_ms: Option<u64>,
     /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).

@@ -25,10 +25,9 @@ use crate::video_rate::VideoStats;
 /// str0m's ~430-byte packet record, so 128 packets cost ~55 KB per viewer. 128 packets are 0.5 s
 /// of video at 2.5 Mbit/s; below that the age ([`set_nack_history`]) bounds the history first.
 const SEND_BUFFER_VIDEO: usize = 128;
-/// How long sent video packets are kept to answer NACKs, in ms (`--nack-history-ms`; default
-/// [`DEFAULT_NACK_HISTORY_MS`]). str0m's history grows only to what this age holds: at
-/// 600 kbit/s (~95 video packets/s) 500 ms hold ~50 records instead of 128, ~20 KB less per
-/// viewer.
+/// How long sent video packets are kept to answer NACKs once the viewer has asked for one, in
+/// ms (`--nack-history-ms`; default [`DEFAULT_NACK_HISTORY_MS`]); before, the history is
+/// [`NACK_HISTORY_CLEAN_MS`]. str0m's history grows only to what this age holds.
 static NACK_HISTORY_MS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(DEFAULT_NACK_HISTORY_MS);
 /// str0m's own default. Measured (BENCHMARKS.md, "NACK history"): with 500 ms (Janus's
@@ -36,6 +35,15 @@ static NACK_HISTORY_MS: std::sync::atomic::AtomicU64 =
 /// packet whose NACK or retransmission was lost again is asked for several times, and a
 /// shorter history answers fewer of the later rounds.
 pub const DEFAULT_NACK_HISTORY_MS: u64 = 3000;
+
+/// How long a viewer's sent video is kept until the viewer first asks for a packet again (ms).
+/// A viewer on a clean link never does, and 500 ms hold ~85 records at 600 kbit/s (a keyframe's
+/// burst included) instead of 128: 17 KB less per viewer, and no byte history for the resend
+/// guard (4 KB). The first round of NACKs for a loss comes one round trip after
+/// the packet, so this answers it for round trips up to ~450 ms; the first NACK seen in the
+/// viewer's once-a-second counters switches it to the full history ([`NACK_HISTORY_MS`]),
+/// which answers the later rounds that a lossy link needs (BENCHMARKS.md, "NACK history").
+const NACK_HISTORY_CLEAN_MS: u64 = 500;
 
 /// Keep sent video packets this long to answer NACKs (at most [`SEND_BUFFER_VIDEO`] of them).
 pub fn set_nack_history(ms: u64) {
@@ -258,6 +266,7 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
             seq: [rand::random::<u16>() as u64 & 0x7fff, rand::random::<u16>() as u64 & 0x7fff],
             connected: false,
             rids: Vec::new(),
+            nacked: false,
             early_nomination: Some(local_pass),
         },
         answer_sdp,
@@ -326,6 +335,7 @@ impl PullOffer {
                 seq: [0, 0],
                 connected: false,
                 rids: Vec::new(),
+                nacked: false,
                 early_nomination: None, // here we are the controlling side
             },
             video: media.video,
@@ -395,6 +405,9 @@ pub struct Peer {
     rids: Vec<str0m::media::Rid>,
     /// Our ICE password while the browser has not nominated a pair yet (see [`nominate_early`]).
     early_nomination: Option<String>,
+    /// Subscriber side: the viewer has asked for video again (a NACK), so its history is the
+    /// full one ([`Peer::bound_nack_history`]).
+    nacked: bool,
 }
 
 impl Peer {
@@ -402,14 +415,20 @@ impl Peer {
         self.connected
     }
 
-    /// Keep the video packets a viewer may ask again for [`NACK_HISTORY_MS`]: str0m's history
-    /// grows only as far as that age needs (BENCHMARKS.md, "NACK history").
-    /// str0m's guard against resend storms (resends above 15 % of the bytes sent are dropped)
-    /// stays on.
+    /// Keep the video packets a viewer may ask again for: [`NACK_HISTORY_CLEAN_MS`] until it
+    /// first asks, then [`NACK_HISTORY_MS`]. str0m's history grows only as far as that age
+    /// needs (BENCHMARKS.md, "NACK history"). With the full history, str0m's guard against
+    /// resend storms (resends above 15 % of the bytes sent are dropped) is on; before, there is
+    /// nothing to resend and no need for the byte history the guard keeps (a record per packet).
+    /// str0m starts a new history on each call: the packets of the short one are not kept.
     fn bound_nack_history(&mut self, mid: Mid) {
-        let age = Duration::from_millis(NACK_HISTORY_MS.load(std::sync::atomic::Ordering::Relaxed));
+        let full = NACK_HISTORY_MS.load(std::sync::atomic::Ordering::Relaxed);
+        let (ms, cap) = match self.nacked || full <= NACK_HISTORY_CLEAN_MS {
+            true => (full, Some(0.15)),
+            false => (NACK_HISTORY_CLEAN_MS, None),
+        };
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
-            tx.set_rtx_cache(SEND_BUFFER_VIDEO, age, Some(0.15));
+            tx.set_rtx_cache(SEND_BUFFER_VIDEO, Duration::from_millis(ms), cap);
         }
     }
 
@@ -559,6 +578,10 @@ impl Peer {
                     }
                     Event::MediaEgressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
                         let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
+                        if n > 0 && !self.nacked {
+                            self.nacked = true;
+                            self.bound_nack_history(s.mid);
+                        }
                         let lost = s.remote.map(|r| r.packets_lost);
                         event(PeerEvent::VideoStats(video_stats([b, p, n, pl, f], lost, s.loss, s.rtt)))
                     }
