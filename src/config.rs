@@ -263,9 +263,9 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_BATCHED_SENDS")]
     pub batched_sends: bool,
     /// How long video sent to a viewer is kept to answer its retransmission requests (NACK)
-    /// once it has sent one, in ms, up to 128 packets (until its first NACK: 500 ms, or this if
-    /// shorter). Shorter saves memory on lossy viewers and repairs less on very lossy links
-    /// [default: 3000]
+    /// once it has sent one (from the next keyframe on), in ms, up to 128 packets (before: 500
+    /// ms, or this if shorter). Shorter saves memory on lossy viewers and repairs less on very
+    /// lossy links [default: 3000]
     #[arg(long, env = "SLUICE_NACK_HISTORY_MS", value_parser = clap::value_parser!(u64).range(NACK_HISTORY_MS))]
     pub nack_history_ms: Option<u64>,
     /// Join a cluster: the Redis every node shares (`redis://[:password@]host:6379[/db]`).

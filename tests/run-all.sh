@@ -55,41 +55,38 @@ echo "== npm packages (tests/)"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 
 # The build users run (`cargo run --release`), in a target folder of its own, with pkg-config
-# pointed at an empty folder: it proves no system library is needed. Its binary, kept aside as
-# target/fresh/sluice-user (the workspace build below may relink target/fresh/release/sluice
-# with the dependency features the other members and the tests add), is the one the browser,
-# topology, slow-viewer and cluster tests start, exactly as `cargo run --release` builds it.
+# pointed at an empty folder: it proves no system library is needed. Its binary is the one the
+# topology tests start exactly as `cargo run --release` does.
 echo "== release build with no system libraries visible (PKG_CONFIG_LIBDIR empty, target/fresh)"
 empty_pc="$(mktemp -d)"
 PKG_CONFIG_LIBDIR="$empty_pc" PKG_CONFIG_PATH="" cargo build --release --locked --bin sluice --target-dir target/fresh
 rmdir "$empty_pc"
-cp target/fresh/release/sluice target/fresh/sluice-user
-bin="$PWD/target/fresh/sluice-user"
 
-# The Rust tests build in release too, in the same target folder: the dependencies are compiled
-# once for both (a separate debug build of the workspace took another 7 minutes of CI's 45), and
-# the servers the tests start are the optimized build users run.
-echo "== cargo build (release, all targets)"
-cargo build --release --locked --workspace --all-targets --target-dir target/fresh
+# A run from a clean clone never rebuilds incrementally: the incremental caches would only
+# double what the build writes to disk.
+export CARGO_INCREMENTAL=0
 
-echo "== cargo test (release)"
-cargo test --release --locked --workspace --target-dir target/fresh
+echo "== cargo build"
+cargo build --locked --workspace --all-targets
+
+echo "== cargo test"
+cargo test --locked --workspace
 
 echo "== load tool smoke run (figures are printed, not asserted; it fails if viewers get no media)"
-target/fresh/release/sluice-bench --spawn "$bin" --subscribers 4 --step 2 --step-secs 1 --duration 60
+target/debug/sluice-bench --spawn target/debug/sluice --subscribers 4 --step 2 --step-secs 1 --duration 60
 
 # The release binary, as users run it: on a slower 2-core machine the debug server's share of
 # the CPU (720p re-encoding beside two Chromiums) starved the viewers of realworld.spec and
 # player.spec (first estimate 1.8 Mbit/s, an RTMP viewer at 0.75 fps, the small simulcast layer).
 echo "== browser tests"
-SLUICE_BIN="$bin" bash tests/browser/run.sh
+SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/browser/run.sh
 
 echo "== topology tests: two network namespaces, the release binary with no flags, then 1:1 NAT, then loss on both legs"
-LOSSY_WINDOW_MS=10000 SLUICE_BIN="$bin" bash tests/topology/run.sh defaults nat lossy
+LOSSY_WINDOW_MS=10000 SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/run.sh defaults nat lossy
 
 echo "== slow viewers: simulcast and bandwidth estimation, viewers behind tc limits (namespaces)"
-SLUICE_BIN="$bin" bash tests/slow-viewers/run.sh
+SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/slow-viewers/run.sh
 
 echo "== cluster topology: three nodes in three network namespaces on a bridge, redis-server, Chromium"
-SLUICE_BIN="$bin" bash tests/topology/cluster.sh
+SLUICE_BIN="$PWD/target/fresh/release/sluice" bash tests/topology/cluster.sh
 echo "== all tests passed"

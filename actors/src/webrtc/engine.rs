@@ -38,11 +38,11 @@ pub const DEFAULT_NACK_HISTORY_MS: u64 = 3000;
 
 /// How long a viewer's sent video is kept until the viewer first asks for a packet again (ms).
 /// A viewer on a clean link never does, and 500 ms hold ~85 records at 600 kbit/s (a keyframe's
-/// burst included) instead of 128: 17 KB less per viewer, and no byte history for the resend
-/// guard (4 KB). The first round of NACKs for a loss comes one round trip after
-/// the packet, so this answers it for round trips up to ~450 ms; the first NACK seen in the
-/// viewer's once-a-second counters switches it to the full history ([`NACK_HISTORY_MS`]),
-/// which answers the later rounds that a lossy link needs (BENCHMARKS.md, "NACK history").
+/// burst included) instead of 128: 17 KB less per viewer. The first round of NACKs for a loss
+/// comes one round trip after the packet, so this answers it for round trips up to ~450 ms.
+/// Once the viewer's once-a-second counters show a NACK, the next keyframe it is sent switches
+/// it to the full history ([`NACK_HISTORY_MS`]), which answers the later rounds that a lossy
+/// link needs (BENCHMARKS.md, "NACK history", "Session 12").
 const NACK_HISTORY_CLEAN_MS: u64 = 500;
 
 /// Keep sent video packets this long to answer NACKs (at most [`SEND_BUFFER_VIDEO`] of them).
@@ -267,6 +267,7 @@ pub fn negotiate(offer_sdp: &str, role: Role, cands: &Candidates) -> Result<Nego
             connected: false,
             rids: Vec::new(),
             nacked: false,
+            full_history: false,
             early_nomination: Some(local_pass),
         },
         answer_sdp,
@@ -336,6 +337,7 @@ impl PullOffer {
                 connected: false,
                 rids: Vec::new(),
                 nacked: false,
+                full_history: false,
                 early_nomination: None, // here we are the controlling side
             },
             video: media.video,
@@ -405,9 +407,10 @@ pub struct Peer {
     rids: Vec<str0m::media::Rid>,
     /// Our ICE password while the browser has not nominated a pair yet (see [`nominate_early`]).
     early_nomination: Option<String>,
-    /// Subscriber side: the viewer has asked for video again (a NACK), so its history is the
-    /// full one ([`Peer::bound_nack_history`]).
+    /// Subscriber side: the viewer has asked for video again (a NACK), and whether its history
+    /// is the full one yet ([`Peer::bound_nack_history`]).
     nacked: bool,
+    full_history: bool,
 }
 
 impl Peer {
@@ -417,18 +420,18 @@ impl Peer {
 
     /// Keep the video packets a viewer may ask again for: [`NACK_HISTORY_CLEAN_MS`] until it
     /// first asks, then [`NACK_HISTORY_MS`]. str0m's history grows only as far as that age
-    /// needs (BENCHMARKS.md, "NACK history"). With the full history, str0m's guard against
-    /// resend storms (resends above 15 % of the bytes sent are dropped) is on; before, there is
-    /// nothing to resend and no need for the byte history the guard keeps (a record per packet).
-    /// str0m starts a new history on each call: the packets of the short one are not kept.
+    /// needs (BENCHMARKS.md, "NACK history"). str0m starts a new history on each call, so the
+    /// switch is made just before a keyframe is written ([`Peer::write_frame`]): the packets
+    /// the short history loses then are ones the viewer's decoder no longer needs. str0m's
+    /// guard against resend storms (resends above 15 % of the bytes sent in the last second are
+    /// dropped) is on from the start: it keeps its byte history across the call, where one
+    /// started at the switch would count a lossy viewer's first resends against a few packets
+    /// sent and drop them.
     fn bound_nack_history(&mut self, mid: Mid) {
         let full = NACK_HISTORY_MS.load(std::sync::atomic::Ordering::Relaxed);
-        let (ms, cap) = match self.nacked || full <= NACK_HISTORY_CLEAN_MS {
-            true => (full, Some(0.15)),
-            false => (NACK_HISTORY_CLEAN_MS, None),
-        };
+        let ms = if self.full_history { full } else { full.min(NACK_HISTORY_CLEAN_MS) };
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
-            tx.set_rtx_cache(SEND_BUFFER_VIDEO, Duration::from_millis(ms), cap);
+            tx.set_rtx_cache(SEND_BUFFER_VIDEO, Duration::from_millis(ms), Some(0.15));
         }
     }
 
@@ -578,10 +581,7 @@ impl Peer {
                     }
                     Event::MediaEgressStats(s) if Some(s.mid) == self.video_mid && s.rid.is_none() => {
                         let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
-                        if n > 0 && !self.nacked {
-                            self.nacked = true;
-                            self.bound_nack_history(s.mid);
-                        }
+                        self.nacked |= n > 0;
                         let lost = s.remote.map(|r| r.packets_lost);
                         event(PeerEvent::VideoStats(video_stats([b, p, n, pl, f], lost, s.loss, s.rtt)))
                     }
@@ -633,6 +633,10 @@ impl Peer {
             }
         };
         let Some(pt) = pt else { return Ok(false) };
+        if frame.keyframe && self.nacked && !self.full_history && Some(mid) == self.video_mid {
+            self.full_history = true;
+            self.bound_nack_history(mid);
+        }
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return Ok(false);
