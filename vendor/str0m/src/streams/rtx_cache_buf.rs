@@ -26,6 +26,10 @@ pub struct EvictingBuffer<T> {
     next_evict: Option<u64>,
     // Last timeout when we evicted elements.
     last_timeout: Instant,
+    // sluice: the size the buffer is allocated with on its first push. A stream's cache is made
+    // when the stream is declared and again when its size is set, and an audio stream's is never
+    // pushed to: allocating on first use saves the unused slots.
+    initial_size: usize,
 }
 
 /// Entry in the buffer to keep track of position and time separately.
@@ -53,12 +57,13 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            buf: Vec::new(),
             max_age,
             max_size,
             last_position: None,
             next_evict: None,
             last_timeout: already_happened(),
+            initial_size,
         }
     }
 
@@ -75,6 +80,9 @@ impl<T> EvictingBuffer<T> {
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
     pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
+        if self.buf.is_empty() && !self.max_age.is_zero() {
+            self.buf = prepare_buf(self.initial_size);
+        }
         if self.is_inert() {
             return;
         }
@@ -134,6 +142,7 @@ impl<T> EvictingBuffer<T> {
         None
     }
 
+    #[allow(unused)] // sluice: the cache reads its compact records through `get`.
     pub fn get_mut(&mut self, position: u64) -> Option<&mut T> {
         if self.is_inert() {
             return None;

@@ -6,6 +6,9 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
+/// sluice: what an emptied queue keeps (a delta frame's packets at the bitrates we forward).
+const SHRUNK_QUEUE_CAPACITY: usize = 8;
+
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
@@ -74,6 +77,13 @@ impl SendQueue {
         let queue_time = now - packet.timestamp;
         self.total.decrease(now, packet.payload.len(), queue_time);
         self.last_emitted = Some(now);
+
+        // sluice: a keyframe grows the queue to its packets (408 bytes each), and a video stream
+        // sent without pacing empties it at once: give that back rather than hold it for the
+        // next keyframe, per viewer.
+        if self.queue.is_empty() && self.queue.capacity() > SHRUNK_QUEUE_CAPACITY {
+            self.queue.shrink_to(SHRUNK_QUEUE_CAPACITY);
+        }
 
         Some(packet)
     }
