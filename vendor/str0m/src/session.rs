@@ -56,6 +56,13 @@ const MAX_PENDING_RRTRS: usize = 300;
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
 
+thread_local! {
+    /// sluice: where `poll_packet` writes a packet before it is encrypted, one per thread. It
+    /// was a 2,000-byte `Vec` in each `Session`, that is per peer. Nothing in `poll_packet`
+    /// polls another session, so the borrow is never taken twice.
+    static POLL_PACKET_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 2000]);
+}
+
 pub(crate) struct Session {
     id: SessionId,
 
@@ -106,8 +113,7 @@ pub(crate) struct Session {
     pacer: PacerImpl,
     pacer_control: PacerControl,
 
-    // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
-    poll_packet_buf: Vec<u8>,
+    // sluice: the temporary buffer for the next (unencrypted) RTP packet is POLL_PACKET_BUF.
 
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
@@ -207,7 +213,6 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            poll_packet_buf: vec![0; 2000],
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -994,6 +999,12 @@ impl Session {
             }
         }
 
+        // sluice: an `Rtcp` is 1,040 bytes, and a receiver report with its extended reports
+        // grew this queue to 4 of them, held per peer between reports: give it back.
+        if self.feedback_rx.capacity() > 0 {
+            self.feedback_rx = VecDeque::new();
+        }
+
         // Not in the above if due to lifetime issues, still okay because the method
         // doesn't do anything when BWE isn't configured.
         if need_configure_pacer {
@@ -1211,6 +1222,12 @@ impl Session {
 
         let len = Rtcp::write_packet(&mut self.feedback_tx, &mut data, output);
 
+        // sluice: as feedback_rx in handle_rtcp: the sender reports and SDES of each sending
+        // stream grew this queue to 4 `Rtcp`s (4 KB), held per peer between reports.
+        if self.feedback_tx.is_empty() && self.feedback_tx.capacity() > 0 {
+            self.feedback_tx = VecDeque::new();
+        }
+
         if len == 0 {
             return None;
         }
@@ -1239,7 +1256,6 @@ impl Session {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
             return None;
         };
-        let buf = &mut self.poll_packet_buf;
         let twcc_seq = self.twcc;
 
         let params = &self.codec_config;
@@ -1250,52 +1266,55 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        // sluice: one buffer per thread instead of 2 KB per peer (POLL_PACKET_BUF).
+        POLL_PACKET_BUF.with_borrow_mut(|buf| {
+            let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
 
-        let PacketReceipt {
-            header,
-            seq_no,
-            is_padding,
-            payload_size,
-        } = receipt;
+            let PacketReceipt {
+                header,
+                seq_no,
+                is_padding,
+                payload_size,
+            } = receipt;
 
-        trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
+            trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
 
-        #[cfg(feature = "_internal_dont_use_log_stats")]
-        {
-            let kind = if is_padding { "padding" } else { "media" };
+            #[cfg(feature = "_internal_dont_use_log_stats")]
+            {
+                let kind = if is_padding { "padding" } else { "media" };
 
-            crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
-        }
+                crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
+            }
 
-        self.pacer.register_send(now, payload_size.into(), midrid);
+            self.pacer.register_send(now, payload_size.into(), midrid);
 
-        if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
-        }
+            if let Some(raw_packets) = &mut self.raw_packets {
+                raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+            let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
 
-        if twcc_enabled {
-            let packet_id = if let Some(cluster) = cluster_id {
-                TwccPacketId::with_cluster(twcc_seq, cluster)
-            } else {
-                TwccPacketId::new(twcc_seq)
-            };
-            self.twcc_tx_register
-                .register_seq(packet_id, now, payload_size);
-        }
+            if twcc_enabled {
+                let packet_id = if let Some(cluster) = cluster_id {
+                    TwccPacketId::with_cluster(twcc_seq, cluster)
+                } else {
+                    TwccPacketId::new(twcc_seq)
+                };
+                self.twcc_tx_register
+                    .register_seq(packet_id, now, payload_size);
+            }
 
-        // Update BWE subsystem
-        if let Some(bwe) = self.bwe.as_mut() {
-            bwe.on_media_sent(payload_size.into(), is_padding, now);
-        }
+            // Update BWE subsystem
+            if let Some(bwe) = self.bwe.as_mut() {
+                bwe.on_media_sent(payload_size.into(), is_padding, now);
+            }
 
-        if !is_padding && !header.ssrc.is_probe() {
-            self.media_bytes_tx += payload_size as u64;
-        }
+            if !is_padding && !header.ssrc.is_probe() {
+                self.media_bytes_tx += payload_size as u64;
+            }
 
-        Some(protected.into())
+            Some(protected.into())
+        })
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
