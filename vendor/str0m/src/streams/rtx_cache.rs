@@ -20,7 +20,8 @@ pub(crate) struct RtxCache {
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
-    seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+    // sluice: made on the first cached packet (640 bytes an audio stream never uses).
+    seq_no_by_quantized_size: Option<Box<[SeqNo; RTX_CACHE_QUANTIZE_SLOTS]>>,
 
     // sluice: the packet last asked for, rebuilt from its compact record (see HeldPacket);
     // made on the first ask (a clean link never asks).
@@ -141,7 +142,7 @@ impl RtxCache {
     pub fn new(max_packet_count: usize, max_packet_age: Duration) -> Self {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
-            seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            seq_no_by_quantized_size: None,
             scratch: None,
         }
     }
@@ -150,8 +151,11 @@ impl RtxCache {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
-        self.packet_by_seq_no.push(*seq_no, now, HeldPacket::new(packet));
-        self.seq_no_by_quantized_size[quantized_size] = seq_no;
+        self.packet_by_seq_no
+            .push(*seq_no, now, HeldPacket::new(packet));
+        self.seq_no_by_quantized_size
+            .get_or_insert_with(|| Box::new([SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS]))
+            [quantized_size] = seq_no;
         self.remove_old_packets(now);
     }
 
@@ -166,7 +170,9 @@ impl RtxCache {
 
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
         let held = self.packet_by_seq_no.get(*seq_no)?;
-        let scratch = self.scratch.get_or_insert_with(|| Box::new(RtpPacket::blank()));
+        let scratch = self
+            .scratch
+            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
         held.restore_into(scratch);
         Some(scratch.as_mut())
     }
@@ -174,13 +180,13 @@ impl RtxCache {
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
         let quantized_size = max_size / RTX_CACHE_SIZE_QUANTIZER;
 
-        let seq_no = self.seq_no_by_quantized_size[..quantized_size]
+        let seq_no = *self.seq_no_by_quantized_size.as_ref()?[..quantized_size]
             .iter()
             .rev()
             .filter(|seq_no| !seq_no.is_max())
             .find(|seq_no| self.packet_by_seq_no.contains(***seq_no))?;
 
-        self.get_cached_packet_by_seq_no(*seq_no)
+        self.get_cached_packet_by_seq_no(seq_no)
     }
 
     fn remove_old_packets(&mut self, now: Instant) {
@@ -194,7 +200,7 @@ impl RtxCache {
 
     pub(crate) fn clear(&mut self) {
         self.packet_by_seq_no.clear();
-        self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
+        self.seq_no_by_quantized_size = None;
     }
 }
 
@@ -268,11 +274,20 @@ mod test {
             rtx_cache.packet_by_seq_no.get(9).unwrap().header,
             HeldHeader::Full(_)
         ));
-        assert_eq!(Some(&mut plain), rtx_cache.get_cached_packet_by_seq_no(7.into()));
+        assert_eq!(
+            Some(&mut plain),
+            rtx_cache.get_cached_packet_by_seq_no(7.into())
+        );
         with_mid.header.ext_vals.mid = None;
         with_mid.header.ext_vals.rid = None;
-        assert_eq!(Some(&mut with_mid), rtx_cache.get_cached_packet_by_seq_no(8.into()));
-        assert_eq!(Some(&mut with_ext), rtx_cache.get_cached_packet_by_seq_no(9.into()));
+        assert_eq!(
+            Some(&mut with_mid),
+            rtx_cache.get_cached_packet_by_seq_no(8.into())
+        );
+        assert_eq!(
+            Some(&mut with_ext),
+            rtx_cache.get_cached_packet_by_seq_no(9.into())
+        );
         assert_eq!(Some(8), rtx_cache.cached_payload_len(9.into()));
         assert_eq!(None, rtx_cache.cached_payload_len(10.into()));
     }

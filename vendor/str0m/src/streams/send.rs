@@ -139,7 +139,9 @@ pub struct StreamTx {
     padding: usize,
 
     /// Dummy packet for resends. Used between poll_packet and poll_packet_padding
-    blank_packet: RtpPacket,
+    // sluice: made on first use (408 bytes; most streams never send blank padding). Its SSRC is
+    // never what goes out: a blank packet is sent on the RTX SSRC, or 0 for a probe.
+    blank_packet: Option<Box<RtpPacket>>,
 
     /// Cache of sent packets to be able to answer to NACKs as well as
     /// sending spurious resends as padding.
@@ -378,7 +380,7 @@ impl StreamTx {
             unpaced: None,
             resends: VecDeque::new(),
             padding: 0,
-            blank_packet: RtpPacket::blank(),
+            blank_packet: None,
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
@@ -968,7 +970,9 @@ impl StreamTx {
             self.seq_no_rtx.inc()
         };
 
-        let pkt = &mut self.blank_packet;
+        let pkt = &mut **self
+            .blank_packet
+            .get_or_insert_with(|| Box::new(RtpPacket::blank()));
         pkt.seq_no = seq_no;
         // Unwrap here is correct because self.padding_enabled() above checks the we got the PT set.
         pkt.header.payload_type = self.pt_for_padding.unwrap();
@@ -1344,7 +1348,9 @@ impl StreamTx {
         self.last_sender_report = already_happened();
 
         // Reset blank packet's SSRC
-        self.blank_packet.header.ssrc = new_ssrc;
+        if let Some(blank) = self.blank_packet.as_mut() {
+            blank.header.ssrc = new_ssrc;
+        }
 
         // Clear any pending requests
         self.pending_request_keyframe = None;
