@@ -874,6 +874,31 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub use error::RtcError;
 
+thread_local! {
+    /// sluice: the buffer DTLS output is read into, one per thread. It was a 2,000-byte `Vec` in
+    /// each `Rtc`, that is per peer.
+    static DTLS_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// sluice: [`DTLS_BUF`] while one `Rtc` reads DTLS output into it; put back when dropped, on
+/// every way out of the read loop. Should a second borrow ever happen on the thread, it gets
+/// a new buffer.
+struct DtlsBuf(Vec<u8>);
+
+impl DtlsBuf {
+    fn take() -> Self {
+        let mut buf = DTLS_BUF.take();
+        buf.resize(2000, 0);
+        DtlsBuf(buf)
+    }
+}
+
+impl Drop for DtlsBuf {
+    fn drop(&mut self) {
+        DTLS_BUF.set(std::mem::take(&mut self.0));
+    }
+}
+
 /// Instance that does WebRTC. Main struct of the entire library.
 ///
 /// ## Usage
@@ -917,7 +942,6 @@ pub struct Rtc {
     ice: IceAgent,
     dtls: Dtls,
     dtls_connected: bool,
-    dtls_buf: Vec<u8>,
     next_dtls_timeout: Option<Instant>,
     sctp: RtcSctp,
     chan: ChannelHandler,
@@ -1295,7 +1319,6 @@ impl Rtc {
             )
             .expect("DTLS to init without problem"),
             dtls_connected: false,
-            dtls_buf: vec![0; 2000],
             next_dtls_timeout: None,
             session,
             sctp,
@@ -1686,8 +1709,9 @@ impl Rtc {
 
         // Poll DTLS output - collect packets, handle events
         let mut just_connected = false;
+        let mut dtls_buf = DtlsBuf::take();
         loop {
-            match self.dtls.poll_output(&mut self.dtls_buf) {
+            match self.dtls.poll_output(&mut dtls_buf.0) {
                 DtlsOutput::Packet(_) => {
                     unreachable!("We don't expect DTLS packets here since we use poll_packet");
                 }

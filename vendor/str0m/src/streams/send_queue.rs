@@ -6,9 +6,6 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
-/// sluice: what an emptied queue keeps (a delta frame's packets at the bitrates we forward).
-const SHRUNK_QUEUE_CAPACITY: usize = 8;
-
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
@@ -78,11 +75,11 @@ impl SendQueue {
         self.total.decrease(now, packet.payload.len(), queue_time);
         self.last_emitted = Some(now);
 
-        // sluice: a keyframe grows the queue to its packets (408 bytes each), and a video stream
-        // sent without pacing empties it at once: give that back rather than hold it for the
-        // next keyframe, per viewer.
-        if self.queue.is_empty() && self.queue.capacity() > SHRUNK_QUEUE_CAPACITY {
-            self.queue.shrink_to(SHRUNK_QUEUE_CAPACITY);
+        // sluice: a keyframe grows the queue to its packets (408 bytes each), and a stream sent
+        // without pacing empties it at once: give that back rather than hold it for the next
+        // frame, per viewer and stream (a frame's packets cost one allocation).
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
         }
 
         Some(packet)
