@@ -87,12 +87,19 @@ fn collect(core: &Core, turn: &TurnRest, names: StreamNames) -> prometheus::Resu
     r.register(Box::new(streams))?;
     let viewers: i64 = viewers_by_stream.values().sum();
     // Measured video of the WebRTC peers (their once-a-second reports, `crate::video_rate`).
-    let (mut nacks, mut lost) = (0u64, 0u64);
+    let (mut nacks, mut lost, mut full_history) = (0u64, 0u64, 0i64);
     for m in all.iter().filter(|s| !s.published).filter_map(|s| s.metrics.as_ref()) {
         nacks += m.nack;
         lost += m.lost_packets;
+        full_history += i64::from(m.nack_history_full);
     }
     gauge(&r, "sluice_viewers_video_nacks", "NACKs received from the current viewers", nacks as i64)?;
+    gauge(
+        &r,
+        "sluice_viewers_full_nack_history",
+        "Current viewers that keep the full NACK history (they asked for a resend; the others keep 500 ms)",
+        full_history,
+    )?;
     gauge(&r, "sluice_viewers_video_lost_packets", "Packets the current viewers reported lost", lost as i64)?;
     if names.0 {
         let opts = |n: &str, h: &str| Opts::new(n, h);

@@ -19,7 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 
 import { sleep } from '../browser/harness.mjs';
-import { TEST_TIMEOUT_MS, env, playOnPlayerPage, publishFromIndex, topoFixture, waitForText } from './lib.mjs';
+import { PORTS, TEST_TIMEOUT_MS, env, playOnPlayerPage, publishFromIndex, topoFixture, waitForText } from './lib.mjs';
 
 const { url, host } = env();
 const [SRV_NS, CLI_NS] = (process.env.TOPO_NETNS || '').split(' ');
@@ -119,6 +119,21 @@ function resetGapMeter(page) {
     });
 }
 
+/**
+ * The server's count of viewers on the full NACK history (/metrics on the REST port, with the
+ * API key run.sh gave the server): a viewer keeps 500 ms of sent video until it asks for a
+ * resend, the full history from the next keyframe sent to it.
+ */
+async function fullNackHistory(browser) {
+    const metricsUrl = `https://${host}:${PORTS.restHttps}/metrics`;
+    const res = await browser.context.request.get(metricsUrl, { headers: { Authorization: `Bearer ${process.env.TOPO_API_KEY}` } });
+    const text = await res.text();
+    assert.equal(res.status(), 200, `GET ${metricsUrl}: ${text.slice(0, 200)}`);
+    const m = text.match(/^sluice_viewers_full_nack_history (\d+)$/m);
+    assert.ok(m, `no sluice_viewers_full_nack_history on ${metricsUrl}`);
+    return Number(m[1]);
+}
+
 const delta = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, +(b[k] - (a[k] || 0)).toFixed(3)]));
 
 let fx;
@@ -169,6 +184,7 @@ test('a browser viewer keeps playing under loss, delay and reordering; NACK/RTX 
                 publisherRtx: p['out.retransmittedPacketsSent'],
                 publisherPli: p['out.pliCount'] + p['out.firCount'],
                 publisherFps: +(p['out.framesEncoded'] / secs).toFixed(1),
+                viewersOnFullNackHistory: await fullNackHistory(b.view),
             };
             results.push(r);
             t.diagnostic(`LOSSY ${JSON.stringify(r)}`);
@@ -179,6 +195,15 @@ test('a browser viewer keeps playing under loss, delay and reordering; NACK/RTX 
                 assert.ok(r.viewerNacks > 0 && r.viewerRtx > 0,
                     `${label}: the viewer's NACKs were not answered with retransmissions: ${JSON.stringify(r)}`);
             }
+        }
+        // The viewer has asked for resends (asserted above), and keyframes came (the server asks
+        // the publisher for them): its history is the full one by the end of the lossy windows.
+        // (The streamer page's preview is a second viewer on the same lossy leg: the count is
+        // 2 when it has switched too.)
+        const lossy = results.filter((r) => r.condition !== 'clean');
+        if (lossy.length > 0) {
+            assert.ok(lossy[lossy.length - 1].viewersOnFullNackHistory >= 1,
+                `no viewer switched to the full NACK history: ${JSON.stringify(lossy)}`);
         }
         impair({ loss: 0 }, netem);
         await streamer.click('#publishBtn');

@@ -257,7 +257,8 @@ scenario_nat() {
 # windows; its figures in BENCHMARKS.md; LOSSY_WINDOW_MS sets each window).
 scenario_lossy() {
     command -v tc >/dev/null || { echo "topology: tc not found: apt-get install iproute2" >&2; return 1; }
-    start_server lossy || return 1
+    # An API key, as in the NAT scenario: the test reads /metrics from the client's namespace.
+    start_server lossy SLUICE_API_KEY="$API_KEY" || return 1
     run_node lossy tests/topology/lossy.spec.mjs "$SERVER_IP" || return 1
     server_alive
 }

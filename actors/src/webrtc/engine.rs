@@ -350,7 +350,7 @@ impl PullOffer {
 /// A [`VideoStats`] from str0m's ingress or egress counters: bytes, packets, NACKs, PLIs, FIRs.
 fn video_stats(c: [u64; 5], lost: Option<u64>, loss: Option<f32>, rtt: Option<Duration>) -> VideoStats {
     let [bytes, packets, nacks, plis, firs] = c;
-    VideoStats { bytes, packets, nacks, plis, firs, lost, loss, rtt }
+    VideoStats { bytes, packets, nacks, plis, firs, lost, loss, rtt, nack_history_full: false }
 }
 
 /// Transport protocol of a datagram: the shared UDP socket or an ICE-TCP connection.
@@ -583,7 +583,9 @@ impl Peer {
                         let (b, p, n, pl, f) = (s.bytes, s.packets, s.nacks, s.plis, s.firs);
                         self.nacked |= n > 0;
                         let lost = s.remote.map(|r| r.packets_lost);
-                        event(PeerEvent::VideoStats(video_stats([b, p, n, pl, f], lost, s.loss, s.rtt)))
+                        let stats = video_stats([b, p, n, pl, f], lost, s.loss, s.rtt);
+                        let stats = VideoStats { nack_history_full: self.full_history, ..stats };
+                        event(PeerEvent::VideoStats(stats))
                     }
                     _ => {}
                 },

@@ -31,6 +31,9 @@ pub struct VideoStats {
     /// Fraction lost in the last report interval (0..1), when known.
     pub loss: Option<f32>,
     pub rtt: Option<Duration>,
+    /// A viewer: its NACK history is the full one (it has asked for a resend, and a keyframe
+    /// has been sent since: `engine::Peer::bound_nack_history`).
+    pub nack_history_full: bool,
 }
 
 /// The report (see the module docs), as it goes on the wire and into the stream object.
@@ -61,6 +64,10 @@ pub struct VideoRate {
     /// The layer a viewer gets: 0 the best (or only) one, 1 and up the smaller simulcast layers or the lower rendition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<u8>,
+    /// A viewer's NACK history is the full one ([`VideoStats::nack_history_full`]): counted
+    /// on /metrics, not sent to clients.
+    #[serde(skip)]
+    pub nack_history_full: bool,
 }
 
 /// Turns successive [`VideoStats`] samples and counted frames into [`VideoRate`]s.
@@ -115,6 +122,7 @@ impl RateMeter {
             audio_rate: self.audio_rate,
             bandwidth_estimate: None,
             layer: None,
+            nack_history_full: s.nack_history_full,
         })
     }
 }
