@@ -450,6 +450,25 @@ export async function expectFramesDecoded(page, selector, { audio = false } = {}
     };
 }
 
+/**
+ * The video in `selector` reaches `want` ([width, height]) within 10 s of the first frames
+ * (`frames`, from expectFramesDecoded). A simulcast publisher's best layer is what a viewer
+ * plays once it flows, but on a loaded machine Chromium may start sending it seconds after the
+ * small one, and the viewer starts on what flows first: the server moves it up.
+ */
+export async function expectVideoSize(t, page, selector, frames, want) {
+    const reached = await page.waitForFunction(([sel, [w, h]]) => {
+        const v = document.querySelector(sel);
+        return v && v.videoWidth === w && v.videoHeight === h;
+    }, [selector, want], { timeout: 10000, polling: 100 }).then(() => true, () => false);
+    const size = await page.$eval(selector, (v) => [v.videoWidth, v.videoHeight]);
+    if (size[0] !== frames.width || size[1] !== frames.height) {
+        t.diagnostic(`${selector}: first frames ${frames.width}x${frames.height}, then ${size[0]}x${size[1]}`);
+    }
+    assert.ok(reached, `${selector} at ${size[0]}x${size[1]} 10 s after its first frames `
+        + `(${frames.width}x${frames.height}), want ${want[0]}x${want[1]}`);
+}
+
 /** POST to the REST API; returns {status, body}. */
 export async function rest(server, path, body = {}) {
     const res = await fetch(server.restUrl(path), {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-    TEST_TIMEOUT_MS, expectFramesDecoded, fixture, peerConnectionStates, recordSignalling, rest, textOf, waitForFrames,
+    TEST_TIMEOUT_MS, expectFramesDecoded, expectVideoSize, fixture, peerConnectionStates, recordSignalling, rest, textOf, waitForFrames,
     waitForText,
 } from './harness.mjs';
 
@@ -66,7 +66,7 @@ test('streamer publishes, previews with frames decoded, and stops', { timeout: T
         t.diagnostic(`preview ${media.width}x${media.height} ${media.codec}, ` +
             `${media.decoded} frames decoded and ${media.audioSamples} audio samples played in the window`);
         assert.equal(media.codec, 'video/H264');
-        assert.deepEqual([media.width, media.height], [640, 480]);
+        await expectVideoSize(t, page, '#remoteVideo video', media, [640, 480]);
 
         // Stop: the preview stops, then the publisher is unpublished.
         await page.click('#publishBtn');
