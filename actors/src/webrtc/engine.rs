@@ -657,8 +657,9 @@ impl Peer {
                 .nackable(video);
             stream.write_rtp(w);
         }
-        // Written packets leave on the engine's next timeout.
-        self.timeout(Instant::now())?;
+        // Written packets leave on the engine's next poll, once their queue has seen the time
+        // (the send side of a timeout; ICE, RTCP and stats keep their own deadlines).
+        self.rtc.handle_written(Instant::now()).map_err(|e| EngineError::Rtc(e.to_string()))?;
         Ok(true)
     }
 

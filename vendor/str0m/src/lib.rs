@@ -1652,6 +1652,25 @@ impl Rtc {
             return Ok(Some(Output::Timeout(not_happening())));
         }
 
+        // sluice: a viewer's frame leaves as several RTP packets in one drain. Once the session
+        // gave a datagram, every stage before it had nothing, and none can get anything until
+        // the next mutation (which ends the burst): ask the session again first, instead of
+        // walking ICE, DTLS, SCTP, events and stats once per packet.
+        if self.readiness.in_burst() {
+            if let Some(send) = &self.send_addr {
+                if let Some(contents) = self.session.poll_datagram(self.last_now) {
+                    let t = net::Transmit {
+                        proto: send.proto,
+                        source: send.source,
+                        destination: send.destination,
+                        contents,
+                    };
+                    return Ok(Some(Output::Transmit(t)));
+                }
+            }
+            self.readiness.set_burst(false);
+        }
+
         if !self.readiness.wants_events() {
             return Ok(Some(Output::Timeout(self.poll_timeout())));
         }
@@ -1897,9 +1916,12 @@ impl Rtc {
 
         if let Some(send) = &self.send_addr {
             // These can only be sent after we got an ICE connection.
-            let datagram = None
-                .or_else(|| self.dtls.poll_packet())
-                .or_else(|| self.session.poll_datagram(self.last_now));
+            // sluice: a datagram of the session starts a burst (see the top of this function).
+            let datagram = None.or_else(|| self.dtls.poll_packet()).or_else(|| {
+                let d = self.session.poll_datagram(self.last_now);
+                self.readiness.set_burst(d.is_some());
+                d
+            });
 
             if let Some(contents) = datagram {
                 let t = net::Transmit {
@@ -2119,6 +2141,29 @@ impl Rtc {
         let _ = now.to_unix_duration();
 
         self.need_init_time = false;
+    }
+
+    /// sluice: what makes RTP just written through the [direct API][Rtc::direct_api] leave, in
+    /// place of a whole [`Input::Timeout`] after every write: the send queues stamp the new
+    /// packets, and bandwidth estimation and the pacer see the new queue states. ICE, SCTP,
+    /// RTCP reports and stats are left to their own deadlines, which the next
+    /// [`Output::Timeout`] still names (one already passed is named as `now`).
+    ///
+    /// A forwarding server writes every frame to every viewer: a whole timeout per frame and
+    /// viewer was ~6 % of its CPU.
+    pub fn handle_written(&mut self, now: Instant) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        if self.need_init_time || now < self.last_now {
+            return self.do_handle_timeout(now);
+        }
+        self.last_now = now;
+        let Rtc {
+            session, readiness, ..
+        } = self;
+        session.handle_written(now, &mut readiness.wake());
+        Ok(())
     }
 
     fn do_handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {

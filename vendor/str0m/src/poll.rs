@@ -151,6 +151,10 @@ impl Drop for Mutation<'_> {
 pub(crate) struct Readiness {
     events: bool,
     timeout: bool,
+    /// sluice: the last output of this drain was a datagram of the session (RTP or RTCP), so
+    /// every stage polled before it had nothing. Until the next mutation (any [`Self::wake`])
+    /// the next output can only be another such datagram or the end of the drain.
+    burst: bool,
 }
 
 impl Readiness {
@@ -159,7 +163,17 @@ impl Readiness {
         Readiness {
             events: true,
             timeout: true,
+            burst: false,
         }
+    }
+
+    /// sluice: see `burst`.
+    pub(crate) fn in_burst(&self) -> bool {
+        self.burst
+    }
+
+    pub(crate) fn set_burst(&mut self, burst: bool) {
+        self.burst = burst;
     }
 
     pub(crate) fn wants_events(&self) -> bool {
@@ -180,6 +194,8 @@ impl Readiness {
 
     /// Hand out an armed guard for a mutable descent into the tree.
     pub(crate) fn wake(&mut self) -> Wake<'_> {
+        // sluice: a mutation can queue anything, so the next poll walks the whole tree.
+        self.burst = false;
         Wake {
             readiness: self,
             events: true,
@@ -228,6 +244,7 @@ impl Readiness {
         Self {
             events: false,
             timeout: false,
+            burst: false,
         }
     }
 }
@@ -323,11 +340,25 @@ mod tests {
         }
     }
 
+    // sluice: a burst of session datagrams lasts until the next mutation.
+    #[test]
+    fn a_mutation_ends_a_burst() {
+        let mut readiness = Readiness::idle();
+        readiness.set_burst(true);
+        assert!(readiness.in_burst());
+        {
+            let mut wake = readiness.wake();
+            wake.no_events();
+            wake.no_timeout();
+        }
+        assert!(!readiness.in_burst(), "even a mutation that queued nothing");
+    }
+
     #[test]
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {
             for timeout in [false, true] {
-                let mut readiness = Readiness { events, timeout };
+                let mut readiness = Readiness { events, timeout, burst: false };
                 {
                     let mut wake = readiness.wake();
                     wake.no_events();

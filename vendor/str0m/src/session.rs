@@ -356,6 +356,20 @@ impl Session {
         Ok(())
     }
 
+    /// sluice: the send side of [`Self::handle_timeout`] only, after RTP was written
+    /// ([`crate::Rtc::handle_written`]).
+    pub fn handle_written(&mut self, now: Instant, wake: &mut Wake) {
+        if self.rtp_closing {
+            wake.no_events();
+            wake.no_timeout();
+            return;
+        }
+        self.streams
+            .handle_written(now, &self.medias, &self.codec_config);
+        let probe_media = self.handle_timeout_bwe(now);
+        self.update_queue_state(now, probe_media);
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

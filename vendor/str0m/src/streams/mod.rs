@@ -490,6 +490,17 @@ impl Streams {
         }
     }
 
+    /// sluice: the send queues' part of [`Self::handle_timeout`]: packets written since are
+    /// stamped as queued at `now` ([`crate::Rtc::handle_written`]).
+    pub(crate) fn handle_written(&mut self, now: Instant, medias: &[Media], codecs: &CodecConfig) {
+        for stream in self.streams_tx.values_mut() {
+            let mid = stream.mid();
+            // As in handle_timeout: a StreamTx always has its Media.
+            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
+            stream.handle_timeout(now, get_media);
+        }
+    }
+
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {
         self.streams_tx.values_mut().find_map(|s| {
             let kind = s.poll_keyframe_request()?;
