@@ -466,6 +466,12 @@ impl Peer {
         self.rtc.handle_input(Input::Timeout(now)).map_err(|e| EngineError::Rtc(e.to_string()))
     }
 
+    /// The send side of [`Peer::timeout`] only (the patched str0m's `Rtc::handle_written`): send
+    /// queues, bandwidth estimation, pacer. ICE, RTCP and stats keep their own deadlines.
+    fn send_side_timeout(&mut self, now: Instant) -> Result<(), EngineError> {
+        self.rtc.handle_written(now).map_err(|e| EngineError::Rtc(e.to_string()))
+    }
+
     /// Drain every pending output: transmits and events go to the callbacks, and the return
     /// value is the next deadline at which [`Peer::timeout`] must be called.
     pub fn poll(
@@ -485,7 +491,14 @@ impl Peer {
                 // registration and another actor poll per frame per viewer.
                 Output::Timeout(at) if immediate < MAX_IMMEDIATE_TIMEOUTS && at <= Instant::now() => {
                     immediate += 1;
-                    self.timeout(Instant::now())?;
+                    if matches!(self.rtc.last_timeout_reason(), str0m::Reason::Pacer(_)) {
+                        // The pacer letting the next queued packet out (a viewer with bandwidth
+                        // estimation asks this once per packet): only the send side needs the
+                        // time. Any other deadline due as well comes next, as the soonest.
+                        self.send_side_timeout(Instant::now())?;
+                    } else {
+                        self.timeout(Instant::now())?;
+                    }
                 }
                 Output::Timeout(at) => return Ok(at),
                 Output::Transmit(t) => transmit(Transmit {
@@ -657,9 +670,8 @@ impl Peer {
                 .nackable(video);
             stream.write_rtp(w);
         }
-        // Written packets leave on the engine's next poll, once their queue has seen the time
-        // (the send side of a timeout; ICE, RTCP and stats keep their own deadlines).
-        self.rtc.handle_written(Instant::now()).map_err(|e| EngineError::Rtc(e.to_string()))?;
+        // Written packets leave on the engine's next poll, once their queue has seen the time.
+        self.send_side_timeout(Instant::now())?;
         Ok(true)
     }
 
