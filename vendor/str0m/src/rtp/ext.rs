@@ -715,18 +715,22 @@ impl Extension {
             }
             RtpStreamId => {
                 let v = ev.rid?;
+                let v: &str = &v;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RepairedRtpStreamId => {
                 let v = ev.rid_repair?;
+                let v: &str = &v;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RtpMid => {
+                // sluice: the MID's text is read once (each `Deref` of a `Mid` trims it).
                 let v = ev.mid?;
+                let v: &str = &v;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)

@@ -43,7 +43,22 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
-                from_utf8(&self.0).expect("ascii id").trim()
+                // sluice: the padding is trimmed on bytes first. `str::trim` alone walked the
+                // padding back char by char (a one-character MID has 15 spaces), and a MID is
+                // read for every RTP packet sent. Same result: the bytes trimmed are ASCII
+                // whitespace, which `trim` removes too, and it still runs on what is left.
+                let is_ws = |c: &u8| c.is_ascii_whitespace() || *c == 0x0b;
+                let start = self
+                    .0
+                    .iter()
+                    .position(|c| !is_ws(c))
+                    .unwrap_or(self.0.len());
+                let end = self
+                    .0
+                    .iter()
+                    .rposition(|c| !is_ws(c))
+                    .map_or(start, |i| i + 1);
+                from_utf8(&self.0[start..end]).expect("ascii id").trim()
             }
         }
 
@@ -370,5 +385,28 @@ impl MidRid {
 
     pub fn special_equals(&self, other: &MidRid) -> bool {
         self.0 == other.0 && (self.1.is_none() || self.1 == other.1)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    // sluice: the byte trim in `Deref` gives what `str::trim` of the whole array gave.
+    #[test]
+    fn deref_trims_as_str_trim_did() {
+        let cases: [&[u8; 16]; 6] = [
+            b"0               ",
+            b"video0          ",
+            b"  a b           ",
+            b"\t\x0b\x0c\r\nx \x0b\t\r\n\x0c    ",
+            b"                ",
+            b"0123456789abcdef",
+        ];
+        for c in cases {
+            let mid = Mid::from_array(*c);
+            let want = std::str::from_utf8(c).unwrap().trim();
+            assert_eq!(&*mid, want, "{c:?}");
+        }
     }
 }

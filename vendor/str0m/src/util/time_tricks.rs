@@ -42,6 +42,9 @@ static BEGINNING_OF_TIME: LazyLock<(Instant, SystemTime)> = LazyLock::new(|| {
     (beginning_of_time, beginning_of_time_sys)
 });
 
+// sluice: BEGINNING_OF_TIME's SystemTime as a duration since the unix epoch.
+static BEGINNING_OF_TIME_UNIX: LazyLock<Duration> = LazyLock::new(epoch_to_beginning);
+
 pub fn epoch_to_beginning() -> Duration {
     BEGINNING_OF_TIME
         .1
@@ -98,12 +101,10 @@ impl InstantExt for Instant {
             warn!("Time went backwards from beginning_of_time Instant");
         }
 
-        let duration_since_time_0 = self.duration_since(BEGINNING_OF_TIME.0);
-        let system_time = BEGINNING_OF_TIME.1 + duration_since_time_0;
-
-        system_time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock to go forwards from unix epoch")
+        // sluice: the beginning of time since the epoch is worked out once
+        // (BEGINNING_OF_TIME_UNIX), not per call: the abs-send-time of every RTP packet sent
+        // comes through here. Same sum in whole nanoseconds, so the same result.
+        *BEGINNING_OF_TIME_UNIX + self.duration_since(BEGINNING_OF_TIME.0)
     }
 
     fn to_ntp_duration(&self) -> Duration {
