@@ -981,6 +981,19 @@ struct SendAddr {
     destination: SocketAddr,
 }
 
+impl SendAddr {
+    /// sluice: a datagram to the nominated pair (the burst path and the walk of
+    /// `do_poll_output` both send this way).
+    fn transmit(&self, contents: net::DatagramSend) -> net::Transmit {
+        net::Transmit {
+            proto: self.proto,
+            source: self.source,
+            destination: self.destination,
+            contents,
+        }
+    }
+}
+
 /// Events produced by [`Rtc::poll_output()`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -1656,19 +1669,16 @@ impl Rtc {
         // gave a datagram, every stage before it had nothing, and none can get anything until
         // the next mutation (which ends the burst): ask the session again first, instead of
         // walking ICE, DTLS, SCTP, events and stats once per packet.
+        let mut session_drained = false;
         if self.readiness.in_burst() {
             if let Some(send) = &self.send_addr {
                 if let Some(contents) = self.session.poll_datagram(self.last_now) {
-                    let t = net::Transmit {
-                        proto: send.proto,
-                        source: send.source,
-                        destination: send.destination,
-                        contents,
-                    };
-                    return Ok(Some(Output::Transmit(t)));
+                    return Ok(Some(Output::Transmit(send.transmit(contents))));
                 }
             }
             self.readiness.set_burst(false);
+            // The session was just asked: the walk below does not ask it again.
+            session_drained = true;
         }
 
         if !self.readiness.wants_events() {
@@ -1918,19 +1928,16 @@ impl Rtc {
             // These can only be sent after we got an ICE connection.
             // sluice: a datagram of the session starts a burst (see the top of this function).
             let datagram = None.or_else(|| self.dtls.poll_packet()).or_else(|| {
+                if session_drained {
+                    return None;
+                }
                 let d = self.session.poll_datagram(self.last_now);
                 self.readiness.set_burst(d.is_some());
                 d
             });
 
             if let Some(contents) = datagram {
-                let t = net::Transmit {
-                    proto: send.proto,
-                    source: send.source,
-                    destination: send.destination,
-                    contents,
-                };
-                return Ok(Some(Output::Transmit(t)));
+                return Ok(Some(Output::Transmit(send.transmit(contents))));
             }
         } else {
             // Don't allow accumulated feedback to build up indefinitely

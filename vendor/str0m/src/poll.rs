@@ -358,7 +358,11 @@ mod tests {
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {
             for timeout in [false, true] {
-                let mut readiness = Readiness { events, timeout, burst: false };
+                let mut readiness = Readiness {
+                    events,
+                    timeout,
+                    burst: false,
+                };
                 {
                     let mut wake = readiness.wake();
                     wake.no_events();

@@ -344,8 +344,7 @@ impl Session {
             self.last_nack = now;
         }
 
-        let probe_media = self.handle_timeout_bwe(now);
-        self.update_queue_state(now, probe_media);
+        self.update_send_side(now);
 
         if let Some(twcc_at) = self.twcc_at() {
             if now >= twcc_at {
@@ -366,6 +365,12 @@ impl Session {
         }
         self.streams
             .handle_written(now, &self.medias, &self.codec_config);
+        self.update_send_side(now);
+    }
+
+    /// Bandwidth estimation and the pacer's view of the send queues: the end of both
+    /// [`Self::handle_timeout`] and [`Self::handle_written`].
+    fn update_send_side(&mut self, now: Instant) {
         let probe_media = self.handle_timeout_bwe(now);
         self.update_queue_state(now, probe_media);
     }

@@ -475,12 +475,7 @@ impl Streams {
                 stream.create_sr_and_update(now, feedback);
             }
 
-            // Finding the first (main) PT that also has RTX for the Media is expensive,
-            // this closure is run only when needed.
-            // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
-            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
-
-            stream.handle_timeout(now, get_media);
+            stream_tx_timeout(stream, now, medias, codecs);
         }
 
         if now > self.rx_lookup_at() {
@@ -494,10 +489,7 @@ impl Streams {
     /// stamped as queued at `now` ([`crate::Rtc::handle_written`]).
     pub(crate) fn handle_written(&mut self, now: Instant, medias: &[Media], codecs: &CodecConfig) {
         for stream in self.streams_tx.values_mut() {
-            let mid = stream.mid();
-            // As in handle_timeout: a StreamTx always has its Media.
-            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
-            stream.handle_timeout(now, get_media);
+            stream_tx_timeout(stream, now, medias, codecs);
         }
     }
 
@@ -792,4 +784,16 @@ impl fmt::Debug for RtpPacket {
             .field("timestamp", &self.timestamp)
             .finish()
     }
+}
+
+/// The timeout of one send stream, in [`Streams::handle_timeout`] and
+/// [`Streams::handle_written`] (sluice: shared by the two).
+fn stream_tx_timeout(stream: &mut StreamTx, now: Instant, medias: &[Media], codecs: &CodecConfig) {
+    let mid = stream.mid();
+    // Finding the first (main) PT that also has RTX for the Media is expensive,
+    // this closure is run only when needed.
+    // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
+    let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
+
+    stream.handle_timeout(now, get_media);
 }
