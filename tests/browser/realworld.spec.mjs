@@ -2,8 +2,9 @@
 // profile, 3 B-frames, AAC) played with the Player demo page as vod://, as vod-live:// by two
 // viewers, and published as is over RTMP by ffmpeg (`-c copy`, as OBS's defaults send B-frames).
 // WebRTC receivers do not reorder frames: without re-encoding such video decodes at a picture
-// every second or two. Each must decode at least 25 frames per second, and the stream object
-// says the video is re-encoded.
+// every second or two. Each must decode at least 25 frames per second (over 4 s, in one of up to
+// three tries), and the stream object says the video is re-encoded. Each test ends its viewers
+// and sources even when it fails, so that one failure does not starve the next of CPU.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -63,38 +64,76 @@ async function videoShed() {
 }
 
 /**
- * The first bandwidth estimate the server reports for a viewer of `name` (its play entry in
- * /stream/find, with its first video statistics, ~1 s after it connects). A loopback viewer of
- * a 2.7 Mbit/s stream must be well above str0m's 1 Mbit/s start by then: the server gives its
- * estimator a goal as soon as video has come (session 9: without it the estimate read 1.0-1.2
- * Mbit/s for seconds while the stream queued behind the pacer; with it 5.3-5.6 Mbit/s). The
- * bound sits between the two: a loaded CI machine read 2.59 Mbit/s, and with one of two cores
- * taken by a busy loop readings of 1.8-2.3 Mbit/s came too (BENCHMARKS.md, session 11).
+ * The best bandwidth estimate the server reports for a viewer of `name` in its first seconds:
+ * from its play entry in /stream/find, over ESTIMATE_WINDOW_MS from the first video statistics
+ * (~1 s after it connects). A loopback viewer of a 2.7 Mbit/s stream must be well above str0m's
+ * 1 Mbit/s start by then: the server gives its estimator a goal as soon as video has come
+ * (session 9: without it the estimate read 1.0-1.2 Mbit/s for seconds while the stream queued
+ * behind the pacer; with it 5.3-5.6 Mbit/s). The bound sits between the two. The first reading
+ * alone was asserted until session 16: on a loaded 2-core machine a probe's result can come a
+ * second late (CI read 1.01 Mbit/s first; with one core taken by a busy loop, 0.6-2.3 Mbit/s,
+ * BENCHMARKS.md sessions 11 and 16), while without the goal the estimate grows by a few percent
+ * a second, far from the bound in ESTIMATE_WINDOW_MS.
  */
-async function firstEstimate(name) {
+async function earlyEstimate(name) {
     const end = Date.now() + 10_000;
-    while (Date.now() < end) {
+    let best = 0;
+    let windowEnd = Infinity;
+    while (Date.now() < Math.min(end, windowEnd)) {
         const { status, body } = await rest(fx.server, '/stream/find', { name });
         const e = status === 200 && body.filter((s) => !s.published).map((s) => s.metrics?.bandwidthEstimate).find((x) => x > 0);
-        if (e) return e;
+        if (e) {
+            if (best === 0) windowEnd = Date.now() + ESTIMATE_WINDOW_MS;
+            best = Math.max(best, e);
+        }
         await sleep(100);
     }
-    return 0;
+    return best;
 }
-const FIRST_ESTIMATE_MIN = 2_000_000;
+const EARLY_ESTIMATE_MIN = 2_000_000;
+const ESTIMATE_WINDOW_MS = 2_000;
 
 async function closeViewers() {
     await Promise.all(open.map((b) => b.close()));
     open = [];
 }
 
-/** Frames decoded per second over MEASURE_MS, after the picture is up. */
-async function fps(page) {
-    const before = await inboundMedia(page);
-    await sleep(MEASURE_MS);
-    const after = await inboundMedia(page);
-    return (after.framesDecoded - before.framesDecoded) * 1000 / MEASURE_MS;
+/**
+ * A test body whose viewers (and `end`: the sources it started) are ended when it ends, passed
+ * or failed: left running, a failed test's re-encoding and Chromium decoders would take the
+ * next test's CPU on a 2-core machine and fail it too.
+ */
+function settled(body, end = async () => {}) {
+    return async (t) => {
+        try {
+            await body(t);
+        } finally {
+            await closeViewers();
+            await end();
+        }
+    };
 }
+
+/**
+ * Frames decoded per second, after the picture is up: the best of up to MEASURE_TRIES windows
+ * of MEASURE_MS, all of them returned (the best first). What this guards against is steady: a
+ * B-frame stream passed through decodes at a picture every second or two, one re-encoded at
+ * half its rate (the transcoder thinning when it falls behind) at 15, so every window fails.
+ * One window alone also failed on a noisy 2-core VM for a few seconds' stall of Chromium or of
+ * the transcoding thread beside it (21 fps in CI, session 15), which says nothing of the server.
+ */
+async function fps(page) {
+    const rates = [];
+    for (let i = 0; i < MEASURE_TRIES; i++) {
+        const before = await inboundMedia(page);
+        await sleep(MEASURE_MS);
+        const after = await inboundMedia(page);
+        rates.push((after.framesDecoded - before.framesDecoded) * 1000 / MEASURE_MS);
+        if (rates.at(-1) >= MIN_FPS) break;
+    }
+    return [Math.max(...rates), rates];
+}
+const MEASURE_TRIES = 3;
 
 // The published stream's object: its viewers' play entries share its name.
 async function streamObject(name) {
@@ -104,45 +143,44 @@ async function streamObject(name) {
 }
 
 test('a 720p High-profile MP4 with B-frames plays smoothly as vod://', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
+    await fx.run(settled(async () => {
         const shed = await videoShed();
         const page = await play('vod', 'vod://phone.mp4');
-        const estimate = await firstEstimate('vod://phone.mp4');
-        t.diagnostic(`vod:// viewer's first estimate: ${estimate} bit/s`);
-        assert.ok(estimate >= FIRST_ESTIMATE_MIN, `the viewer's first estimate was ${estimate} bit/s`);
+        const estimate = await earlyEstimate('vod://phone.mp4');
+        t.diagnostic(`vod:// viewer's early estimate: ${estimate} bit/s`);
+        assert.ok(estimate >= EARLY_ESTIMATE_MIN, `the viewer's best estimate in its first seconds was ${estimate} bit/s`);
         const f = await expectFramesDecoded(page, '#remoteVideo video', { audio: true });
         assert.deepEqual([f.width, f.height], [1280, 720]);
-        const rate = await fps(page);
-        t.diagnostic(`vod:// ${f.width}x${f.height} ${f.codec}: ${rate.toFixed(1)} frames decoded per second`);
+        const [rate, rates] = await fps(page);
+        t.diagnostic(`vod:// ${f.width}x${f.height} ${f.codec}: ${rates.map((r) => r.toFixed(1)).join(', ')} frames decoded per second`);
         assert.ok(rate >= MIN_FPS, `${rate} frames per second decoded, want >= ${MIN_FPS}`);
         t.diagnostic(`viewers shed: ${await videoShed() - shed}`);
-        await closeViewers();
-    })(t);
+    }))(t);
 });
 
 test('two vod-live:// viewers of it both play smoothly', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
+    await fx.run(settled(async () => {
         const shed = await videoShed();
         const a = await play('live-a', 'vod-live://phone.mp4');
-        const estimate = await firstEstimate('vod-live://phone.mp4');
-        t.diagnostic(`vod-live:// first viewer's first estimate: ${estimate} bit/s`);
-        assert.ok(estimate >= FIRST_ESTIMATE_MIN, `the viewer's first estimate was ${estimate} bit/s`);
+        const estimate = await earlyEstimate('vod-live://phone.mp4');
+        t.diagnostic(`vod-live:// first viewer's early estimate: ${estimate} bit/s`);
+        assert.ok(estimate >= EARLY_ESTIMATE_MIN, `the viewer's best estimate in its first seconds was ${estimate} bit/s`);
         const b = await play('live-b', 'vod-live://phone.mp4');
         await expectFramesDecoded(a, '#remoteVideo video', { audio: true });
         await expectFramesDecoded(b, '#remoteVideo video', { audio: true });
-        const [ra, rb] = await Promise.all([fps(a), fps(b)]);
-        t.diagnostic(`vod-live:// ${ra.toFixed(1)} and ${rb.toFixed(1)} frames decoded per second`);
+        const [[ra, ratesA], [rb, ratesB]] = await Promise.all([fps(a), fps(b)]);
+        t.diagnostic(`vod-live:// ${ratesA.map((r) => r.toFixed(1)).join(', ')} and ${ratesB.map((r) => r.toFixed(1)).join(', ')} frames decoded per second`);
         assert.ok(ra >= MIN_FPS && rb >= MIN_FPS, `${ra}, ${rb} frames per second, want >= ${MIN_FPS}`);
         t.diagnostic(`viewers shed: ${await videoShed() - shed}`);
         assert.equal((await streamObject('vod-live://phone.mp4')).transcoding, NOTE);
-        await closeViewers();
+    }, async () => {
         // A shared source runs on for a minute without viewers: end it now.
         assert.equal((await rest(fx.server, '/vod/terminate', { uri: 'vod-live://phone.mp4' })).status, 200);
-    })(t);
+    }))(t);
 });
 
 test('the same file published over RTMP as is (-c copy) plays smoothly', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
+    await fx.run(settled(async () => {
         const { server } = fx;
         encoder = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', join(media, 'phone.mp4'),
             '-c', 'copy', '-f', 'flv', `rtmp://127.0.0.1:${server.rtmp}/live/obs`], { stdio: 'ignore' });
@@ -153,10 +191,11 @@ test('the same file published over RTMP as is (-c copy) plays smoothly', { timeo
         const page = await play('rtmp', 'obs');
         const f = await expectFramesDecoded(page, '#remoteVideo video', { audio: true });
         assert.deepEqual([f.width, f.height], [1280, 720]);
-        const rate = await fps(page);
-        t.diagnostic(`RTMP ${f.width}x${f.height}: ${rate.toFixed(1)} frames decoded per second`);
+        const [rate, rates] = await fps(page);
+        t.diagnostic(`RTMP ${f.width}x${f.height}: ${rates.map((r) => r.toFixed(1)).join(', ')} frames decoded per second`);
         assert.ok(rate >= MIN_FPS, `${rate} frames per second decoded, want >= ${MIN_FPS}`);
         assert.equal((await streamObject('obs')).transcoding, NOTE);
-        await closeViewers();
-    })(t);
+    }, async () => {
+        encoder?.kill('SIGKILL');
+    }))(t);
 });
