@@ -8,7 +8,7 @@ use super::{ReportList, RtcpHeader, RtcpPacket, pad_bytes_to_word};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptions {
     /// The descriptions.
-    pub reports: Box<ReportList<Sdes>>,
+    pub reports: ReportList<Sdes>,
 }
 
 /// A single source description (SDES).
@@ -71,7 +71,7 @@ impl RtcpPacket for Descriptions {
         let mut buf = &mut buf[4..];
         let mut tot = 4;
 
-        for r in &*self.reports {
+        for r in &self.reports {
             let n = r.write_to(buf);
             buf = &mut buf[n..];
             tot += n;
@@ -191,9 +191,7 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
             buf = &buf[len..];
         }
 
-        Ok(Descriptions {
-            reports: Box::new(reports),
-        })
+        Ok(Descriptions { reports })
     }
 }
 
