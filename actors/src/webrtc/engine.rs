@@ -541,6 +541,7 @@ impl Peer {
                         event(PeerEvent::Bandwidth(estimate.as_u64()))
                     }
                     Event::MediaData(d) => {
+                        let d = *d;
                         let codec = match d.params.spec().codec {
                             str0m::format::Codec::H264 => Codec::H264,
                             str0m::format::Codec::Vp8 => Codec::Vp8,
