@@ -106,11 +106,14 @@ async function closeViewers() {
  */
 function settled(body, end = async () => {}) {
     return async (t) => {
+        let passed = false;
         try {
             await body(t);
+            passed = true;
         } finally {
             await closeViewers();
-            await end();
+            // After a failure, the failure is what the test reports, not a teardown it caused.
+            await end().catch((e) => { if (passed) throw e; });
         }
     };
 }
