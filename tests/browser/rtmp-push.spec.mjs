@@ -74,19 +74,23 @@ for (const which of ['ours', 'official']) {
         await suite.fx.run(async () => {
             const { server } = suite.fx;
             const dir = mkdtempSync(join(tmpdir(), 'sluice-push-'));
+            let ff;
+            let page;
             try {
                 const port = await freePort();
                 const name = `push-${which}-${Date.now().toString(36)}`;
                 const out = join(dir, 'got.flv');
-                const ff = listenRtmp(`rtmp://127.0.0.1:${port}/live/rtmp_${name}`, 3, out);
+                ff = listenRtmp(`rtmp://127.0.0.1:${port}/live/rtmp_${name}`, 3, out);
                 await sleep(500);
 
-                const page = await openSdkPage(suite.fx, suite.files, `rtmp-push-${which}`, which);
+                page = await openSdkPage(suite.fx, suite.files, `rtmp-push-${which}`, which);
                 const rtmpUrl = `rtmp://127.0.0.1:${port}/live`;
                 await page.evaluate(([n, u]) => sdk.publish('pub', n, { rtmpUrl: u }), [name, rtmpUrl]);
                 await waitForStatus(page, 'pub', 'PUBLISHING');
-                const [push] = await waitPushes(server, (l) => l.some((p) => p.status === 'PROCESSED_LOCAL'),
+                const ours = (p) => p.sourceStreamName === name;
+                const pushes = await waitPushes(server, (l) => l.some((p) => ours(p) && p.status === 'PROCESSED_LOCAL'),
                     'push publishing');
+                const push = pushes.find(ours);
                 assert.equal(push.streamName, `rtmp_${name}`);
                 assert.equal(push.rtmpUrl, rtmpUrl);
                 assert.equal(push.sourceStreamName, name);
@@ -108,6 +112,10 @@ for (const which of ['ours', 'official']) {
                 await waitForStatus(page, 'pub', 'UNPUBLISHED');
                 await waitPushes(server, (l) => l.length === 0, 'push ended with the publish');
             } finally {
+                // Failed or not, this test's publisher and RTMP server end here: a push left
+                // running would be the next test's too.
+                ff?.kill('SIGKILL');
+                await page?.close();
                 rmSync(dir, { recursive: true, force: true });
             }
         })(t);
