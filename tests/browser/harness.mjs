@@ -487,6 +487,13 @@ export async function rest(server, path, body = {}) {
  * The fixture of one spec file: a server (`serverArgs` appended to its command line) plus
  * browsers, all torn down in `close()`. `run(fn)` wraps a test body so that a failure prints
  * the server log and the browsers' console first (not with `{dumpOnFailure: false}`).
+ *
+ * A test's own resources end with it, passed or failed: the browsers it opened with
+ * `browser()` are closed, and so is what it handed to `defer`, the body's second argument
+ * (`fn(t, defer)`, `defer(async () => ...)`: run last registered first). Left running after a
+ * failed assertion, a test's Chromium decoders and re-encoding sources took the next tests' CPU
+ * on a 2-core machine and failed them too (sessions 15 and 16). A teardown that fails fails a
+ * test that passed; after a failure, the failure is what the test reports.
  */
 export async function fixture({ serverArgs = [] } = {}) {
     const server = await startServer({ extraArgs: serverArgs });
@@ -501,8 +508,12 @@ export async function fixture({ serverArgs = [] } = {}) {
         },
         run(fn, { dumpOnFailure = true } = {}) {
             return async (t) => {
+                const opened = browsers.length;
+                const cleanups = [];
+                let passed = false;
                 try {
-                    await fn(t);
+                    await fn(t, (cleanup) => cleanups.push(cleanup));
+                    passed = true;
                 } catch (e) {
                     if (!dumpOnFailure) throw e; // e.g. a todo test, expected to fail for now
                     failed = true;
@@ -511,6 +522,17 @@ export async function fixture({ serverArgs = [] } = {}) {
                         `--- browser console ---\n${consoleLog}\n` +
                         `--- server log (${server.logPath}) ---\n${server.log()}\n=== end\n`);
                     throw e;
+                } finally {
+                    const errors = [];
+                    for (const cleanup of cleanups.reverse()) {
+                        await Promise.resolve().then(cleanup).catch((e) => errors.push(e));
+                    }
+                    await Promise.all(browsers.splice(opened).map((b) => b.close()));
+                    if (errors.length && !passed) {
+                        process.stderr.write(`teardown of the failed test: ${errors.map((e) => e.message).join('; ')}\n`);
+                    } else if (errors.length) {
+                        throw errors[0];
+                    }
                 }
             };
         },

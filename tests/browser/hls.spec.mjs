@@ -76,13 +76,13 @@ async function playOverHls(t, name, { ll, label }) {
 }
 
 test('hls.js plays an RTMP stream over LL-HLS and plain HLS with picture and sound', { timeout: 4 * TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(async () => {
+    await fx.run(async (t, defer) => {
         const { server } = fx;
         encoder = publishRtmp(`rtmp://127.0.0.1:${server.rtmp}/live/hlsrtmp`);
+        defer(() => encoder.kill('SIGKILL'));
         await waitPublished(server, 'hlsrtmp');
         await playOverHls(t, 'hlsrtmp', { ll: true, label: 'rtmp' });
         await playOverHls(t, 'hlsrtmp', { ll: false, label: 'rtmp-plain' });
-        encoder.kill('SIGKILL');
     })(t);
 });
 

@@ -39,12 +39,9 @@ after(async () => {
     await fx?.close();
 });
 
-/** Browsers of the running test, closed at its end: a viewer left open keeps its source (and
- * that source's transcoding) running into the next test, on a 2-core machine. */
-let open = [];
+/** A viewer in a browser of its own (closed when the test ends: `fx.run`). */
 async function play(label, name) {
     const browser = await fx.browser(label);
-    open.push(browser);
     const page = await browser.newPage(label);
     await page.goto(fx.server.webUrl(`${PLAYER}?ws=${fx.server.ws}&streamName=${encodeURIComponent(name)}`));
     await page.click('#playBtn');
@@ -94,30 +91,6 @@ async function earlyEstimate(name) {
 const EARLY_ESTIMATE_MIN = 2_000_000;
 const ESTIMATE_WINDOW_MS = 1_500;
 
-async function closeViewers() {
-    await Promise.all(open.map((b) => b.close()));
-    open = [];
-}
-
-/**
- * A test body whose viewers (and `end`: the sources it started) are ended when it ends, passed
- * or failed: left running, a failed test's re-encoding and Chromium decoders would take the
- * next test's CPU on a 2-core machine and fail it too.
- */
-function settled(body, end = async () => {}) {
-    return async (t) => {
-        let passed = false;
-        try {
-            await body(t);
-            passed = true;
-        } finally {
-            await closeViewers();
-            // After a failure, the failure is what the test reports, not a teardown it caused.
-            await end().catch((e) => { if (passed) throw e; });
-        }
-    };
-}
-
 /**
  * Frames decoded per second, after the picture is up: the best of up to MEASURE_TRIES windows
  * of MEASURE_MS, all of them returned (the best first). What this guards against is steady: a
@@ -147,7 +120,7 @@ async function streamObject(name) {
 }
 
 test('a 720p High-profile MP4 with B-frames plays smoothly as vod://', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(settled(async () => {
+    await fx.run(async (t) => {
         const shed = await videoShed();
         const page = await play('vod', 'vod://phone.mp4');
         const estimate = await earlyEstimate('vod://phone.mp4');
@@ -159,12 +132,16 @@ test('a 720p High-profile MP4 with B-frames plays smoothly as vod://', { timeout
         t.diagnostic(`vod:// ${f.width}x${f.height} ${f.codec}: ${rates.map((r) => r.toFixed(1)).join(', ')} frames decoded per second`);
         assert.ok(rate >= MIN_FPS, `${rate} frames per second decoded, want >= ${MIN_FPS}`);
         t.diagnostic(`viewers shed: ${await videoShed() - shed}`);
-    }))(t);
+    })(t);
 });
 
 test('two vod-live:// viewers of it both play smoothly', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(settled(async () => {
+    await fx.run(async (t, defer) => {
         const shed = await videoShed();
+        // A shared source runs on for a minute without viewers: end it with the test.
+        defer(async () => {
+            assert.equal((await rest(fx.server, '/vod/terminate', { uri: 'vod-live://phone.mp4' })).status, 200);
+        });
         const a = await play('live-a', 'vod-live://phone.mp4');
         const estimate = await earlyEstimate('vod-live://phone.mp4');
         t.diagnostic(`vod-live:// first viewer's early estimate: ${estimate} bit/s`);
@@ -177,17 +154,15 @@ test('two vod-live:// viewers of it both play smoothly', { timeout: TEST_TIMEOUT
         assert.ok(ra >= MIN_FPS && rb >= MIN_FPS, `${ra}, ${rb} frames per second, want >= ${MIN_FPS}`);
         t.diagnostic(`viewers shed: ${await videoShed() - shed}`);
         assert.equal((await streamObject('vod-live://phone.mp4')).transcoding, NOTE);
-    }, async () => {
-        // A shared source runs on for a minute without viewers: end it now.
-        assert.equal((await rest(fx.server, '/vod/terminate', { uri: 'vod-live://phone.mp4' })).status, 200);
-    }))(t);
+    })(t);
 });
 
 test('the same file published over RTMP as is (-c copy) plays smoothly', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    await fx.run(settled(async () => {
+    await fx.run(async (t, defer) => {
         const { server } = fx;
         encoder = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', join(media, 'phone.mp4'),
             '-c', 'copy', '-f', 'flv', `rtmp://127.0.0.1:${server.rtmp}/live/obs`], { stdio: 'ignore' });
+        defer(() => encoder.kill('SIGKILL'));
         const end = Date.now() + 10_000;
         while (Date.now() < end && (await rest(server, '/stream/find', { name: 'obs', published: true })).status !== 200) {
             await sleep(100);
@@ -199,7 +174,5 @@ test('the same file published over RTMP as is (-c copy) plays smoothly', { timeo
         t.diagnostic(`RTMP ${f.width}x${f.height}: ${rates.map((r) => r.toFixed(1)).join(', ')} frames decoded per second`);
         assert.ok(rate >= MIN_FPS, `${rate} frames per second decoded, want >= ${MIN_FPS}`);
         assert.equal((await streamObject('obs')).transcoding, NOTE);
-    }, async () => {
-        encoder?.kill('SIGKILL');
-    }))(t);
+    })(t);
 });

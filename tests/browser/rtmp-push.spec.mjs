@@ -71,53 +71,47 @@ async function waitPushes(server, pred, what) {
 
 for (const which of ['ours', 'official']) {
     test(`${which} SDK: publish with rtmpUrl, the RTMP server gets H.264 and AAC`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-        await suite.fx.run(async () => {
+        await suite.fx.run(async (t, defer) => {
             const { server } = suite.fx;
             const dir = mkdtempSync(join(tmpdir(), 'sluice-push-'));
-            let ff;
-            let page;
-            try {
-                const port = await freePort();
-                const name = `push-${which}-${Date.now().toString(36)}`;
-                const out = join(dir, 'got.flv');
-                ff = listenRtmp(`rtmp://127.0.0.1:${port}/live/rtmp_${name}`, 3, out);
-                await sleep(500);
+            defer(() => rmSync(dir, { recursive: true, force: true }));
+            const port = await freePort();
+            const name = `push-${which}-${Date.now().toString(36)}`;
+            const out = join(dir, 'got.flv');
+            // Ended with the test (its publisher's browser too, by the fixture): a push left
+            // running would be the next test's too.
+            const ff = listenRtmp(`rtmp://127.0.0.1:${port}/live/rtmp_${name}`, 3, out);
+            defer(() => ff.kill('SIGKILL'));
+            await sleep(500);
 
-                page = await openSdkPage(suite.fx, suite.files, `rtmp-push-${which}`, which);
-                const rtmpUrl = `rtmp://127.0.0.1:${port}/live`;
-                await page.evaluate(([n, u]) => sdk.publish('pub', n, { rtmpUrl: u }), [name, rtmpUrl]);
-                await waitForStatus(page, 'pub', 'PUBLISHING');
-                const ours = (p) => p.sourceStreamName === name;
-                const pushes = await waitPushes(server, (l) => l.some((p) => ours(p) && p.status === 'PROCESSED_LOCAL'),
-                    'push publishing');
-                const push = pushes.find(ours);
-                assert.equal(push.streamName, `rtmp_${name}`);
-                assert.equal(push.rtmpUrl, rtmpUrl);
-                assert.equal(push.sourceStreamName, name);
+            const page = await openSdkPage(suite.fx, suite.files, `rtmp-push-${which}`, which);
+            const rtmpUrl = `rtmp://127.0.0.1:${port}/live`;
+            await page.evaluate(([n, u]) => sdk.publish('pub', n, { rtmpUrl: u }), [name, rtmpUrl]);
+            await waitForStatus(page, 'pub', 'PUBLISHING');
+            const ours = (p) => p.sourceStreamName === name;
+            const pushes = await waitPushes(server, (l) => l.some((p) => ours(p) && p.status === 'PROCESSED_LOCAL'),
+                'push publishing');
+            const push = pushes.find(ours);
+            assert.equal(push.streamName, `rtmp_${name}`);
+            assert.equal(push.rtmpUrl, rtmpUrl);
+            assert.equal(push.sourceStreamName, name);
 
-                const code = await Promise.race([ff.exited, sleep(30_000).then(() => 'timeout')]);
-                assert.equal(code, 0, `ffmpeg: ${ff.stderrText}`);
-                const streams = probe(out);
-                t.diagnostic(`RTMP side: ${JSON.stringify(streams)}`);
-                const video = streams.find((s) => s.codec === 'h264');
-                const audio = streams.find((s) => s.codec === 'aac');
-                assert.ok(video, `no H.264: ${JSON.stringify(streams)}`);
-                assert.ok(audio, `no AAC: ${JSON.stringify(streams)}`);
-                // The fake camera: 640x480 (our SDK) or the official SDK's default 320x240, ~20 fps.
-                assert.ok(video.width >= 320 && video.height >= 240, JSON.stringify(video));
-                assert.ok(video.packets >= 30, `${video.packets} video frames in 3 s`);
-                assert.ok(audio.packets >= 70, `${audio.packets} AAC frames in 3 s`);
+            const code = await Promise.race([ff.exited, sleep(30_000).then(() => 'timeout')]);
+            assert.equal(code, 0, `ffmpeg: ${ff.stderrText}`);
+            const streams = probe(out);
+            t.diagnostic(`RTMP side: ${JSON.stringify(streams)}`);
+            const video = streams.find((s) => s.codec === 'h264');
+            const audio = streams.find((s) => s.codec === 'aac');
+            assert.ok(video, `no H.264: ${JSON.stringify(streams)}`);
+            assert.ok(audio, `no AAC: ${JSON.stringify(streams)}`);
+            // The fake camera: 640x480 (our SDK) or the official SDK's default 320x240, ~20 fps.
+            assert.ok(video.width >= 320 && video.height >= 240, JSON.stringify(video));
+            assert.ok(video.packets >= 30, `${video.packets} video frames in 3 s`);
+            assert.ok(audio.packets >= 70, `${audio.packets} AAC frames in 3 s`);
 
-                await page.evaluate(() => sdk.stop('pub'));
-                await waitForStatus(page, 'pub', 'UNPUBLISHED');
-                await waitPushes(server, (l) => l.length === 0, 'push ended with the publish');
-            } finally {
-                // Failed or not, this test's publisher and RTMP server end here: a push left
-                // running would be the next test's too.
-                ff?.kill('SIGKILL');
-                await page?.close();
-                rmSync(dir, { recursive: true, force: true });
-            }
+            await page.evaluate(() => sdk.stop('pub'));
+            await waitForStatus(page, 'pub', 'UNPUBLISHED');
+            await waitPushes(server, (l) => l.length === 0, 'push ended with the publish');
         })(t);
     });
 }
