@@ -45,6 +45,11 @@ pub const MIN_BITRATE: u32 = 200_000;
 pub const MAX_BITRATE: u32 = 4_000_000;
 /// Seconds between keyframes of the re-encoded stream (and at every keyframe request).
 pub const KEYFRAME_INTERVAL_S: f32 = 2.0;
+/// A requested keyframe comes at least this long (90 kHz: 0.5 s) after the last keyframe out;
+/// a request within it is held until then, never dropped (a viewer that lost a packet just
+/// after a keyframe would otherwise wait for the next periodic one). A keyframe is the biggest
+/// frame there is: viewers joining or losing packets one after another make at most two a second.
+pub const KEYFRAME_REQUEST_GAP: u64 = 45_000;
 /// Frame rate assumed when neither the source nor its timestamps say.
 pub const DEFAULT_FPS: f32 = 30.0;
 /// Presentation times waiting for their picture; past this, the oldest is given up (a frame the
@@ -272,7 +277,8 @@ impl VideoTranscoder {
         })
     }
 
-    /// The next picture encoded is an IDR (a viewer joined or lost a frame).
+    /// The next picture encoded is an IDR (a viewer joined or lost a frame), or, within
+    /// [`KEYFRAME_REQUEST_GAP`] of the last keyframe out, the first picture after that gap.
     pub fn request_keyframe(&mut self) {
         self.enc.force_keyframe = true;
     }
@@ -402,7 +408,9 @@ impl EncodeSide {
             return Ok(());
         }
         self.skip_through = None;
-        if self.thin && !self.force_keyframe {
+        let forced = self.force_keyframe
+            && self.last_key.is_none_or(|k| pts >= k.saturating_add(KEYFRAME_REQUEST_GAP));
+        if self.thin && !forced {
             self.thinned = !self.thinned;
             if self.thinned {
                 self.stats.skipped += 1;
@@ -426,7 +434,10 @@ impl EncodeSide {
         let (ow, oh) = if rotation.swaps() { (h, w) } else { (w, h) };
         let interval = (self.settings.keyframe_interval_s.max(0.1) * 90_000.0) as u64;
         let due = self.last_key.is_none_or(|k| pts >= k.saturating_add(interval));
-        let force = std::mem::take(&mut self.force_keyframe) || due;
+        let force = forced || due;
+        if force {
+            self.force_keyframe = false;
+        }
         let mut bits = std::mem::take(&mut self.bits);
         bits.clear();
         let encoder = self.encoder_for(ow, oh)?;
@@ -740,19 +751,31 @@ mod tests {
         let mut t = VideoTranscoder::new(TranscodeSettings::default()).unwrap();
         let mut out = Vec::new();
         t.skip_through(frames[5].rtp_time.max(frames[3].rtp_time));
+        let mut first = None;
+        let mut asked = None;
         for (i, f) in frames.iter().enumerate() {
-            if i == 20 {
+            if i == 40 || i == 44 {
+                first = first.or(out.first().map(|f: &Frame| f.keyframe));
                 out.clear();
                 t.request_keyframe();
             }
             t.push(f, &mut out).unwrap();
-            if i == 20 {
-                assert!(out.iter().all(|f| f.keyframe), "the next picture out is an IDR");
+            if i == 40 {
+                assert!(!out.is_empty() && out.iter().all(|f| f.keyframe), "the next picture out is an IDR");
+                asked = out.first().map(|f| f.rtp_time);
+            }
+            if i == 44 {
+                assert!(out.iter().all(|f| !f.keyframe), "within the gap after a keyframe: held");
             }
         }
         t.flush(&mut out).unwrap();
         assert!(t.stats().skipped >= 4, "{:?}", t.stats());
-        assert!(out.first().is_some_and(|f| f.keyframe));
+        assert_eq!(first, Some(true), "the first picture out is an IDR");
+        // The request within the gap is served at its end, not dropped.
+        let held: Vec<u64> = out.iter().filter(|f| f.keyframe).map(|f| f.rtp_time).collect();
+        assert_eq!(held.len(), 1, "{held:?}");
+        let gap = held[0] - asked.unwrap();
+        assert!((KEYFRAME_REQUEST_GAP..KEYFRAME_REQUEST_GAP + 6_000).contains(&gap), "{gap}");
         // Thinned: every other picture encoded, the rest still decodes.
         let mut t = VideoTranscoder::new(TranscodeSettings::default()).unwrap();
         let mut out = Vec::new();

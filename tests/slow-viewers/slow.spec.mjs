@@ -56,7 +56,7 @@ function measure(page, ms) {
         const zero = { framesDecoded: 0, freezeCount: 0, totalFreezesDuration: 0, nackCount: 0, packetsLost: 0 };
         const first = (await video()) || zero;
         const t0 = performance.now();
-        let last = first, lastChange = t0, maxStall = 0;
+        let last = first, lastChange = t0, maxStall = 0, atChange = first;
         const stalls = [];
         const widths = {};
         while (performance.now() - t0 < ms) {
@@ -65,9 +65,17 @@ function measure(page, ms) {
             const now = performance.now();
             if (s?.frameWidth) widths[s.frameWidth] = (widths[s.frameWidth] || 0) + 1;
             if (s && s.framesDecoded !== last.framesDecoded) {
-                // Stalls over half a second, for the report: [start, length] in ms from t0.
-                if (now - lastChange > 500) stalls.push([Math.round(lastChange - t0), Math.round(now - lastChange)]);
+                // Stalls over half a second, for the report: [start, length] in ms from t0, and
+                // what the receiver counted meanwhile (frames received and dropped, keyframes
+                // decoded, PLIs and NACKs sent, packets lost).
+                if (now - lastChange > 500) {
+                    const d = (k) => (s[k] || 0) - (atChange[k] || 0);
+                    stalls.push([Math.round(lastChange - t0), Math.round(now - lastChange),
+                        `recv ${d('framesReceived')} drop ${d('framesDropped')} key ${d('keyFramesDecoded')} ` +
+                        `pli ${d('pliCount')} nack ${d('nackCount')} lost ${d('packetsLost')}`]);
+                }
                 lastChange = now;
+                atChange = s;
             }
             maxStall = Math.max(maxStall, now - lastChange);
             if (s) last = s;

@@ -21,7 +21,7 @@
 //!
 //! [`FanOut`]: crate::fanout::FanOut
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +42,6 @@ pub const THIN_AT: usize = QUEUE_FRAMES / 4;
 pub const DROP_AT: usize = QUEUE_FRAMES / 2;
 /// Frames held since the last keyframe while no B-frames have been found (for the replay).
 const MAX_HELD: usize = 600;
-/// Keyframe requests (viewers joining, PLI) make at most one IDR per this long.
-const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(500);
 
 /// Frames the transcoding thread made, for the source to forward.
 #[derive(Message)]
@@ -52,7 +50,6 @@ pub struct Transcoded(pub Vec<Frame>);
 
 enum Job {
     Frame(Frame),
-    Keyframe,
     SkipThrough(u64),
 }
 
@@ -66,7 +63,10 @@ pub struct TranscoderThread {
     /// Disposable frames are being dropped.
     thinning: bool,
     dropped: u64,
-    last_keyframe_request: Option<Instant>,
+    /// A viewer wants a keyframe: the thread's next picture is one (or the first after the
+    /// encoder's gap, `KEYFRAME_REQUEST_GAP`). A flag, not a queued job: requests never fill
+    /// the frames' queue, and none is lost while it is full.
+    keyframe_wanted: Arc<AtomicBool>,
     stream: String,
 }
 
@@ -81,16 +81,18 @@ impl TranscoderThread {
         let name = stream.to_string();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        let wanted = keyframe_wanted.clone();
         std::thread::Builder::new()
             .name("transcode".into())
-            .spawn(move || run(rx, q, settings, out, name))?;
+            .spawn(move || run(rx, q, wanted, settings, out, name))?;
         Ok(TranscoderThread {
             tx,
             queued,
             dropping: false,
             thinning: false,
             dropped: 0,
-            last_keyframe_request: None,
+            keyframe_wanted,
             stream: stream.to_string(),
         })
     }
@@ -135,13 +137,10 @@ impl TranscoderThread {
         }
     }
 
-    /// A viewer wants a keyframe: the next picture encoded is an IDR (rate-limited).
+    /// A viewer wants a keyframe: the next picture encoded is an IDR, or the first after the
+    /// encoder's gap since its last one (`KEYFRAME_REQUEST_GAP`: held, not dropped).
     pub fn request_keyframe(&mut self) {
-        if self.last_keyframe_request.is_some_and(|t| t.elapsed() < KEYFRAME_REQUEST_GAP) {
-            return;
-        }
-        self.last_keyframe_request = Some(Instant::now());
-        let _ = self.tx.try_send(Job::Keyframe);
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
     }
 
     fn skip_through(&mut self, pts: u64) {
@@ -178,6 +177,7 @@ impl Drop for Live {
 fn run(
     rx: Receiver<Job>,
     queued: Arc<AtomicUsize>,
+    keyframe_wanted: Arc<AtomicBool>,
     settings: TranscodeSettings,
     out: Recipient<Transcoded>,
     stream: String,
@@ -199,6 +199,9 @@ fn run(
             Job::Frame(f) => {
                 let depth = queued.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
                 t.set_thin(depth >= THIN_AT);
+                if keyframe_wanted.swap(false, Ordering::Relaxed) {
+                    t.request_keyframe();
+                }
                 let t0 = Instant::now();
                 if let Err(e) = t.push(&f, &mut frames) {
                     errors += 1;
@@ -212,7 +215,6 @@ fn run(
                     out.do_send(Transcoded(std::mem::take(&mut frames)));
                 }
             }
-            Job::Keyframe => t.request_keyframe(),
             Job::SkipThrough(pts) => t.skip_through(pts),
         }
     }

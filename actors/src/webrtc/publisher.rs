@@ -47,6 +47,12 @@ pub const SIMULCAST_SETTLE: Duration = Duration::from_secs(2);
 pub const RENDITION_IDLE: Duration = Duration::from_secs(15);
 /// The lower rendition's bitrate, as a share of the stream's.
 const RENDITION_SHARE: f64 = 0.45;
+/// Seconds between the lower rendition's own keyframes. Its viewers are on slow links, where a
+/// packet of a keyframe lost in a shaper's queue and not recovered leaves the pictures after it
+/// undecodable, and Chromium may wait for the next keyframe without asking (no PLI in 2.4 s of
+/// such a stall, slow-viewers spec): it ended at the next periodic keyframe, 2 s later
+/// (`KEYFRAME_INTERVAL_S`). Every second bounds that stall at about one second.
+const RENDITION_KEYFRAME_INTERVAL_S: f32 = 1.0;
 /// A publisher that has not connected (ICE + DTLS) by then is failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -508,6 +514,7 @@ impl Source for Publisher {
         }
         let settings = crate::video_transcode::TranscodeSettings {
             bitrate: Some((rate as f64 * RENDITION_SHARE) as u32),
+            keyframe_interval_s: RENDITION_KEYFRAME_INTERVAL_S,
             ..Default::default()
         };
         match crate::transcoder::TranscoderThread::spawn(&self.info.name, settings, ctx.address().recipient())
@@ -533,6 +540,7 @@ impl Source for Publisher {
         if let Some(r) = self.rendition.as_mut().filter(|_| layer == rendition) {
             if r.fed {
                 r.thread.request_keyframe();
+                debug!(parent: &self.span, layer, "keyframe asked of the lower rendition");
                 return;
             }
             // Its decoder has not started: it waits for a keyframe of the layer it is made from.

@@ -256,7 +256,10 @@ impl PeerActor for Subscriber {
                     self.source.ready.do_send(SinkReady { id: self.id });
                 }
             }
-            PeerEvent::KeyframeRequest => self.source.keyframe.do_send(RequestKeyframe(Some(self.id))),
+            PeerEvent::KeyframeRequest => {
+                debug!(parent: &self.span, layer = ?self.layer, "the viewer asks for a keyframe");
+                self.source.keyframe.do_send(RequestKeyframe(Some(self.id)));
+            }
             PeerEvent::Disconnected => self.peer_gone(EngineError::Closed, ctx),
             PeerEvent::AudioBytes(b) => self.meter.audio(b, std::time::Instant::now()),
             PeerEvent::VideoStats(s) => {
