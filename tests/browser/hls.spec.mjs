@@ -15,12 +15,8 @@ const STREAMER = '/client/examples/demo/streaming/streamer/streamer.html';
 const PLAY_SECS = 20;
 
 let fx;
-let encoder;
 before(async () => { fx = await fixture(); });
-after(async () => {
-    encoder?.kill('SIGKILL');
-    await fx?.close();
-});
+after(async () => { await fx?.close(); });
 
 async function waitPublished(server, name) {
     const end = Date.now() + 15_000;
@@ -78,7 +74,7 @@ async function playOverHls(t, name, { ll, label }) {
 test('hls.js plays an RTMP stream over LL-HLS and plain HLS with picture and sound', { timeout: 4 * TEST_TIMEOUT_MS }, async (t) => {
     await fx.run(async (t, defer) => {
         const { server } = fx;
-        encoder = publishRtmp(`rtmp://127.0.0.1:${server.rtmp}/live/hlsrtmp`);
+        const encoder = publishRtmp(`rtmp://127.0.0.1:${server.rtmp}/live/hlsrtmp`);
         defer(() => encoder.kill('SIGKILL'));
         await waitPublished(server, 'hlsrtmp');
         await playOverHls(t, 'hlsrtmp', { ll: true, label: 'rtmp' });

@@ -24,7 +24,6 @@ const NOTE = 'B-frames: re-encoded to constrained baseline';
 
 let fx;
 let media;
-let encoder;
 before(async () => {
     fx = await fixture();
     media = join(dirname(fx.server.logPath), 'media');
@@ -34,10 +33,7 @@ before(async () => {
         '-t', '40', '-c:v', 'libx264', '-profile:v', 'high', '-bf', '3', '-pix_fmt', 'yuv420p',
         '-c:a', 'aac', '-ac', '2', '-movflags', '+faststart', join(media, 'phone.mp4')]);
 });
-after(async () => {
-    encoder?.kill('SIGKILL');
-    await fx?.close();
-});
+after(async () => { await fx?.close(); });
 
 /** A viewer in a browser of its own (closed when the test ends: `fx.run`). */
 async function play(label, name) {
@@ -160,7 +156,7 @@ test('two vod-live:// viewers of it both play smoothly', { timeout: TEST_TIMEOUT
 test('the same file published over RTMP as is (-c copy) plays smoothly', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     await fx.run(async (t, defer) => {
         const { server } = fx;
-        encoder = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', join(media, 'phone.mp4'),
+        const encoder = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', join(media, 'phone.mp4'),
             '-c', 'copy', '-f', 'flv', `rtmp://127.0.0.1:${server.rtmp}/live/obs`], { stdio: 'ignore' });
         defer(() => encoder.kill('SIGKILL'));
         const end = Date.now() + 10_000;
